@@ -1,0 +1,105 @@
+"""hopx_async: run code in the background in HopX sandboxes, many at once, and watch it finish.
+
+>>> import asyncio, hopx_async
+>>> async def main():  # doctest: +SKIP
+...     async with hopx_async.AsyncHopx() as client:
+...         async with client.sandboxes.create("code-interpreter") as sandbox:
+...             proc = await sandbox.run_code_background("print('hello')")
+...             print((await proc.wait()).stdout)
+
+The blocking twin of every class lives in :mod:`hopx_sync` (``AsyncHopx`` -> ``Hopx``).
+The embedded local backend lives in :mod:`hopx_async.local`.
+"""
+
+from ._client import AsyncHopx, AsyncSandboxes, aclose_default_client
+from ._config import DEFAULT_BASE_URL, Limits, PollPolicy, RetryPolicy, Timeouts
+from ._errors import (
+    APIError,
+    AuthenticationError,
+    BadRequestError,
+    ConfigurationError,
+    ConflictError,
+    ExecutionTimeoutError,
+    HopxError,
+    HopxTimeoutError,
+    NetworkError,
+    NotFoundError,
+    PaymentRequiredError,
+    PermissionDeniedError,
+    ProcessFailedError,
+    ProcessNotFoundError,
+    RateLimitError,
+    RequestTimeoutError,
+    SandboxNotFoundError,
+    ServerError,
+    ServiceUnavailableError,
+    TokenExpiredError,
+    ValidationError,
+    WaitTimeoutError,
+)
+from ._models import (
+    CommandResult,
+    ExecutionResult,
+    OutputChunk,
+    ProcessInfo,
+    ProcessResult,
+    ProcessStatus,
+    Resources,
+    SandboxInfo,
+    Template,
+)
+from ._process import AsyncBackgroundProcess
+from ._sandbox import AsyncCommands, AsyncSandbox
+from ._utils import AwaitableContext
+from ._version import __version__
+
+__all__ = [
+    # clients and handles (each has a blocking twin in hopx_sync)
+    "AsyncHopx",
+    "AsyncSandboxes",
+    "AsyncSandbox",
+    "AsyncCommands",
+    "AsyncBackgroundProcess",
+    "AwaitableContext",
+    "aclose_default_client",
+    # configuration
+    "DEFAULT_BASE_URL",
+    "Timeouts",
+    "Limits",
+    "RetryPolicy",
+    "PollPolicy",
+    # results
+    "ProcessStatus",
+    "ProcessInfo",
+    "ProcessResult",
+    "ExecutionResult",
+    "CommandResult",
+    "OutputChunk",
+    "SandboxInfo",
+    "Resources",
+    "Template",
+    # errors
+    "HopxError",
+    "ValidationError",
+    "ConfigurationError",
+    "APIError",
+    "BadRequestError",
+    "AuthenticationError",
+    "TokenExpiredError",
+    "PaymentRequiredError",
+    "PermissionDeniedError",
+    "NotFoundError",
+    "SandboxNotFoundError",
+    "ProcessNotFoundError",
+    "ConflictError",
+    "ExecutionTimeoutError",
+    "RateLimitError",
+    "ServerError",
+    "ServiceUnavailableError",
+    "NetworkError",
+    "HopxTimeoutError",
+    "RequestTimeoutError",
+    "WaitTimeoutError",
+    "ProcessFailedError",
+    "__version__",
+]

@@ -1,0 +1,394 @@
+"""Typed results, parsed tolerantly from every wire variant the service and its SDK use.
+
+Unknown fields are ignored, unknown statuses are kept as their raw string, and both
+field-name families are read (``started_at``/``start_time``, ``completed_at``/``end_time``,
+``execution_time``/``duration``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from datetime import datetime, timezone
+from typing import Any, ClassVar, Literal, cast
+
+import attrs
+
+__all__ = [
+    "ProcessStatus",
+    "SandboxInfo",
+    "Resources",
+    "ProcessInfo",
+    "ProcessResult",
+    "ExecutionResult",
+    "CommandResult",
+    "OutputChunk",
+    "Template",
+]
+
+
+class ProcessStatus:
+    """The status strings of a background process. Unknown ones are passed through as-is.
+
+    >>> ProcessStatus.is_terminal("completed")
+    True
+    """
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    KILLED = "killed"
+    TIMEOUT = "timeout"
+
+    #: statuses after which nothing changes any more
+    TERMINAL = frozenset({COMPLETED, FAILED, KILLED, TIMEOUT})
+    #: terminal statuses that are not a success
+    UNSUCCESSFUL = frozenset({FAILED, KILLED, TIMEOUT})
+
+    @staticmethod
+    def is_terminal(status: str) -> bool:
+        """Whether ``status`` is final (completed, failed, killed or timeout)."""
+        return status in ProcessStatus.TERMINAL
+
+
+class _DictAccess:
+    """Read-only mapping access for code written against the documented dict answers.
+
+    ``obj["status"]`` returns the attribute; ``obj.get("name", "unnamed")`` returns the
+    default when the field is missing *or null*, as the documented examples expect.
+    """
+
+    __slots__ = ()
+    _KEY_ALIASES: ClassVar[Mapping[str, str]] = {}
+
+    def _attr_for(self, key: str) -> str | None:
+        name = self._KEY_ALIASES.get(key, key)
+        if name.startswith("_") or not hasattr(self, name):
+            return None
+        return name
+
+    def __getitem__(self, key: str) -> Any:
+        name = self._attr_for(key)
+        if name is None:
+            raise KeyError(key)
+        return getattr(self, name)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """The field named ``key``, or ``default`` when it is missing or null."""
+        name = self._attr_for(key)
+        if name is None:
+            return default
+        value = getattr(self, name)
+        return default if value is None else value
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and self._attr_for(key) is not None
+
+    def keys(self) -> list[str]:
+        """The field names, as a dict answer would have them."""
+        fields = attrs.fields(cast("type[attrs.AttrsInstance]", type(self)))
+        return [f.name for f in fields if not f.name.startswith("_")]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.keys())
+
+    def to_dict(self) -> dict[str, Any]:
+        """A plain dict of the fields (datetimes stay datetimes)."""
+        return {k: getattr(self, k) for k in self.keys()}
+
+
+def parse_time(value: Any) -> datetime | None:
+    """ISO-8601 (``Z`` or offset), or unix seconds, to an aware datetime; else None."""
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return datetime.fromtimestamp(float(value), tz=timezone.utc)
+    if isinstance(value, str) and value:
+        text = value.strip()
+        if text.endswith(("Z", "z")):
+            text = text[:-1] + "+00:00"
+        try:
+            parsed = datetime.fromisoformat(text)
+        except ValueError:
+            return None
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+    return None
+
+
+def _str(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value)
+
+
+def _int(value: Any) -> int | None:
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _float(value: Any) -> float | None:
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _first(data: Mapping[str, Any], *keys: str) -> Any:
+    for key in keys:
+        if data.get(key) is not None:
+            return data[key]
+    return None
+
+
+@attrs.frozen(kw_only=True)
+class Resources:
+    """A sandbox's size."""
+
+    vcpu: float | None = None
+    memory_mb: int | None = None
+    disk_mb: int | None = None
+
+    @classmethod
+    def from_wire(cls, data: Any) -> Resources | None:
+        if not isinstance(data, Mapping):
+            return None
+        return cls(
+            vcpu=_float(data.get("vcpu")),
+            memory_mb=_int(data.get("memory_mb")),
+            disk_mb=_int(data.get("disk_mb")),
+        )
+
+
+@attrs.frozen(kw_only=True)
+class SandboxInfo(_DictAccess):
+    """What the control plane says about a sandbox. The access token is never kept here."""
+
+    id: str
+    status: str
+    template_id: str | None = None
+    template_name: str | None = None
+    region: str | None = None
+    public_host: str | None = None
+    direct_url: str | None = None
+    organization_id: str | None = None
+    resources: Resources | None = None
+    internet_access: bool | None = None
+    timeout_seconds: int | None = None
+    expires_at: datetime | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+    _KEY_ALIASES: ClassVar[Mapping[str, str]] = {"sandbox_id": "id"}
+
+    @classmethod
+    def from_wire(cls, data: Mapping[str, Any]) -> SandboxInfo:
+        """Parse a sandbox object (``id`` or ``sandbox_id``)."""
+        internet = data.get("internet_access")
+        return cls(
+            id=str(_first(data, "id", "sandbox_id") or ""),
+            status=str(data.get("status") or "unknown"),
+            template_id=_str(data.get("template_id")),
+            template_name=_str(_first(data, "template_name", "template")),
+            region=_str(data.get("region")),
+            public_host=_str(data.get("public_host")),
+            direct_url=_str(data.get("direct_url")),
+            organization_id=_str(data.get("organization_id")),
+            resources=Resources.from_wire(data.get("resources")),
+            internet_access=internet if isinstance(internet, bool) else None,
+            timeout_seconds=_int(data.get("timeout_seconds")),
+            expires_at=parse_time(data.get("expires_at")),
+            created_at=parse_time(data.get("created_at")),
+            updated_at=parse_time(data.get("updated_at")),
+        )
+
+
+@attrs.frozen(kw_only=True)
+class Template(_DictAccess):
+    """A sandbox template."""
+
+    id: str
+    name: str
+    display_name: str | None = None
+    language: str | None = None
+    is_active: bool | None = None
+
+    @classmethod
+    def from_wire(cls, data: Mapping[str, Any]) -> Template:
+        active = data.get("is_active")
+        return cls(
+            id=str(data.get("id") or data.get("name") or ""),
+            name=str(data.get("name") or data.get("id") or ""),
+            display_name=_str(data.get("display_name")),
+            language=_str(data.get("language")),
+            is_active=active if isinstance(active, bool) else None,
+        )
+
+
+@attrs.frozen(kw_only=True)
+class ProcessInfo(_DictAccess):
+    """One background process as the sandbox reports it.
+
+    >>> info = ProcessInfo.from_wire({"process_id": "proc_1", "status": "running"})
+    >>> info["status"], info.get("stdout", "")
+    ('running', '')
+    """
+
+    process_id: str
+    status: str
+    execution_id: str | None = None
+    name: str | None = None
+    language: str | None = None
+    command: str | None = None
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    stdout: str = ""
+    stderr: str = ""
+    exit_code: int | None = None
+    execution_time: float | None = None
+    pid: int | None = None
+    timeout: int | None = None
+    stdout_truncated: bool = False
+    stderr_truncated: bool = False
+    #: the sandbox's change counter at this record's last change (local backend extension)
+    version: int | None = attrs.field(default=None, repr=False)
+
+    _KEY_ALIASES: ClassVar[Mapping[str, str]] = {
+        "id": "process_id",
+        "start_time": "started_at",
+        "end_time": "completed_at",
+        "duration": "execution_time",
+    }
+
+    @property
+    def is_done(self) -> bool:
+        """Whether the process has reached a terminal status."""
+        return self.status in ProcessStatus.TERMINAL
+
+    @classmethod
+    def from_wire(cls, data: Mapping[str, Any]) -> ProcessInfo:
+        """Parse a process object, documented or generated-model field names."""
+        return cls(
+            process_id=str(_first(data, "process_id", "id") or ""),
+            status=str(data.get("status") or "unknown"),
+            execution_id=_str(data.get("execution_id")),
+            name=_str(data.get("name")),
+            language=_str(data.get("language")),
+            command=_str(data.get("command")),
+            started_at=parse_time(_first(data, "started_at", "start_time")),
+            completed_at=parse_time(_first(data, "completed_at", "end_time")),
+            stdout=_text(data.get("stdout")),
+            stderr=_text(data.get("stderr")),
+            exit_code=_int(data.get("exit_code")),
+            execution_time=_float(_first(data, "execution_time", "duration")),
+            pid=_int(data.get("pid")),
+            timeout=_int(data.get("timeout")),
+            stdout_truncated=bool(data.get("stdout_truncated")),
+            stderr_truncated=bool(data.get("stderr_truncated")),
+            version=_int(data.get("version")),
+        )
+
+
+@attrs.frozen(kw_only=True)
+class ProcessResult(_DictAccess):
+    """How a background process ended, with all of its output."""
+
+    process_id: str
+    status: str
+    exit_code: int | None
+    stdout: str
+    stderr: str
+    name: str | None = None
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    execution_time: float | None = None
+
+    _KEY_ALIASES: ClassVar[Mapping[str, str]] = {"id": "process_id"}
+
+    @property
+    def ok(self) -> bool:
+        """True when the process completed with exit code 0."""
+        return self.status == ProcessStatus.COMPLETED and self.exit_code in (0, None)
+
+    @classmethod
+    def from_info(
+        cls, info: ProcessInfo, *, stdout: str | None = None, stderr: str | None = None
+    ) -> ProcessResult:
+        """The result of a finished :class:`ProcessInfo` (optionally with full output)."""
+        return cls(
+            process_id=info.process_id,
+            status=info.status,
+            exit_code=info.exit_code,
+            stdout=info.stdout if stdout is None else stdout,
+            stderr=info.stderr if stderr is None else stderr,
+            name=info.name,
+            started_at=info.started_at,
+            completed_at=info.completed_at,
+            execution_time=info.execution_time,
+        )
+
+
+@attrs.frozen(kw_only=True)
+class ExecutionResult(_DictAccess):
+    """The answer of synchronous execution (``run_code``)."""
+
+    success: bool
+    stdout: str
+    stderr: str
+    exit_code: int | None
+    execution_time: float | None = None
+
+    @classmethod
+    def from_wire(cls, data: Mapping[str, Any]) -> ExecutionResult:
+        exit_code = _int(data.get("exit_code"))
+        success = data.get("success")
+        return cls(
+            success=success if isinstance(success, bool) else exit_code == 0,
+            stdout=_text(data.get("stdout")),
+            stderr=_text(data.get("stderr")),
+            exit_code=exit_code,
+            execution_time=_float(_first(data, "execution_time", "duration")),
+        )
+
+
+@attrs.frozen(kw_only=True)
+class CommandResult(_DictAccess):
+    """The answer of a foreground command (``commands.run``)."""
+
+    stdout: str
+    stderr: str
+    exit_code: int | None
+    execution_time: float | None = None
+
+    @property
+    def ok(self) -> bool:
+        """True when the command exited with 0."""
+        return self.exit_code == 0
+
+    @classmethod
+    def from_wire(cls, data: Mapping[str, Any]) -> CommandResult:
+        return cls(
+            stdout=_text(data.get("stdout")),
+            stderr=_text(data.get("stderr")),
+            exit_code=_int(data.get("exit_code")),
+            execution_time=_float(_first(data, "execution_time", "duration")),
+        )
+
+
+@attrs.frozen
+class OutputChunk:
+    """A piece of live output from ``process.output()``."""
+
+    stream: Literal["stdout", "stderr"]
+    text: str
