@@ -1,0 +1,229 @@
+"""``LocalBackend``: start and stop the server, in the running loop or in a thread of its own."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import os
+import secrets
+import shutil
+import tempfile
+import threading
+from collections.abc import Coroutine, Iterator
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TypeVar
+
+from aiohttp import web
+
+from ._app import make_app
+from ._service import Service
+from ._store import Store
+from ._supervisor import GRACE_SECONDS, Supervisor
+from ._tokens import TokenSigner
+
+__all__ = ["LocalBackend"]
+
+logger = logging.getLogger("hopx_async.local")
+
+_T = TypeVar("_T")
+_DB_NAME = "hopx-local.sqlite3"
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _url_host(host: str) -> str:
+    if host in ("", "0.0.0.0"):
+        return "127.0.0.1"
+    if host == "::":
+        return "[::1]"
+    return f"[{host}]" if ":" in host else host
+
+
+class LocalBackend:
+    """A HopX-compatible server on this machine that runs code in local processes.
+
+    ::
+
+        async with LocalBackend() as backend:
+            ...  # backend.base_url, backend.api_key
+
+        with LocalBackend.in_thread() as backend:  # from synchronous code
+            ...
+
+    ``state_dir`` keeps sandboxes, process records and output across restarts; without it
+    a temporary directory is used and removed at stop. ``api_key`` defaults to a random
+    ``hopx_local_...`` key. ``rate_limit_per_minute`` turns on 429 answers (off by default).
+    """
+
+    def __init__(
+        self,
+        state_dir: str | os.PathLike[str] | None = None,
+        api_key: str | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        rate_limit_per_minute: int | None = None,
+        *,
+        token_ttl_seconds: float = 24 * 3600.0,
+        grace_seconds: float = GRACE_SECONDS,
+    ) -> None:
+        if rate_limit_per_minute is not None and rate_limit_per_minute < 1:
+            raise ValueError("rate_limit_per_minute must be at least 1 (or None for no limit)")
+        if api_key is not None and not api_key.strip():
+            raise ValueError("api_key must not be empty (pass None for a random key)")
+        self.api_key = api_key or "hopx_local_" + secrets.token_urlsafe(24)
+        self.host = host
+        self.port = port
+        self.rate_limit_per_minute = rate_limit_per_minute
+        self.token_ttl_seconds = token_ttl_seconds
+        self.grace_seconds = grace_seconds
+        self._given_state_dir = None if state_dir is None else Path(state_dir)
+        self._temp_dir: Path | None = None
+        self._state_dir: Path | None = None
+        self._store: Store | None = None
+        self._service: Service | None = None
+        self._runner: web.AppRunner | None = None
+        self._base_url: str | None = None
+
+    def __repr__(self) -> str:
+        where = self._base_url or "not started"
+        return f"LocalBackend({where}, state_dir={str(self.state_dir)!r})"
+
+    @property
+    def base_url(self) -> str:
+        """``http://HOST:PORT`` once started."""
+        if self._base_url is None:
+            raise RuntimeError("the LocalBackend is not started")
+        return self._base_url
+
+    @property
+    def state_dir(self) -> Path | None:
+        return self._state_dir or self._given_state_dir
+
+    async def start(self) -> None:
+        if self._runner is not None:
+            raise RuntimeError("the LocalBackend is already started")
+        if not is_loopback(self.host):
+            logger.warning(
+                "binding to %s, not loopback: anyone who can reach it and has the API key can "
+                "run code on this machine",
+                self.host,
+            )
+        if self._given_state_dir is None:
+            self._temp_dir = Path(tempfile.mkdtemp(prefix="hopx-local-"))
+            self._state_dir = self._temp_dir
+        else:
+            self._state_dir = self._given_state_dir.resolve()
+            self._state_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            await self._start(self._state_dir)
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _start(self, state_dir: Path) -> None:
+        store = self._store = Store(state_dir / _DB_NAME)
+        store.bind_loop(asyncio.get_running_loop())
+        secret = store.get_meta("token_secret")
+        if secret is None:
+            secret = secrets.token_hex(32)
+            store.set_meta("token_secret", secret)
+        service = self._service = Service(
+            state_dir=state_dir,
+            store=store,
+            signer=TokenSigner(bytes.fromhex(secret), self.token_ttl_seconds),
+            supervisor=Supervisor(self.grace_seconds),
+        )
+        service.load()
+        app = make_app(
+            service, api_key=self.api_key, rate_limit_per_minute=self.rate_limit_per_minute
+        )
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port)
+        await site.start()
+        port = self._runner.addresses[0][1]
+        self._base_url = f"http://{_url_host(self.host)}:{port}"
+        service.base_url = self._base_url
+        service.start_reaper()
+        logger.info("local backend listening on %s (state in %s)", self._base_url, state_dir)
+
+    async def stop(self) -> None:
+        """Kill every running process group (marked killed), flush the store, clean up."""
+        if self._service is not None:
+            await self._service.close()
+            self._service = None
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+        if self._temp_dir is not None:
+            await asyncio.to_thread(shutil.rmtree, self._temp_dir, True)
+            self._temp_dir = None
+            self._state_dir = None
+        self._base_url = None
+
+    async def __aenter__(self) -> LocalBackend:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    @classmethod
+    @contextlib.contextmanager
+    def in_thread(
+        cls,
+        state_dir: str | os.PathLike[str] | None = None,
+        api_key: str | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        rate_limit_per_minute: int | None = None,
+        **kwargs: Any,
+    ) -> Iterator[LocalBackend]:
+        """Run the server on its own event loop in a daemon thread (for synchronous code)."""
+        backend = cls(state_dir, api_key, host, port, rate_limit_per_minute, **kwargs)
+        thread = _LoopThread()
+        try:
+            thread.run(backend.start())
+            yield backend
+        finally:
+            try:
+                thread.run(backend.stop())
+            finally:
+                thread.close()
+
+
+class _LoopThread:
+    def __init__(self) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="hopx-local-backend", daemon=True
+        )
+        self._thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, _T]) -> _T:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
+    def close(self) -> None:
+        self.run(self._loop.shutdown_asyncgens())
+        self.run(self._loop.shutdown_default_executor())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join()
+        self._loop.close()

@@ -1,0 +1,79 @@
+"""Per-sandbox agent tokens: HMAC-signed, expiring, bound to one sandbox.
+
+A token is ``hopx1.<payload>.<signature>`` where ``payload`` is the urlsafe-base64 JSON
+``{"sid": sandbox_id, "exp": unix_seconds, "n": nonce}`` and ``signature`` the urlsafe-base64
+HMAC-SHA256 of the payload under the server's secret (kept in the store, so tokens survive
+a restart with the same state directory).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import secrets
+import time
+
+import attrs
+
+__all__ = ["TokenError", "TokenSigner"]
+
+_PREFIX = "hopx1"
+
+
+class TokenError(Exception):
+    """The token is malformed, badly signed or expired."""
+
+
+def _b64encode(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _b64decode(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+@attrs.define(repr=False)
+class TokenSigner:
+    """Issues and checks sandbox tokens. Its repr never shows the secret."""
+
+    secret: bytes
+    ttl_seconds: float = 24 * 3600.0
+
+    def __repr__(self) -> str:
+        return f"TokenSigner(ttl_seconds={self.ttl_seconds})"
+
+    def issue(self, sandbox_id: str, *, now: float | None = None) -> tuple[str, float]:
+        """Return ``(token, expires_at)`` for ``sandbox_id``."""
+        expires_at = (time.time() if now is None else now) + self.ttl_seconds
+        payload = json.dumps(
+            {"sid": sandbox_id, "exp": int(expires_at), "n": secrets.token_hex(6)},
+            separators=(",", ":"),
+        ).encode()
+        encoded = _b64encode(payload)
+        return f"{_PREFIX}.{encoded}.{self._sign(encoded)}", float(int(expires_at))
+
+    def verify(self, token: str, *, now: float | None = None) -> str:
+        """Return the sandbox id the token was issued for, or raise ``TokenError``."""
+        parts = token.split(".")
+        if len(parts) != 3 or parts[0] != _PREFIX:
+            raise TokenError("malformed token")
+        _, encoded, signature = parts
+        if not hmac.compare_digest(self._sign(encoded), signature):
+            raise TokenError("bad token signature")
+        try:
+            payload = json.loads(_b64decode(encoded))
+            sandbox_id = payload["sid"]
+            expires = payload["exp"]
+        except (ValueError, KeyError, TypeError, binascii.Error) as exc:
+            raise TokenError("malformed token") from exc
+        if not isinstance(sandbox_id, str) or not isinstance(expires, int):
+            raise TokenError("malformed token")
+        if expires <= (time.time() if now is None else now):
+            raise TokenError("token expired; refresh it with POST /v1/sandboxes/{id}/token/refresh")
+        return sandbox_id
+
+    def _sign(self, encoded: str) -> str:
+        return _b64encode(hmac.new(self.secret, encoded.encode(), hashlib.sha256).digest())
