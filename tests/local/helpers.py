@@ -1,0 +1,106 @@
+"""Helpers for driving the local backend over real HTTP with plain aiohttp."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import aiohttp
+import attrs
+
+PY = sys.executable
+
+
+@attrs.define
+class Answer:
+    status: int
+    body: Any
+    headers: Any
+
+    def expect_error(self, status: int, code: str) -> dict[str, Any]:
+        assert self.status == status, (self.status, self.body)
+        assert isinstance(self.body, dict), self.body
+        assert self.body["code"] == code, self.body
+        assert isinstance(self.body["error"], str)
+        assert self.body["error"]
+        assert self.body["request_id"] == self.headers["X-Request-ID"]
+        assert self.body["request_id"].startswith("req_")
+        return self.body
+
+
+@attrs.define
+class Sandbox:
+    data: dict[str, Any]
+
+    @property
+    def id(self) -> str:
+        return str(self.data["id"])
+
+    @property
+    def host(self) -> str:
+        return str(self.data["public_host"]).rstrip("/")
+
+    @property
+    def token(self) -> str:
+        return str(self.data["auth_token"])
+
+
+@attrs.define
+class Api:
+    session: aiohttp.ClientSession
+    base_url: str
+    api_key: str
+
+    async def raw(self, method: str, url: str, **kwargs: Any) -> Answer:
+        async with self.session.request(method, url, **kwargs) as resp:
+            text = await resp.text()
+            body: Any = None
+            if text:
+                try:
+                    body = await resp.json(content_type=None)
+                except ValueError:
+                    body = text
+            assert resp.headers["X-Request-ID"].startswith("req_")
+            return Answer(resp.status, body, resp.headers)
+
+    async def cp(self, method: str, path: str, **kwargs: Any) -> Answer:
+        headers = {"X-API-Key": self.api_key, **kwargs.pop("headers", {})}
+        return await self.raw(method, self.base_url + path, headers=headers, **kwargs)
+
+    async def agent(self, sbx: Sandbox, method: str, path: str, **kwargs: Any) -> Answer:
+        headers = {"Authorization": f"Bearer {sbx.token}", **kwargs.pop("headers", {})}
+        return await self.raw(method, sbx.host + path, headers=headers, **kwargs)
+
+    async def create(self, **body: Any) -> Sandbox:
+        body.setdefault("template_name", "code-interpreter")
+        answer = await self.cp("POST", "/v1/sandboxes", json=body)
+        assert answer.status == 201, answer.body
+        return Sandbox(answer.body)
+
+    async def background(self, sbx: Sandbox, code: str, **body: Any) -> dict[str, Any]:
+        answer = await self.agent(sbx, "POST", "/execute/background", json={"code": code, **body})
+        assert answer.status == 200, answer.body
+        return dict(answer.body)
+
+    async def command(self, sbx: Sandbox, command: str, **body: Any) -> dict[str, Any]:
+        answer = await self.agent(
+            sbx, "POST", "/commands/background", json={"command": command, **body}
+        )
+        assert answer.status == 200, answer.body
+        return dict(answer.body)
+
+    async def process(self, sbx: Sandbox, process_id: str, query: str = "") -> dict[str, Any]:
+        answer = await self.agent(sbx, "GET", f"/execute/processes/{process_id}{query}")
+        assert answer.status == 200, answer.body
+        return dict(answer.body)
+
+    async def wait_done(self, sbx: Sandbox, process_id: str, seconds: float = 20) -> dict[str, Any]:
+        """Long-poll one process until it is in a terminal state."""
+        terminal = {"completed", "failed", "killed", "timeout"}
+        loop_until = seconds
+        while loop_until > 0:
+            proc = await self.process(sbx, process_id, "?wait=10")
+            if proc["status"] in terminal:
+                return proc
+            loop_until -= 10
+        raise AssertionError(f"{process_id} did not finish: {proc}")
