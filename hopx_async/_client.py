@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-import traceback
+import os
+import sys
 import warnings
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
@@ -162,8 +163,7 @@ class AsyncHopx:
         self._adopted: set[AsyncSandbox] = set()
         self._sandboxes: weakref.WeakSet[AsyncSandbox] = weakref.WeakSet()
         self._is_default = False
-        frame = traceback.extract_stack(limit=3)[0]
-        self._origin = f"{frame.filename}:{frame.lineno}"
+        self._origin = _caller_location()
         self.sandboxes = AsyncSandboxes(self)
 
     @property
@@ -327,6 +327,23 @@ class AsyncHopx:
         finally:
             for task in tasks:
                 task.cancel()
+
+
+_PACKAGE_DIRS = (
+    os.path.dirname(os.path.abspath(__file__)),
+    os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "hopx_sync"),
+)
+
+
+def _caller_location() -> str:
+    """``file:line`` of the first frame outside this SDK (for the unclosed-client warning)."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        filename = os.path.abspath(frame.f_code.co_filename)
+        if not filename.startswith(_PACKAGE_DIRS):
+            return f"{filename}:{frame.f_lineno}"
+        frame = frame.f_back  # type: ignore[assignment]
+    return "<unknown>"
 
 
 def _handles(processes: Iterable[AsyncBackgroundProcess]) -> list[AsyncBackgroundProcess]:

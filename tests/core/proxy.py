@@ -1,0 +1,139 @@
+"""A loopback HTTP proxy in front of the local backend, for what a real server cannot do on demand.
+
+It forwards every request to the backend unchanged and rewrites the backend's URL in the
+answers (so ``public_host`` points back at the proxy). Tests use it to count the requests
+the server received and to inject faults: an error answer before forwarding (a 503 burst, a
+429, an expired token), an error answer *after* the backend handled the request (the
+request reached the server but the client saw a 503), and hiding the extensions the local
+backend advertises (to exercise the code paths used against the real service).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+import aiohttp
+import attrs
+from aiohttp import web
+
+
+@attrs.define
+class Fault:
+    """Answer ``status``/``body`` to requests matching ``method`` and ``path`` (a regex).
+
+    ``after=True`` forwards the request first and then answers the fault instead of the
+    backend's answer. ``times`` is how many matching requests get the fault.
+    """
+
+    method: str
+    path: str
+    status: int
+    body: dict[str, Any] = attrs.field(factory=dict)
+    headers: dict[str, str] = attrs.field(factory=dict)
+    times: int = 1
+    after: bool = False
+    hits: int = 0
+
+    def matches(self, request: web.Request) -> bool:
+        return (
+            self.hits < self.times
+            and request.method == self.method
+            and re.search(self.path, request.path) is not None
+        )
+
+
+def route_key(method: str, path: str) -> str:
+    """``GET /execute/processes`` for ``/sandboxes/sbx_1/execute/processes``."""
+    path = re.sub(r"^/sandboxes/[^/]+", "", path)
+    path = re.sub(r"/(proc|sbx)_[A-Za-z0-9_-]+", r"/{\1}", path)
+    return f"{method} {path}"
+
+
+class FaultProxy:
+    """Run with ``async with FaultProxy(backend.base_url) as proxy:``; point clients at
+    ``proxy.url``. ``proxy.counts`` counts received requests by :func:`route_key`."""
+
+    def __init__(self, upstream: str, *, hide_features: bool = False) -> None:
+        self.upstream = upstream.rstrip("/")
+        self.hide_features = hide_features
+        self.faults: list[Fault] = []
+        self.counts: Counter[str] = Counter()
+        self.log: list[str] = []
+        self.on_request: Callable[[web.Request], None] | None = None
+        self.url = ""
+        self._runner: web.AppRunner | None = None
+        self._session: aiohttp.ClientSession | None = None
+
+    def inject(self, fault: Fault) -> Fault:
+        self.faults.append(fault)
+        return fault
+
+    async def __aenter__(self) -> FaultProxy:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = self._runner.addresses[0][1]
+        self.url = f"http://127.0.0.1:{port}"
+        self._session = aiohttp.ClientSession(auto_decompress=False)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._session is not None:
+            await self._session.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    def count(self, method: str, path: str) -> int:
+        return self.counts[f"{method} {path}"]
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        key = route_key(request.method, request.path)
+        self.counts[key] += 1
+        self.log.append(key)
+        if self.on_request is not None:
+            self.on_request(request)
+        fault = next((f for f in self.faults if f.matches(request)), None)
+        if fault is not None:
+            fault.hits += 1
+        if fault is not None and not fault.after:
+            return web.json_response(fault.body, status=fault.status, headers=fault.headers)
+        assert self._session is not None
+        body = await request.read()
+        headers = {
+            k: v for k, v in request.headers.items() if k.lower() not in ("host", "content-length")
+        }
+        async with self._session.request(
+            request.method,
+            self.upstream + request.path_qs,
+            data=body or None,
+            headers=headers,
+            allow_redirects=False,
+        ) as upstream:
+            payload = await upstream.read()
+            status = upstream.status
+            content_type = upstream.headers.get("Content-Type", "")
+            passthrough = {
+                k: v
+                for k, v in upstream.headers.items()
+                if k.lower().startswith("x-") or k.lower() == "retry-after"
+            }
+        if fault is not None:
+            return web.json_response(fault.body, status=fault.status, headers=fault.headers)
+        text = payload.decode("utf-8", "replace").replace(self.upstream, self.url)
+        if self.hide_features and key == "GET /health" and status == 200:
+            data = json.loads(text)
+            data["features"] = {}
+            text = json.dumps(data)
+        return web.Response(
+            text=text,
+            status=status,
+            headers=passthrough,
+            content_type=content_type.split(";")[0] or None,
+        )

@@ -1,0 +1,78 @@
+"""Bad arguments are refused before any I/O, with the argument and the allowed values named."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from hopx_async import AsyncHopx, AsyncSandbox, SandboxInfo, ValidationError
+
+# Nothing listens here: any I/O would raise NetworkError instead of ValidationError.
+NOWHERE = "http://127.0.0.1:9"
+
+
+def offline_sandbox() -> AsyncSandbox:
+    client = AsyncHopx(api_key="k", base_url=NOWHERE)
+    info = SandboxInfo.from_wire({"id": "sbx_x", "status": "running", "public_host": NOWHERE})
+    return AsyncSandbox(client, info, token="t")
+
+
+CASES: list[tuple[str, Callable[[AsyncSandbox], Awaitable[Any]], str]] = [
+    ("code", lambda s: s.run_code_background(""), "non-empty"),
+    ("code", lambda s: s.run_code_background(None), "non-empty"),  # type: ignore[arg-type]
+    ("language", lambda s: s.run_code_background("x", language="cobol"), "python"),
+    ("timeout", lambda s: s.run_code_background("x", timeout=0), "> 0"),
+    ("timeout", lambda s: s.run_code_background("x", timeout=-5), "> 0"),
+    ("timeout", lambda s: s.run_code_background("x", timeout=True), "> 0"),  # type: ignore[arg-type]
+    ("env", lambda s: s.run_code_background("x", env={"A": 1}), "must be a str"),  # type: ignore[dict-item]
+    ("env", lambda s: s.run_code_background("x", env={"": "v"}), "non-empty"),
+    ("env", lambda s: s.run_code_background("x", env=["A"]), "dict"),  # type: ignore[arg-type]
+    ("name", lambda s: s.run_code_background("x", name=""), "non-empty"),
+    ("timeout", lambda s: s.run_code("x", timeout=301), "at most 300"),
+    ("command", lambda s: s.commands.run("  "), "non-empty"),
+    ("name", lambda s: s.commands.run("ls", name="x"), "background"),
+    ("process_id", lambda s: s.get_process(""), "non-empty"),
+    ("process_id", lambda s: s.kill_process(""), "non-empty"),
+    ("seconds", lambda s: s.set_timeout(0), "> 0"),
+    ("timeout", lambda s: s.process("proc_1").wait(timeout=0), "> 0"),
+    ("processes", lambda s: s.wait_all(["proc_1"]), "run_code_background"),  # type: ignore[list-item]
+]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(("argument", "call", "fragment"), CASES)
+async def test_refused_before_io(
+    argument: str, call: Callable[[AsyncSandbox], Awaitable[Any]], fragment: str
+) -> None:
+    sandbox = offline_sandbox()
+    with pytest.raises(ValidationError) as err:
+        await call(sandbox)
+    assert err.value.argument == argument
+    assert str(err.value).startswith(f"{argument}:")
+    assert fragment in str(err.value)
+    assert not sandbox.client._transport.opened, "no connection may be opened"
+
+
+@pytest.mark.anyio
+async def test_create_arguments_refused_before_io() -> None:
+    client = AsyncHopx(api_key="k", base_url=NOWHERE)
+    with pytest.raises(ValidationError, match="template"):
+        await client.sandboxes.create()
+    with pytest.raises(ValidationError, match="not both"):
+        await client.sandboxes.create("a", template_id="b")
+    with pytest.raises(ValidationError, match="timeout_seconds"):
+        await client.sandboxes.create("code-interpreter", timeout_seconds=0)
+    with pytest.raises(ValidationError, match="env_vars"):
+        await client.sandboxes.create("code-interpreter", env_vars={"A": 1})  # type: ignore[dict-item]
+    with pytest.raises(ValidationError, match="template"):
+        await AsyncSandbox.create()
+    with pytest.raises(ValidationError, match="page_size"):
+        async for _ in client.sandboxes.list(page_size=0):
+            pass
+    assert not client._transport.opened
+
+
+def test_validation_error_is_a_value_error() -> None:
+    assert issubclass(ValidationError, ValueError)
