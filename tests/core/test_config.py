@@ -11,6 +11,7 @@ import pytest
 from hopx_async import (
     DEFAULT_BASE_URL,
     AsyncHopx,
+    AuthenticationError,
     ConfigurationError,
     Limits,
     PollPolicy,
@@ -78,7 +79,7 @@ async def test_key_never_logged_or_in_errors(
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="hopx_async")
     async with AsyncHopx(api_key=SECRET, base_url=backend.base_url) as client:
-        with pytest.raises(Exception) as err:
+        with pytest.raises(AuthenticationError) as err:
             await client.sandboxes.get("sbx_does_not_exist")
     assert SECRET not in str(err.value)
     assert SECRET not in repr(err.value.__dict__)
@@ -92,8 +93,8 @@ async def test_unclosed_client_warns_with_its_origin(backend: Any) -> None:
     async for _ in client.sandboxes.list(limit=1):
         pass
     session = client._transport._session
+    del client
     with pytest.warns(ResourceWarning, match=r"test_config\.py:\d+"):
-        del client
         gc.collect()
     assert session is not None
     await session.close()  # tidy up what the test deliberately leaked

@@ -114,9 +114,10 @@ async def test_output_without_server_offsets(backend: object, sandbox: AsyncSand
 
 async def test_large_output_is_complete(sandbox: AsyncSandbox) -> None:
     # 3 MiB: more than the 1 MiB the list answer carries per process
-    proc = await sandbox.run_code_background(
-        "import sys\nfor i in range(3 * 1024):\n    sys.stdout.write(f'{i:07d}' + 'x' * 1016 + '\\n')"
+    code = (
+        "import sys\nfor i in range(3072):\n    sys.stdout.write(f'{i:07d}' + 'x' * 1016 + '\\n')"
     )
+    proc = await sandbox.run_code_background(code)
     result = await proc.wait(timeout=60)
     lines = result.stdout.splitlines()
     assert len(lines) == 3 * 1024
