@@ -278,7 +278,9 @@ class _Watcher:
         self._waiting.setdefault(proc.id, []).append(fut)
         self._started.setdefault(proc.id, proc._seen_at)
         if proc._version is not None:
-            floor = proc._version
+            # The record may have changed at exactly that version (a start answer can report
+            # an older status with the newest version): ask for changes after the one before.
+            floor = proc._version - 1
             if self._cursor is None or floor < self._cursor:
                 self._cursor = floor
                 if self._inflight is not None and not self._inflight.done():

@@ -481,6 +481,7 @@ class Service:
             "name": rec.name,
             "language": rec.language,
             "timeout": _number(rec.timeout),
+            "version": rec.version,
         }
         if rec.command is not None:
             answer["command"] = rec.command

@@ -1,0 +1,122 @@
+"""Coalesced, adaptive polling: the requests the server receives are counted at a proxy."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from hopx_async import AsyncHopx, PollPolicy, ProcessResult
+
+from .proxy import FaultProxy
+
+pytestmark = pytest.mark.anyio
+
+PER_PROCESS = ("GET /execute/processes/{proc}",)
+
+
+async def test_wait_on_100_processes_costs_one_request_per_tick(
+    proxied: AsyncHopx, proxy: FaultProxy
+) -> None:
+    async with proxied.sandboxes.create("code-interpreter") as sandbox:
+        procs = [
+            await sandbox.run_code_background(f"import time; time.sleep(0.5); print({i})")
+            for i in range(100)
+        ]
+        before = proxy.count("GET", "/execute/processes")
+        done: list[int] = []
+        results = await proxied.wait_all(procs, on_progress=lambda n, total, r: done.append(n))
+        lists = proxy.count("GET", "/execute/processes") - before
+    assert [r.stdout for r in results] == [f"{i}\n" for i in range(100)]
+    assert done == list(range(1, 101))
+    assert lists == sandbox._watcher.polls, "each tick is exactly one list request"
+    assert lists < 100, f"{lists} list requests for 100 processes: polls are not coalesced"
+    assert proxy.count(*PER_PROCESS[0].split(" ", 1)) == 0, "no per-process requests"
+
+
+async def test_without_extensions_one_full_list_per_tick(backend: Any) -> None:
+    """Against a server with no extensions (the real service), each tick is one full list."""
+    async with FaultProxy(backend.base_url, hide_features=True) as proxy, AsyncHopx(
+        api_key=backend.api_key, base_url=proxy.url, polling=PollPolicy(initial_interval=0.05)
+    ) as client:
+        async with client.sandboxes.create("code-interpreter") as sandbox:
+            assert not sandbox._has_feature("list_since") if sandbox._features else True
+            procs = [
+                await sandbox.run_code_background(f"import time; time.sleep(0.6); print({i})")
+                for i in range(20)
+            ]
+            assert sandbox._features == {}
+            before = proxy.count("GET", "/execute/processes")
+            results = await client.wait_all(procs)
+            lists = proxy.count("GET", "/execute/processes") - before
+    assert [r.stdout for r in results] == [f"{i}\n" for i in range(20)]
+    assert lists == sandbox._watcher.polls
+    # 0.6 s of work polled every >= 50 ms: a few ticks, never 20 processes x ticks
+    assert 1 <= lists <= 20
+
+
+async def test_interval_grows_with_age_and_is_capped() -> None:
+    from hopx_async import AsyncSandbox, SandboxInfo
+    from hopx_async._process import AsyncBackgroundProcess
+
+    client = AsyncHopx(
+        api_key="k",
+        base_url="http://127.0.0.1:9",
+        polling=PollPolicy(initial_interval=0.05, growth=0.1, max_interval=2.0),
+    )
+    sandbox = AsyncSandbox(client, SandboxInfo(id="sbx", status="running"), token="t")
+    watcher = sandbox._watcher
+    proc = AsyncBackgroundProcess(sandbox, "proc_1", status="running")
+    watcher._started[proc.id] = proc._seen_at
+    assert watcher._interval() == pytest.approx(0.05, abs=0.01)
+    watcher._started[proc.id] -= 5.0
+    assert watcher._interval() == pytest.approx(0.5, abs=0.05)
+    watcher._started[proc.id] -= 600.0
+    assert watcher._interval() == 2.0
+    # a rate limit of 60 requests a minute allows a poll every 2 s at most (half the budget)
+    client._transport.rate_state("sbx").limit = 30
+    watcher._started[proc.id] = proc._seen_at
+    assert watcher._interval() == pytest.approx(4.0)
+
+
+async def test_watcher_stops_when_nobody_waits(sandbox: Any) -> None:
+    proc = await sandbox.run_code_background("import time; time.sleep(5)")
+    waiter = asyncio.ensure_future(proc.wait())
+    await asyncio.sleep(0.2)
+    assert sandbox._watcher.active
+    waiter.cancel()
+    await asyncio.sleep(0.05)
+    assert not sandbox._watcher.active
+    assert (await proc.refresh()).status == "running", "cancelling a wait kills nothing"
+    await proc.kill()
+
+
+async def test_as_completed_yields_in_completion_order(client: AsyncHopx, sandbox: Any) -> None:
+    slow = await sandbox.run_code_background("import time; time.sleep(1.0); print('slow')")
+    fast = await sandbox.run_code_background("print('fast')")
+    order: list[ProcessResult] = [r async for r in client.as_completed([slow, fast])]
+    assert [r.stdout for r in order] == ["fast\n", "slow\n"]
+
+
+async def test_many_sandboxes_share_one_pool(client: AsyncHopx) -> None:
+    sandboxes = [await client.sandboxes.create("base") for _ in range(4)]
+    try:
+        procs = [await s.run_code_background(f"print('{s.id}')") for s in sandboxes]
+        results = await client.wait_all(procs, check=True)
+        assert [r.stdout.strip() for r in results] == [s.id for s in sandboxes]
+        assert len({id(s.client._transport._session) for s in sandboxes}) == 1
+    finally:
+        for s in sandboxes:
+            await s.kill()
+
+
+async def test_wait_all_timeout_keeps_processes(client: AsyncHopx, sandbox: Any) -> None:
+    from hopx_async import WaitTimeoutError
+
+    procs = [await sandbox.run_code_background("import time; time.sleep(20)") for _ in range(3)]
+    with pytest.raises(WaitTimeoutError, match="3 of 3"):
+        await client.wait_all(procs, timeout=0.3)
+    assert {(await p.refresh()).status for p in procs} == {"running"}
+    for p in procs:
+        await p.kill()
