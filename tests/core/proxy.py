@@ -26,7 +26,7 @@ class Fault:
     """Answer ``status``/``body`` to requests matching ``method`` and ``path`` (a regex).
 
     ``after=True`` forwards the request first and then answers the fault instead of the
-    backend's answer. ``times`` is how many matching requests get the fault.
+    backend's answer. ``status=0`` drops the connection without answering. ``times`` is how many matching requests get the fault.
     """
 
     method: str
@@ -93,6 +93,14 @@ class FaultProxy:
     def count(self, method: str, path: str) -> int:
         return self.counts[f"{method} {path}"]
 
+    @staticmethod
+    def _fault_answer(request: web.Request, fault: Fault) -> web.StreamResponse:
+        if fault.status == 0:  # drop the connection without an answer
+            assert request.transport is not None
+            request.transport.close()
+            raise ConnectionResetError("dropped by the test proxy")
+        return web.json_response(fault.body, status=fault.status, headers=fault.headers)
+
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         key = route_key(request.method, request.path)
         self.counts[key] += 1
@@ -103,7 +111,7 @@ class FaultProxy:
         if fault is not None:
             fault.hits += 1
         if fault is not None and not fault.after:
-            return web.json_response(fault.body, status=fault.status, headers=fault.headers)
+            return self._fault_answer(request, fault)
         assert self._session is not None
         body = await request.read()
         headers = {
@@ -125,7 +133,7 @@ class FaultProxy:
                 if k.lower().startswith("x-") or k.lower() == "retry-after"
             }
         if fault is not None:
-            return web.json_response(fault.body, status=fault.status, headers=fault.headers)
+            return self._fault_answer(request, fault)
         text = payload.decode("utf-8", "replace").replace(self.upstream, self.url)
         if self.hide_features and key == "GET /health" and status == 200:
             data = json.loads(text)

@@ -37,19 +37,22 @@ async def test_wait_on_100_processes_costs_one_request_per_tick(
 
 async def test_without_extensions_one_full_list_per_tick(backend: Any) -> None:
     """Against a server with no extensions (the real service), each tick is one full list."""
-    async with FaultProxy(backend.base_url, hide_features=True) as proxy, AsyncHopx(
-        api_key=backend.api_key, base_url=proxy.url, polling=PollPolicy(initial_interval=0.05)
-    ) as client:
-        async with client.sandboxes.create("code-interpreter") as sandbox:
-            assert not sandbox._has_feature("list_since") if sandbox._features else True
-            procs = [
-                await sandbox.run_code_background(f"import time; time.sleep(0.6); print({i})")
-                for i in range(20)
-            ]
-            assert sandbox._features == {}
-            before = proxy.count("GET", "/execute/processes")
-            results = await client.wait_all(procs)
-            lists = proxy.count("GET", "/execute/processes") - before
+    async with (
+        FaultProxy(backend.base_url, hide_features=True) as proxy,
+        AsyncHopx(
+            api_key=backend.api_key, base_url=proxy.url, polling=PollPolicy(initial_interval=0.05)
+        ) as client,
+        client.sandboxes.create("code-interpreter") as sandbox,
+    ):
+        assert not sandbox._has_feature("list_since") if sandbox._features else True
+        procs = [
+            await sandbox.run_code_background(f"import time; time.sleep(0.6); print({i})")
+            for i in range(20)
+        ]
+        assert sandbox._features == {}
+        before = proxy.count("GET", "/execute/processes")
+        results = await client.wait_all(procs)
+        lists = proxy.count("GET", "/execute/processes") - before
     assert [r.stdout for r in results] == [f"{i}\n" for i in range(20)]
     assert lists == sandbox._watcher.polls
     # 0.6 s of work polled every >= 50 ms: a few ticks, never 20 processes x ticks
