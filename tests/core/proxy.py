@@ -26,7 +26,8 @@ class Fault:
     """Answer ``status``/``body`` to requests matching ``method`` and ``path`` (a regex).
 
     ``after=True`` forwards the request first and then answers the fault instead of the
-    backend's answer. ``status=0`` drops the connection without answering. ``times`` is how many matching requests get the fault.
+    backend's answer. ``status=0`` drops the connection without answering. ``times`` is how
+    many matching requests get the fault.
     """
 
     method: str
