@@ -841,7 +841,7 @@ def _proc_info(pid: int, sessions: set[int]) -> dict[str, Any] | None:
         with open(f"/proc/{pid}/stat", "rb") as f:
             stat = f.read().decode("utf-8", "replace")
         fields = stat.rpartition(")")[2].split()
-        if int(fields[3]) not in sessions:
+        if int(fields[3]) not in sessions or fields[0] == "Z":
             return None
         with open(f"/proc/{pid}/cmdline", "rb") as f:
             argv = [a.decode("utf-8", "replace") for a in f.read().split(b"\0") if a]

@@ -22,6 +22,7 @@ __all__ = [
     "Running",
     "Supervisor",
     "exit_code_of",
+    "group_alive",
     "proc_start_ticks",
     "signal_group",
 ]
@@ -65,6 +66,31 @@ def signal_group(pgid: int, sig: int) -> bool:
     except PermissionError:
         return False
     return True
+
+
+def group_alive(pgid: int) -> bool:
+    """Whether group ``pgid`` has a member that is not a zombie.
+
+    Orphaned members whose new parent is slow to reap them (PID 1 in many containers)
+    stay zombies in the group; they must not count as running.
+    """
+    if not signal_group(pgid, 0):
+        return False
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return True
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                fields = f.read().rpartition(b")")[2].split()
+        except OSError:
+            continue
+        if len(fields) > 2 and fields[2] == str(pgid).encode() and fields[0] != b"Z":
+            return True
+    return False
 
 
 def exit_code_of(returncode: int) -> int:
@@ -143,7 +169,7 @@ class Supervisor:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.grace_seconds
         while loop.time() < deadline:
-            if run.proc.returncode is not None and not signal_group(pgid, 0):
+            if run.proc.returncode is not None and not group_alive(pgid):
                 return
-            await asyncio.sleep(0.02)
+            await asyncio.sleep(0.05)
         signal_group(pgid, signal.SIGKILL)
