@@ -86,7 +86,7 @@ class AsyncCommands:
         command: str,
         *,
         background: Literal[False] = False,
-        timeout: float = 30,
+        timeout: float | None = None,
         env: Mapping[str, str] | None = None,
         name: str | None = None,
         working_dir: str | None = None,
@@ -98,7 +98,7 @@ class AsyncCommands:
         command: str,
         *,
         background: Literal[True],
-        timeout: float = 30,
+        timeout: float | None = None,
         env: Mapping[str, str] | None = None,
         name: str | None = None,
         working_dir: str | None = None,
@@ -109,21 +109,24 @@ class AsyncCommands:
         command: str,
         *,
         background: bool = False,
-        timeout: float = 30,
+        timeout: float | None = None,
         env: Mapping[str, str] | None = None,
         name: str | None = None,
         working_dir: str | None = None,
     ) -> CommandResult | AsyncBackgroundProcess:
         """Run a shell command (``/bin/sh -c``) and return its result.
 
-        With ``background=True`` it returns at once with an :class:`AsyncBackgroundProcess`
-        (``timeout`` is then the process's lifetime on the server).
+        ``timeout`` defaults to 30 s. With ``background=True`` it returns at once with an
+        :class:`AsyncBackgroundProcess`, and ``timeout`` is the process's lifetime on the
+        server (default 300 s).
 
         >>> result = await sandbox.commands.run("ls /workspace")  # doctest: +SKIP
         >>> proc = await sandbox.commands.run("make all", background=True,
         ...                                   timeout=600)  # doctest: +SKIP
         """
         validate.non_empty_str("command", command)
+        if timeout is None:
+            timeout = 300 if background else 30
         seconds = validate.positive_number("timeout", timeout)
         env_vars = validate.env_vars("env", env)
         validate.optional_str("name", name)

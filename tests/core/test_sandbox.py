@@ -89,6 +89,7 @@ async def test_commands_foreground_and_background(sandbox: AsyncSandbox) -> None
     assert (out.stdout, out.stderr, out.exit_code, out.ok) == ("one\n", "two\n", 4, False)
     proc = await sandbox.commands.run("echo bg; sleep 0.2; echo end", background=True, name="cmd")
     assert proc.name == "cmd" and proc.id.startswith("proc_")
+    assert proc.timeout == 300, "background commands live 300 s by default, not 30"
     result = await proc.wait(timeout=30)
     assert result.stdout == "bg\nend\n" and result.ok
 
