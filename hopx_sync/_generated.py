@@ -79,7 +79,7 @@ class Hopx(_Twin):
         """Start the client and the event loop (in a background thread) it runs on.
 
         Same parameters as :class:`hopx_async.AsyncHopx`. Call :meth:`close`, or use it
-                with ``with``, to close the connection pool and stop the thread.
+        with ``with``, to close the connection pool and stop the thread.
         """
         self._runner = _runner.Runner()
         try:

@@ -701,7 +701,7 @@ class Generator:
         doc = (
             f"Start the client and the event loop (in a background thread) it runs on.\n\n"
             f"Same parameters as :class:`hopx_async.{twin.name}`. Call :meth:`close`, or use "
-            "it\n        with ``with``, to close the connection pool and stop the thread.\n        "
+            "it\nwith ``with``, to close the connection pool and stop the thread.\n"
         )
         return make_function("__init__", args, ast.Constant(None), body, [], doc)
 
