@@ -824,7 +824,8 @@ def generate() -> dict[str, str]:
     }
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, *, root: Path = ROOT) -> int:
+    """Write the generated files under ``root`` (or, with ``--check``, compare them)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--check", action="store_true", help="exit 1 if the checked-in files are stale"
@@ -837,7 +838,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     stale = []
     for rel, text in files.items():
-        path = ROOT / rel
+        path = root / rel
         current = path.read_text(encoding="utf-8") if path.exists() else ""
         if current == text:
             continue
