@@ -120,31 +120,22 @@ class AsyncCommands:
         :class:`AsyncBackgroundProcess`, and ``timeout`` is the process's lifetime on the
         server (default 300 s).
 
-        >>> result = await sandbox.commands.run("ls /workspace")  # doctest: +SKIP
+        >>> result = await sandbox.commands.run("ls -la")  # doctest: +SKIP
         >>> proc = await sandbox.commands.run("make all", background=True,
         ...                                   timeout=600)  # doctest: +SKIP
         """
-        validate.non_empty_str("command", command)
-        if timeout is None:
-            timeout = 300 if background else 30
-        seconds = validate.positive_number("timeout", timeout)
-        env_vars = validate.env_vars("env", env)
-        validate.optional_str("name", name)
-        validate.optional_str("working_dir", working_dir)
-        body: dict[str, Any] = {"command": command, "timeout": int(max(1, round(seconds)))}
-        if env_vars:
-            body["env"] = env_vars
-        if working_dir:
-            body["working_dir"] = working_dir
-        sandbox = self._sandbox
-        if background:
-            if name:
-                body["name"] = name
-            return await sandbox._start("/commands/background", body, language="bash")
-        if name is not None:
+        if name is not None and not background:
             raise validate.ValidationError(
                 "name", "only background commands (background=True) take a name"
             )
+        if timeout is None:
+            timeout = 300 if background else 30
+        body, seconds = _execution_body(
+            "command", command, timeout=timeout, env=env, name=name, working_dir=working_dir
+        )
+        sandbox = self._sandbox
+        if background:
+            return await sandbox._start("/commands/background", body, language="bash")
         resp = await sandbox._agent(
             "POST", "/commands/run", json=body, safe=False, timeout=seconds + 30
         )
@@ -469,20 +460,15 @@ class AsyncSandbox:
         >>> result.stdout  # doctest: +SKIP
         '2\\n'
         """
-        validate.non_empty_str("code", code)
-        lang = validate.language(language)
-        seconds = validate.positive_number("timeout", timeout, maximum=validate.MAX_SYNC_TIMEOUT)
-        env_vars = validate.env_vars("env", env)
-        validate.optional_str("working_dir", working_dir)
-        body: dict[str, Any] = {
-            "code": code,
-            "language": lang,
-            "timeout": int(max(1, round(seconds))),
-        }
-        if env_vars:
-            body["env"] = env_vars
-        if working_dir:
-            body["working_dir"] = working_dir
+        body, seconds = _execution_body(
+            "code",
+            code,
+            language=language,
+            timeout=timeout,
+            env=env,
+            working_dir=working_dir,
+            max_timeout=validate.MAX_SYNC_TIMEOUT,
+        )
         resp = await self._agent("POST", "/execute", json=body, safe=False, timeout=seconds + 30)
         return ExecutionResult.from_wire(resp.data if isinstance(resp.data, Mapping) else {})
 
@@ -505,24 +491,16 @@ class AsyncSandbox:
         >>> (await proc.wait()).stdout  # doctest: +SKIP
         'done\\n'
         """
-        validate.non_empty_str("code", code)
-        lang = validate.language(language)
-        seconds = validate.positive_number("timeout", timeout)
-        env_vars = validate.env_vars("env", env)
-        validate.optional_str("name", name)
-        validate.optional_str("working_dir", working_dir)
-        body: dict[str, Any] = {
-            "code": code,
-            "language": lang,
-            "timeout": int(max(1, round(seconds))),
-        }
-        if env_vars:
-            body["env"] = env_vars
-        if name:
-            body["name"] = name
-        if working_dir:
-            body["working_dir"] = working_dir
-        return await self._start("/execute/background", body, language=lang)
+        body, _ = _execution_body(
+            "code",
+            code,
+            language=language,
+            timeout=timeout,
+            env=env,
+            name=name,
+            working_dir=working_dir,
+        )
+        return await self._start("/execute/background", body, language=body["language"])
 
     async def _start(
         self, path: str, body: dict[str, Any], *, language: str
@@ -769,6 +747,33 @@ class AsyncSandbox:
                 return
             await asyncio.sleep(pause)
             pause = min(policy.max_interval, max(pause * 1.5, self._min_poll_interval()))
+
+
+def _execution_body(
+    field: str,
+    text: Any,
+    *,
+    language: Any = None,
+    timeout: Any,
+    env: Any,
+    name: Any = None,
+    working_dir: Any,
+    max_timeout: float | None = None,
+) -> tuple[dict[str, Any], float]:
+    """Check the arguments every execution call shares and build its request body."""
+    body: dict[str, Any] = {field: validate.non_empty_str(field, text)}
+    if language is not None:
+        body["language"] = validate.language(language)
+    seconds = validate.positive_number("timeout", timeout, maximum=max_timeout)
+    body["timeout"] = int(max(1, round(seconds)))
+    env_vars = validate.env_vars("env", env)
+    if env_vars:
+        body["env"] = env_vars
+    if validate.optional_str("name", name):
+        body["name"] = name
+    if validate.optional_str("working_dir", working_dir):
+        body["working_dir"] = working_dir
+    return body, seconds
 
 
 def _opt_str(value: Any) -> str | None:
