@@ -37,6 +37,9 @@ class Fault:
     headers: dict[str, str] = attrs.field(factory=dict)
     times: int = 1
     after: bool = False
+    #: answer this text instead of the JSON body (``{upstream}`` is replaced by the
+    #: backend's JSON answer to the forwarded request, for ``after=True``)
+    text: str | None = None
     hits: int = 0
 
     def matches(self, request: web.Request) -> bool:
@@ -100,6 +103,8 @@ class FaultProxy:
             assert request.transport is not None
             request.transport.close()
             raise ConnectionResetError("dropped by the test proxy")
+        if fault.text is not None:
+            return web.Response(text=fault.text, status=fault.status, headers=fault.headers)
         return web.json_response(fault.body, status=fault.status, headers=fault.headers)
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
@@ -134,6 +139,9 @@ class FaultProxy:
                 if k.lower().startswith("x-") or k.lower() == "retry-after"
             }
         if fault is not None:
+            if fault.text is not None and "{upstream}" in fault.text:
+                data = json.loads(payload)
+                fault = attrs.evolve(fault, text=fault.text.format(upstream=data.get("process_id")))
             return self._fault_answer(request, fault)
         text = payload.decode("utf-8", "replace").replace(self.upstream, self.url)
         if self.hide_features and key == "GET /health" and status == 200:
