@@ -559,7 +559,7 @@ class Commands(_Twin):
         :class:`BackgroundProcess`, and ``timeout`` is the process's lifetime on the
         server (default 300 s).
 
-        >>> result = sandbox.commands.run("ls /workspace")  # doctest: +SKIP
+        >>> result = sandbox.commands.run("ls -la")  # doctest: +SKIP
         >>> proc = sandbox.commands.run("make all", background=True,
         ...                                   timeout=600)  # doctest: +SKIP
         """
