@@ -167,6 +167,7 @@ class ServerThread:
 @dataclass
 class Sample:
     wall: float
+    starts: float
     requests: int
     lists: int
     other: int
@@ -185,6 +186,8 @@ class Job:
     server: ServerThread
     proxy: CountingProxy
     _mark: tuple[float, Counter[str], Counter[str]] | None = field(default=None, repr=False)
+    _started: float = field(default=0.0, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def code(self, i: int) -> str:
         return f"import time; time.sleep({self.sleep!r}); print({i})"
@@ -198,6 +201,12 @@ class Job:
         counts, sizes = self.server.call(self.proxy.snapshot)
         self._mark = (time.perf_counter(), counts, sizes)
 
+    def started(self) -> None:
+        """A start (or all of them) was answered; the last call marks the end of the starts."""
+        now = time.perf_counter()
+        with self._lock:
+            self._started = max(self._started, now)
+
     def end(self) -> Sample:
         wall = time.perf_counter()
         counts, sizes = self.server.call(self.proxy.snapshot)
@@ -208,7 +217,8 @@ class Job:
         requests = sum(n for key, n in counts.items() if key != START_ROUTE)
         lists = counts[LIST_ROUTE]
         received = sum(n for key, n in sizes.items() if key != START_ROUTE)
-        return Sample(wall - t0, requests, lists, requests - lists, received)
+        starts = max(0.0, self._started - t0)
+        return Sample(wall - t0, starts, requests, lists, requests - lists, received)
 
     def check(self, outputs: dict[int, tuple[str, str]]) -> None:
         """Every process ``i`` completed and printed ``i``."""
@@ -255,6 +265,7 @@ async def run_hopx_async(job: Job) -> Sample:
                     for i in numbers
                 )
             )
+            job.started()
             results = await client.wait_all(procs, timeout=WAIT_LIMIT)
             sample = job.end()
         finally:
@@ -286,6 +297,7 @@ def run_official(job: Job) -> Sample:
                 code=job.code(i), language="python", timeout=300, name=f"job-{i}"
             )
             process_id = started["process_id"]
+            job.started()
             deadline = time.monotonic() + WAIT_LIMIT
             while True:
                 processes = sandbox.list_processes()
@@ -381,6 +393,7 @@ async def run_raw(job: Job) -> Sample:
                     for sandbox, numbers in zip(sandboxes, job.indices(), strict=True)
                 )
             )
+            job.started()
             finals = await asyncio.gather(
                 *(drain(s, dict(pids)) for s, pids in zip(sandboxes, started, strict=True))
             )
@@ -455,7 +468,8 @@ def measure(
                 server.settle(proxy)
             client.samples.append(sample)
             print(
-                f"  round {r + 1}/{rounds} {client.name:<28} {sample.wall:7.2f} s "
+                f"  round {r + 1}/{rounds} {client.name:<28} {sample.wall:6.2f} s "
+                f"(starts {sample.starts:5.2f} s) "
                 f"{sample.requests:6d} requests ({sample.lists} lists) "
                 f"{_size(sample.bytes):>9}",
                 flush=True,
@@ -471,7 +485,16 @@ def _size(n: float) -> str:
 
 
 def table(title: str, clients: list[Client]) -> str:
-    head = ("client", "median wall s", "ratio", "requests", "list polls", "other", "bytes")
+    head = (
+        "client",
+        "median wall s",
+        "ratio",
+        "starts s",
+        "requests",
+        "list polls",
+        "other",
+        "bytes",
+    )
     rows: list[tuple[str, ...]] = []
     base = None
     for client in clients:
@@ -479,7 +502,7 @@ def table(title: str, clients: list[Client]) -> str:
             base = statistics.median(s.wall for s in client.samples)
     for client in clients:
         if client.skipped or not client.samples:
-            rows.append((client.name, "skipped", "", "", "", "", ""))
+            rows.append((client.name, "skipped", *[""] * (len(head) - 2)))
             continue
         s = client.samples
         wall = statistics.median(x.wall for x in s)
@@ -488,6 +511,7 @@ def table(title: str, clients: list[Client]) -> str:
                 client.name,
                 f"{wall:.2f}",
                 f"{wall / base:.2f}x" if base else "",
+                f"{statistics.median(x.starts for x in s):.2f}",
                 f"{statistics.median(x.requests for x in s):g}",
                 f"{statistics.median(x.lists for x in s):g}",
                 f"{statistics.median(x.other for x in s):g}",
@@ -540,8 +564,9 @@ def main(argv: list[str] | None = None) -> int:
     print(OFFICIAL_NOTE.format(sleep=args.sleep))
     print(f"raw aiohttp: one GET /execute/processes per sandbox every {RAW_INTERVAL:g} s")
     print(
-        "requests = what the server received between the first start and the last result, "
-        "starts excluded; bytes = size of the answers to those requests"
+        "wall = first start to all results in hand; starts = first start to last start "
+        "answered;\nrequests = what the server received meanwhile, the starts excluded; "
+        "bytes = size of the answers to those requests"
     )
 
     official_available = _version("hopx-ai") != "not installed"
