@@ -22,6 +22,7 @@ import atexit
 import itertools
 import threading
 import weakref
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from types import TracebackType
 from typing import Any, Generic, TypeVar
@@ -216,10 +217,16 @@ class Runner:
 class SyncIterator(Generic[T]):
     """A blocking iterator over an async iterator that lives on a runner's loop.
 
-    Each ``next()`` is one call into the loop. :meth:`close` (also at the end of a ``with``
-    block) closes the async generator on the loop; one that is dropped unfinished is closed
-    by the loop's async-generator finaliser.
+    A ``next()`` that finds nothing buffered makes one call into the loop, which awaits the
+    next item and then takes every further item that is ready at once (up to
+    ``BATCH``): a hundred results that are already in cost one hop, not a hundred. The
+    item it finds not ready yet keeps being fetched on the loop until the next call.
+    :meth:`close` (also at the end of a ``with`` block) closes the async generator on the
+    loop; one that is dropped unfinished is closed from the loop as well.
     """
+
+    #: at most this many items are handed over per call into the loop
+    BATCH = 256
 
     def __init__(
         self, runner: Runner, source: AsyncIterator[A], wrap: Callable[[A], T] | None = None
@@ -227,17 +234,22 @@ class SyncIterator(Generic[T]):
         self._runner = runner
         self._source: AsyncIterator[Any] | None = source
         self._wrap: Callable[[Any], T] | None = wrap
+        self._buffer: deque[Any] = deque()
+        self._pending: asyncio.Future[Any] | None = None  # a fetch running on the loop
 
     def __iter__(self) -> SyncIterator[T]:
         return self
 
     def __next__(self) -> T:
-        source = self._source
-        if source is None:
-            raise StopIteration
-        item = self._runner.run(_next(source))
+        buffer = self._buffer
+        if not buffer:
+            if self._source is None:
+                raise StopIteration
+            buffer.extend(self._runner.run(self._pull(self._source)))
+        item = buffer.popleft()
         if item is _END:
             self._source = None
+            buffer.clear()
             raise StopIteration
         wrap = self._wrap
         if wrap is None:
@@ -245,12 +257,39 @@ class SyncIterator(Generic[T]):
             return value
         return wrap(item)
 
+    async def _pull(self, source: AsyncIterator[Any]) -> list[Any]:  # on the loop
+        fut, self._pending = self._pending, None
+        if fut is None:
+            fut = asyncio.ensure_future(_next(source))
+        item = await fut
+        items = [item]
+        while item is not _END and len(items) < self.BATCH:
+            fut = self._pending = asyncio.ensure_future(_next(source))
+            await asyncio.sleep(0)  # one step: enough for an item that is ready
+            if not fut.done() or fut.cancelled() or fut.exception() is not None:
+                break  # left pending: awaited (or its error raised) by the next call
+            self._pending = None
+            item = fut.result()
+            items.append(item)
+        return items
+
     def close(self) -> None:
         """Close the underlying async generator (runs its ``finally`` blocks)."""
         source, self._source = self._source, None
-        aclose = getattr(source, "aclose", None)
-        if aclose is not None and not self._runner.closed:
-            self._runner.run(aclose())
+        pending, self._pending = self._pending, None
+        self._buffer.clear()
+        if source is not None and not self._runner.closed:
+            self._runner.run(_shut(source, pending))
+
+    def __del__(self) -> None:
+        source = getattr(self, "_source", None)
+        if source is None or self._runner.closed:
+            return
+        pending, loop = self._pending, self._runner.loop
+        try:
+            loop.call_soon_threadsafe(lambda: loop.create_task(_shut(source, pending)))
+        except RuntimeError:
+            pass  # the loop is already closed
 
     def __enter__(self) -> SyncIterator[T]:
         return self
@@ -272,6 +311,19 @@ async def _next(source: AsyncIterator[Any]) -> Any:
         return await source.__anext__()
     except StopAsyncIteration:
         return _END
+
+
+async def _shut(source: AsyncIterator[Any], pending: asyncio.Future[Any] | None) -> None:
+    """Stop a fetch in flight, then close the async generator."""
+    if pending is not None:
+        if not pending.done():
+            pending.cancel()
+            await asyncio.wait([pending])
+        if not pending.cancelled():
+            pending.exception()  # retrieved: the caller gave up on it
+    aclose = getattr(source, "aclose", None)
+    if aclose is not None:
+        await aclose()
 
 
 def iterate(runner: Runner, source: AsyncIterator[T]) -> Iterator[T]:

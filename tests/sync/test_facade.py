@@ -234,3 +234,23 @@ def test_client_from_a_sandbox_does_not_own_the_loop(sandbox: Sandbox, client: H
     assert sandbox.client == client
     assert sandbox.client._owns_runner is False
     assert client._owns_runner is True
+
+
+def test_as_completed_hands_over_finished_results_in_one_hop(
+    client: Hopx, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    procs = [sandbox.run_code_background(f"print({i})") for i in range(60)]
+    client.wait_all(procs, timeout=60)
+    hops = 0
+    real = client._runner.run
+
+    def counting(aw: Any) -> Any:
+        nonlocal hops
+        hops += 1
+        return real(aw)
+
+    monkeypatch.setattr(client._runner, "run", counting)
+    results = list(client.as_completed(procs, timeout=60))
+    monkeypatch.undo()
+    assert sorted(r.process_id for r in results) == sorted(p.id for p in procs)
+    assert hops <= 3

@@ -8,6 +8,7 @@ import threading
 import time
 import traceback
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
 
@@ -204,3 +205,70 @@ def test_default_runner_is_shared_and_thread_safe() -> None:
     assert len({id(r) for r in seen}) == 1
     assert seen[0] is _runner.default_runner()
     assert seen[0].thread.daemon
+
+
+def test_sync_iterator_hands_over_ready_items_in_batches(runner: Runner) -> None:
+    async def ready(n: int) -> AsyncIterator[int]:
+        for i in range(n):
+            yield i
+
+    hops = 0
+    real = runner.run
+
+    def counting(aw: Any) -> Any:
+        nonlocal hops
+        hops += 1
+        return real(aw)
+
+    runner.run = counting  # type: ignore[method-assign]
+    assert list(_runner.iterate(runner, ready(1000))) == list(range(1000))
+    assert hops <= 1000 // _runner.SyncIterator.BATCH + 2
+
+
+def test_sync_iterator_delivers_items_before_a_later_error(runner: Runner) -> None:
+    async def failing() -> AsyncIterator[int]:
+        yield 1
+        yield 2
+        raise Boom("third")
+
+    it = _runner.iterate(runner, failing())
+    assert next(it) == 1
+    assert next(it) == 2
+    with pytest.raises(Boom, match="third"):
+        next(it)
+    assert list(it) == []
+
+
+def test_sync_iterator_close_stops_a_fetch_in_flight(runner: Runner) -> None:
+    closed = threading.Event()
+
+    async def slow() -> AsyncIterator[int]:
+        try:
+            yield 1
+            await asyncio.sleep(3600)
+            yield 2
+        finally:
+            closed.set()
+
+    it = _runner.iterate(runner, slow())
+    assert next(it) == 1  # the fetch of the second item is now in flight on the loop
+    assert isinstance(it, _runner.SyncIterator)
+    it.close()
+    assert closed.is_set()
+
+
+def test_a_dropped_sync_iterator_is_closed_on_the_loop(runner: Runner) -> None:
+    closed = threading.Event()
+
+    async def slow() -> AsyncIterator[int]:
+        try:
+            yield 1
+            await asyncio.sleep(3600)
+            yield 2
+        finally:
+            closed.set()
+
+    it = _runner.iterate(runner, slow())
+    assert next(it) == 1
+    del it
+    assert closed.wait(10)
