@@ -122,6 +122,8 @@ class Hopx(_Twin):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        if self._runner.closed:
+            return
         try:
             self._runner.run(self._async.__aexit__(exc_type, exc, tb))
         finally:
@@ -130,6 +132,8 @@ class Hopx(_Twin):
 
     def close(self) -> None:
         """Stop the watchers and close the connection pool. Sandboxes keep running."""
+        if self._runner.closed:
+            return
         try:
             self._runner.run(self._async.aclose())
         finally:

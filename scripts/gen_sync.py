@@ -582,6 +582,8 @@ class Generator:
             if twin.name in LOOP_OWNERS and name in ("aclose", "__aexit__"):
                 inner = ast.unparse(ast.fix_missing_locations(ast.Module(body, [])))
                 body = parse_stmts(
+                    "if self._runner.closed:\n"
+                    "    return  # closed already: closing twice is harmless\n"
                     "try:\n"
                     + textwrap.indent(inner, "    ")
                     + "\nfinally:\n    if self._owns_runner:\n        self._runner.close()\n"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import sys
 import threading
 import time
 import traceback
@@ -172,6 +173,7 @@ def test_close_leaves_no_thread_behind(backend: Any) -> None:
     assert left == []
     with pytest.raises(RuntimeError, match="closed"):
         client.sandboxes.get("sbx_1")
+    client.close()  # twice is harmless
 
 
 def test_leaving_with_stops_the_thread(backend: Any) -> None:
@@ -190,16 +192,13 @@ def test_exceptions_keep_their_class_and_name_the_callers_line(client: Hopx, bac
                 return type(exc)
         raise AssertionError("no error")
 
+    callers_line = sys._getframe().f_lineno + 2
     with pytest.raises(hopx_sync.NotFoundError) as excinfo:
-        client.sandboxes.get("sbx_does_not_exist")  # the caller's line
+        client.sandboxes.get("sbx_does_not_exist")
     assert type(excinfo.value) is asyncio.run(async_error())
     assert excinfo.type is hopx_sync.SandboxNotFoundError
     frames = traceback.extract_tb(excinfo.value.__traceback__)
-    assert any(
-        f.filename == __file__
-        and f.line == 'client.sandboxes.get("sbx_does_not_exist")  # the caller\'s line'
-        for f in frames
-    )
+    assert any(f.filename == __file__ and f.lineno == callers_line for f in frames)
 
 
 def test_wait_timeout_is_a_timeout_error(sandbox: Sandbox) -> None:
