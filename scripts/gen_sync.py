@@ -588,8 +588,6 @@ class Generator:
                     + textwrap.indent(inner, "    ")
                     + "\nfinally:\n    if self._owns_runner:\n        self._runner.close()\n"
                 )
-        if isinstance(node, ast.AsyncFunctionDef) and inspect.isasyncgenfunction(static):
-            assert returns is not None
         return [make_function(target, args, returns, body, [], doc)]
 
     def call_body(
@@ -656,7 +654,6 @@ class Generator:
                 + "    return self\n"
             )
         )
-        seen: set[str] = set()
         for node in twin.node.body:
             if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 continue
@@ -673,7 +670,6 @@ class Generator:
                 raise GenerationError(f"{twin.name}.{name}: add it to DUNDER_* in the generator")
             if name.startswith("_") and not dunder:
                 continue
-            seen.add(name)
             body.extend(self.member(twin, node))
         return ast.ClassDef(
             name=twin.sync,
