@@ -154,6 +154,7 @@ class Service:
         self._changed: dict[str, asyncio.Event] = {}
         self._idempotent: dict[tuple[str, str], asyncio.Future[dict[str, Any]]] = {}
         self._out_cache: dict[tuple[str, str], tuple[str, bool]] = {}
+        self._json_cache: dict[str, dict[str, Any]] = {}
         self._followers: set[asyncio.Task[None]] = set()
         self._deleting: set[str] = set()
         self._seq = 0
@@ -344,8 +345,7 @@ class Service:
                 await asyncio.wait([asyncio.ensure_future(r.done.wait()) for r in runs], timeout=5)
             self.sandboxes.pop(sandbox_id, None)
             for pid in self.procs.pop(sandbox_id, {}):
-                self._out_cache.pop((pid, "stdout"), None)
-                self._out_cache.pop((pid, "stderr"), None)
+                self._forget_output(pid)
             self._sync_runs.pop(sandbox_id, None)
             for key in [k for k in self._idempotent if k[0] == sandbox_id]:
                 del self._idempotent[key]
@@ -670,24 +670,14 @@ class Service:
             )
         del self.procs[sandbox_id][process_id]
         self.store.delete_process(process_id)
-        for stream in ("stdout", "stderr"):
-            self._out_cache.pop((process_id, stream), None)
+        self._forget_output(process_id)
         output_dir = self.sandbox_dir(sandbox_id) / "output"
         for path in output_dir.glob(f"{process_id}.*"):
             with contextlib.suppress(OSError):
                 path.unlink()
 
-    def output_tail(self, rec: ProcessRecord, stream: str) -> tuple[str, bool]:
-        key = (rec.process_id, stream)
-        cached = self._out_cache.get(key)
-        if cached is not None:
-            return cached
-        text, truncated, size = read_tail(self.output_path(rec, stream), LIST_OUTPUT_CAP)
-        if rec.finished and size <= _CACHE_MAX:
-            self._out_cache[key] = (text, truncated)
-        return text, truncated
-
-    def process_json(self, rec: ProcessRecord, *, output: bool = True) -> dict[str, Any]:
+    @staticmethod
+    def _process_base(rec: ProcessRecord) -> dict[str, Any]:
         if rec.duration is not None:
             elapsed = rec.duration
         elif rec.started_at is not None:
@@ -713,6 +703,30 @@ class Service:
             data["command"] = rec.command
         if rec.error is not None:
             data["error"] = rec.error
+        return data
+
+    def _forget_output(self, process_id: str) -> None:
+        self._json_cache.pop(process_id, None)
+        for stream in ("stdout", "stderr"):
+            self._out_cache.pop((process_id, stream), None)
+
+    def output_tail(self, rec: ProcessRecord, stream: str) -> tuple[str, bool]:
+        key = (rec.process_id, stream)
+        cached = self._out_cache.get(key)
+        if cached is not None:
+            return cached
+        text, truncated, size = read_tail(self.output_path(rec, stream), LIST_OUTPUT_CAP)
+        if rec.finished and size <= _CACHE_MAX:
+            self._out_cache[key] = (text, truncated)
+        return text, truncated
+
+    def process_json(self, rec: ProcessRecord, *, output: bool = True) -> dict[str, Any]:
+        base = self._json_cache.get(rec.process_id)
+        if base is None:
+            base = self._process_base(rec)
+            if rec.finished:  # a finished record never changes again: build it once
+                self._json_cache[rec.process_id] = base
+        data = dict(base)
         if output:
             data["stdout"], data["stdout_truncated"] = self.output_tail(rec, "stdout")
             data["stderr"], data["stderr_truncated"] = self.output_tail(rec, "stderr")
