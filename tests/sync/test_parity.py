@@ -233,3 +233,19 @@ def test_check_fails_on_a_stale_file(tmp_path: Path) -> None:
         "hopx_sync/_generated.py"
     ]
     assert gen.main(["--check"], root=tmp_path) == 0
+
+
+def test_the_generator_refuses_shapes_it_cannot_map() -> None:
+    """A new async signature the rules do not cover fails generation, never silently."""
+    import ast
+
+    gen = load_generator()
+    api = gen.read_api()
+    ann = gen.Annotations(api)
+    odd = ast.parse("dict[str, AsyncSandbox]", mode="eval").body
+    with pytest.raises(gen.GenerationError):
+        gen.wrap_expr(odd, "result", "runner", api, ann)
+    with pytest.raises(gen.GenerationError):
+        gen.unwrap_expr(odd, "arg", api, ann)
+    with pytest.raises(gen.GenerationError):
+        ann.map(ast.parse("AsyncUnknown", mode="eval").body, "hopx_async._client")
