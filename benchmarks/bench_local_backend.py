@@ -6,7 +6,8 @@ It starts ``python -m hopx_async.local serve`` as a subprocess (so the client do
 the server's interpreter), then measures with a plain aiohttp client:
 
 - start latency: from sending ``POST /execute/background`` to the process being ``running``
-  (the answer's status, or the first list that shows it), ``--concurrency`` starts at a time;
+  (the answer's status, or the first poll that shows it), one at a time (``--starts``/4)
+  and ``--concurrency`` at a time (``--starts``);
 - list latency with ``--finished`` finished processes in one sandbox: the documented full
   list, the ``output=false`` extension and a ``since`` delta with nothing new;
 - the same full list through the official ``hopx_ai`` SDK's ``list_processes()`` (the peer,
@@ -158,8 +159,11 @@ async def run(args: argparse.Namespace, base_url: str, api_key: str) -> list[tup
     connector = aiohttp.TCPConnector(limit=args.concurrency + 4)
     async with aiohttp.ClientSession(connector=connector) as session:
         client = Client(session, base_url, api_key)
+        alone = await measure_starts(client, args.starts // 4, 1)
+        rows.append(("start -> running, one at a time", "aiohttp", len(alone), alone))
         starts = await measure_starts(client, args.starts, args.concurrency)
-        rows.append(("start -> running", "aiohttp", len(starts), starts))
+        label = f"start -> running, {args.concurrency} in flight"
+        rows.append((label, "aiohttp", len(starts), starts))
         sbx = await fill(client, args.finished, args.concurrency)
         listed = await client.agent(sbx, "GET", "/execute/processes")
         size_kib = len(str(listed)) // 1024
@@ -196,6 +200,8 @@ def main() -> int:
     finally:
         server.terminate()
         server.wait(timeout=15)
+        if server.stdout is not None:
+            server.stdout.close()
     print(f"local backend benchmark ({os.cpu_count()} CPUs, Python {sys.version.split()[0]})")
     header = f"{'measurement':44} {'client':12} {'n':>5} {'p50 ms':>9} {'p99 ms':>9} {'mean ms':>9}"
     print(header)
