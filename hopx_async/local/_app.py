@@ -380,6 +380,8 @@ _SHELLS = frozenset({"bash", "sh", "/bin/bash", "/bin/sh", "/usr/bin/bash"})
 def _command_spec(body: dict[str, Any], *, default_timeout: float, maximum: float) -> StartSpec:
     command = req_str(body, "command")
     args = opt_str_list(body, "args")
+    if "\x00" in command or any("\x00" in arg for arg in args or ()):
+        raise bad_request("'command' and 'args' must not contain NUL characters")
     if args is None:
         argv, text = ["/bin/sh", "-c", command], command
     else:

@@ -398,6 +398,11 @@ async def test_bad_json_and_unknown_route(api: Api, sbx: Sandbox) -> None:
         answer.expect_error(400, "INVALID_REQUEST")
         answer = await api.agent(sbx, "POST", path, data=b"[]")
         answer.expect_error(400, "INVALID_REQUEST")
+        answer = await api.agent(sbx, "POST", path, data=b"[" * 100_000)
+        answer.expect_error(400, "INVALID_REQUEST")
+    for body in ({"command": "echo \x00"}, {"command": "bash", "args": ["-c", "\x00"]}):
+        answer = await api.agent(sbx, "POST", "/commands/background", json=body)
+        assert "command" in answer.expect_error(400, "INVALID_REQUEST")["error"]
     (await api.agent(sbx, "GET", "/no/such/route")).expect_error(404, "NOT_FOUND")
     wrong_method = await api.agent(sbx, "PUT", "/execute/processes")
     wrong_method.expect_error(405, "METHOD_NOT_ALLOWED")
