@@ -41,6 +41,8 @@ LIST_OUTPUT_CAP = 1024 * 1024
 SYNC_OUTPUT_CAP = 8 * 1024 * 1024
 #: Finished processes whose output is at most this big have it kept in memory for lists.
 _CACHE_MAX = 64 * 1024
+#: ... up to this many characters in all.
+_CACHE_BUDGET = 64 * 1024 * 1024
 
 _BASE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _SECRET_MARKERS = ("KEY", "SECRET", "TOKEN", "PASSWORD", "PASSWD", "CREDENTIAL", "AUTH", "PRIVATE")
@@ -154,6 +156,7 @@ class Service:
         self._changed: dict[str, asyncio.Event] = {}
         self._idempotent: dict[tuple[str, str], asyncio.Future[dict[str, Any]]] = {}
         self._out_cache: dict[tuple[str, str], tuple[str, bool]] = {}
+        self._out_cache_chars = 0
         self._json_cache: dict[str, dict[str, Any]] = {}
         self._followers: set[asyncio.Task[None]] = set()
         self._deleting: set[str] = set()
@@ -576,7 +579,11 @@ class Service:
         rec.pid_start = run.start_ticks
         self.runs[rec.process_id] = run
         self._bump(sbx, rec)
-        if sbx.status == "paused":  # paused while it was being started
+        if sbx.id not in self.sandboxes or sbx.id in self._deleting:
+            # The sandbox went away while this process was being started.
+            run.end_reason = "killed"
+            self.supervisor.terminate_soon(run)
+        elif sbx.status == "paused":  # paused while it was being started
             signal_group(run.pid, 19)
         task = asyncio.ensure_future(self._follow(sbx, rec, run, time.monotonic()))
         self._followers.add(task)
@@ -608,8 +615,7 @@ class Service:
                 rec.status = "killed"
             else:
                 rec.status = "completed" if returncode == 0 else "failed"
-            if rec.sandbox_id in self.sandboxes:
-                self._bump(sbx, rec)
+            self._bump(sbx, rec)
         finally:
             self.runs.pop(rec.process_id, None)
             run.done.set()
@@ -629,6 +635,8 @@ class Service:
             logger.warning("could not write to %s", path)
 
     def _bump(self, sbx: SandboxRecord, rec: ProcessRecord) -> None:
+        if sbx.id not in self.sandboxes:  # deleted meanwhile: never write it back
+            return
         sbx.version += 1
         rec.version = sbx.version
         self.store.put_process(rec)
@@ -708,7 +716,9 @@ class Service:
     def _forget_output(self, process_id: str) -> None:
         self._json_cache.pop(process_id, None)
         for stream in ("stdout", "stderr"):
-            self._out_cache.pop((process_id, stream), None)
+            cached = self._out_cache.pop((process_id, stream), None)
+            if cached is not None:
+                self._out_cache_chars -= len(cached[0])
 
     def output_tail(self, rec: ProcessRecord, stream: str) -> tuple[str, bool]:
         key = (rec.process_id, stream)
@@ -716,8 +726,9 @@ class Service:
         if cached is not None:
             return cached
         text, truncated, size = read_tail(self.output_path(rec, stream), LIST_OUTPUT_CAP)
-        if rec.finished and size <= _CACHE_MAX:
+        if rec.finished and size <= _CACHE_MAX and self._out_cache_chars < _CACHE_BUDGET:
             self._out_cache[key] = (text, truncated)
+            self._out_cache_chars += len(text)
         return text, truncated
 
     def process_json(self, rec: ProcessRecord, *, output: bool = True) -> dict[str, Any]:
