@@ -37,7 +37,7 @@ from ._transport import Response
 from ._utils import AwaitableContext
 
 if TYPE_CHECKING:
-    from ._client import AsyncHopx
+    from ._client import AsyncHopx, ProgressCallback
 
 __all__ = ["AsyncCommands", "AsyncSandbox"]
 
@@ -647,12 +647,17 @@ class AsyncSandbox:
         *,
         timeout: float | None = None,
         check: bool = False,
+        on_progress: ProgressCallback | None = None,
     ) -> list[ProcessResult]:
         """Wait for many processes (of any sandbox of this client); results in order.
 
+        The same as :meth:`AsyncHopx.wait_all` of this sandbox's client.
+
         >>> results = await sandbox.wait_all([p1, p2], timeout=120)  # doctest: +SKIP
         """
-        return await self._client.wait_all(processes, timeout=timeout, check=check)
+        return await self._client.wait_all(
+            processes, timeout=timeout, check=check, on_progress=on_progress
+        )
 
     # --------------------------------------------------------------- output
     async def _full_result(self, info: ProcessInfo) -> ProcessResult:

@@ -498,13 +498,21 @@ class Sandbox(_Twin):
         *,
         timeout: float | None = None,
         check: bool = False,
+        on_progress: ProgressCallback | None = None,
     ) -> list[ProcessResult]:
         """Wait for many processes (of any sandbox of this client); results in order.
+
+        The same as :meth:`Hopx.wait_all` of this sandbox's client.
 
         >>> results = sandbox.wait_all([p1, p2], timeout=120)  # doctest: +SKIP
         """
         return self._runner.run(
-            self._async.wait_all([item._async for item in processes], timeout=timeout, check=check)
+            self._async.wait_all(
+                [item._async for item in processes],
+                timeout=timeout,
+                check=check,
+                on_progress=on_progress,
+            )
         )
 
 
