@@ -688,10 +688,10 @@ class Service:
     def _process_base(rec: ProcessRecord) -> dict[str, Any]:
         if rec.duration is not None:
             elapsed = rec.duration
-        elif rec.started_at is not None:
-            elapsed = max(0.0, time.time() - rec.started_at)
-        else:
+        elif rec.started_at is None:
             elapsed = 0.0
+        else:  # running: elapsed so far; recovered after a crash: until it was marked failed
+            elapsed = max(0.0, (rec.completed_at or time.time()) - rec.started_at)
         data: dict[str, Any] = {
             "process_id": rec.process_id,
             "execution_id": rec.execution_id,

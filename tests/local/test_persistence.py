@@ -109,6 +109,7 @@ async def test_restart_after_sigkill_and_sigterm(tmp_path: Path, servers: list[S
         assert "stopped" in lost["error"]
         assert "stopped" in lost["stderr"]
         assert lost["completed_at"] is not None
+        assert lost["execution_time"] < 30
         assert not pid_alive(slow_pid)  # the orphaned group was ended at restart
         version = listed.body["version"]
         assert lost["version"] <= version
