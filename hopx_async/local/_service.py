@@ -16,6 +16,7 @@ import posixpath
 import pwd
 import shlex
 import shutil
+import signal
 import sys
 import time
 from collections.abc import Mapping
@@ -210,7 +211,7 @@ class Service:
         # Its group may still run (it had its own session); only touch it if the pid still
         # belongs to the same process (same start time), never a recycled pid.
         if rec.pid and rec.pid_start and proc_start_ticks(rec.pid) == rec.pid_start:
-            signal_group(rec.pid, 9)
+            signal_group(rec.pid, signal.SIGKILL)
 
     def start_reaper(self) -> None:
         self._reaper = asyncio.ensure_future(self._reap_expired())
@@ -221,8 +222,12 @@ class Service:
             for sbx in list(self.sandboxes.values()):
                 if sbx.expires_at is not None and sbx.expires_at <= now:
                     logger.info("sandbox %s reached its timeout; deleting it", sbx.id)
-                    with contextlib.suppress(ApiError):
+                    try:
                         await self.delete_sandbox(sbx.id, reason="the sandbox's timeout expired")
+                    except ApiError:
+                        pass  # deleted meanwhile
+                    except Exception:
+                        logger.exception("could not delete expired sandbox %s", sbx.id)
             await asyncio.sleep(0.25)
 
     async def close(self) -> None:
@@ -240,8 +245,7 @@ class Service:
             for run in sync_runs:
                 run.end_reason = run.end_reason or "shutdown"
                 self.supervisor.terminate_soon(run)
-        if runs:
-            await asyncio.wait([asyncio.ensure_future(r.done.wait()) for r in runs], timeout=10)
+        await _all_done(runs, timeout=10)
         if self._followers:
             await asyncio.wait(list(self._followers), timeout=5)
         self.store.flush()
@@ -344,8 +348,7 @@ class Service:
                 if run.end_reason is None:
                     run.end_reason = "killed"
                 self.supervisor.terminate_soon(run)
-            if runs:
-                await asyncio.wait([asyncio.ensure_future(r.done.wait()) for r in runs], timeout=5)
+            await _all_done(runs, timeout=5)
             self.sandboxes.pop(sandbox_id, None)
             for pid in self.procs.pop(sandbox_id, {}):
                 self._forget_output(pid)
@@ -368,7 +371,7 @@ class Service:
         sbx = self.get_sandbox(sandbox_id)
         if sbx.status != "paused":
             for pgid in self._groups_of(sandbox_id):
-                signal_group(pgid, 19)  # SIGSTOP
+                signal_group(pgid, signal.SIGSTOP)
             sbx.status = "paused"
             self._touch(sbx)
         return sbx
@@ -377,7 +380,7 @@ class Service:
         sbx = self.get_sandbox(sandbox_id)
         if sbx.status == "paused":
             for pgid in self._groups_of(sandbox_id):
-                signal_group(pgid, 18)  # SIGCONT
+                signal_group(pgid, signal.SIGCONT)
             sbx.status = "running"
             self._touch(sbx)
         return sbx
@@ -584,7 +587,7 @@ class Service:
             run.end_reason = "killed"
             self.supervisor.terminate_soon(run)
         elif sbx.status == "paused":  # paused while it was being started
-            signal_group(run.pid, 19)
+            signal_group(run.pid, signal.SIGSTOP)
         task = asyncio.ensure_future(self._follow(sbx, rec, run, time.monotonic()))
         self._followers.add(task)
         task.add_done_callback(self._followers.discard)
@@ -866,6 +869,16 @@ class Service:
             if info is not None:
                 found.append(info)
         return found
+
+
+async def _all_done(runs: list[Running], *, timeout: float) -> None:
+    """Wait until every run's record is final (or ``timeout``); leave no waiter behind."""
+    if not runs:
+        return
+    waiters = [asyncio.ensure_future(run.done.wait()) for run in runs]
+    _, pending = await asyncio.wait(waiters, timeout=timeout)
+    for waiter in pending:
+        waiter.cancel()
 
 
 def _proc_info(pid: int, sessions: set[int]) -> dict[str, Any] | None:
