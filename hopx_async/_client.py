@@ -81,7 +81,7 @@ class AsyncSandboxes:
         resp = await self._client._control(
             "GET", f"/v1/sandboxes/{quote(sandbox_id)}", resource="sandbox"
         )
-        return SandboxInfo.from_wire(resp.data if isinstance(resp.data, Mapping) else {})
+        return SandboxInfo.from_wire(resp.mapping)
 
     async def list(
         self,
@@ -109,7 +109,7 @@ class AsyncSandboxes:
         count = 0
         while True:
             resp = await self._client._control("GET", "/v1/sandboxes", params=params)
-            data = resp.data if isinstance(resp.data, Mapping) else {}
+            data = resp.mapping
             items = data.get("data", data.get("sandboxes", []))
             for item in items if isinstance(items, list) else []:
                 if isinstance(item, Mapping):

@@ -139,7 +139,7 @@ class AsyncCommands:
         resp = await sandbox._agent(
             "POST", "/commands/run", json=body, safe=False, timeout=seconds + 30
         )
-        return CommandResult.from_wire(resp.data if isinstance(resp.data, Mapping) else {})
+        return CommandResult.from_wire(resp.mapping)
 
 
 class AsyncSandbox:
@@ -364,7 +364,7 @@ class AsyncSandbox:
                 safe=True,
                 resource="sandbox",
             )
-            data = resp.data if isinstance(resp.data, Mapping) else {}
+            data = resp.mapping
             token = data.get("auth_token")
             if not isinstance(token, str) or not token:
                 raise HopxError(f"token refresh for sandbox {self.id} returned no auth_token")
@@ -387,7 +387,7 @@ class AsyncSandbox:
             while True:
                 try:
                     resp = await self._agent("GET", "/health", ready=False)
-                    data = resp.data if isinstance(resp.data, Mapping) else {}
+                    data = resp.mapping
                     if str(data.get("status", "healthy")).lower() in ("healthy", "ok"):
                         features = data.get("features")
                         self._features = dict(features) if isinstance(features, Mapping) else {}
@@ -470,7 +470,7 @@ class AsyncSandbox:
             max_timeout=validate.MAX_SYNC_TIMEOUT,
         )
         resp = await self._agent("POST", "/execute", json=body, safe=False, timeout=seconds + 30)
-        return ExecutionResult.from_wire(resp.data if isinstance(resp.data, Mapping) else {})
+        return ExecutionResult.from_wire(resp.mapping)
 
     async def run_code_background(
         self,
@@ -514,7 +514,7 @@ class AsyncSandbox:
             headers["Idempotency-Key"] = "idem_" + secrets.token_hex(16)
             safe = True  # the server answers a repeat with the first answer
         resp = await self._agent("POST", path, json=body, safe=safe, headers=headers)
-        data = resp.data if isinstance(resp.data, Mapping) else {}
+        data = resp.mapping
         process_id = data.get("process_id") or data.get("id")
         if not process_id and isinstance(resp.data, str) and ":" in resp.data:
             # "Background process started: <id>" (older agents answered with text)
@@ -573,7 +573,7 @@ class AsyncSandbox:
             params=params,
             timeout=wait + self._client._transport.timeouts.request,
         )
-        data = resp.data if isinstance(resp.data, Mapping) else {}
+        data = resp.mapping
         current = data.get("version")
         return _process_list(resp.data), current if isinstance(current, int) else None
 
@@ -589,7 +589,7 @@ class AsyncSandbox:
             resp = await self._agent(
                 "GET", f"/execute/processes/{quote(process_id)}", resource="process"
             )
-            info = ProcessInfo.from_wire(resp.data if isinstance(resp.data, Mapping) else {})
+            info = ProcessInfo.from_wire(resp.mapping)
         else:
             found = [i for i in await self._list_raw() if i.process_id == process_id]
             if not found:
@@ -709,7 +709,7 @@ class AsyncSandbox:
             resource="process",
             timeout=(wait or 0) + self._client._transport.timeouts.request,
         )
-        return resp.data if isinstance(resp.data, Mapping) else {}
+        return resp.mapping
 
     async def _stream_output(
         self, proc: AsyncBackgroundProcess, interval: float | None

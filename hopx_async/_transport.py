@@ -46,6 +46,11 @@ class Response:
     data: Any
 
     @property
+    def mapping(self) -> Mapping[str, Any]:
+        """The body when it is a JSON object, else an empty mapping."""
+        return self.data if isinstance(self.data, Mapping) else {}
+
+    @property
     def request_id(self) -> str | None:
         return self.headers.get("X-Request-ID")
 
