@@ -7,7 +7,7 @@ import logging
 import time
 import weakref
 from collections.abc import AsyncIterator, Iterable, Mapping
-from datetime import datetime, timezone
+from datetime import datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, overload
 from urllib.parse import quote
@@ -45,6 +45,8 @@ logger = logging.getLogger("hopx_async")
 
 #: how long the agent may take to answer /health as healthy after a create
 _READY_TIMEOUT = 60.0
+#: a token this close to its expiry (seconds) is refreshed before it is used
+_TOKEN_MARGIN = 5.0
 #: the three kill forms, documented first
 _KILL_FORMS = ("DELETE /execute/kill", "POST /execute/kill/{id}", "POST /processes/{id}/kill")
 _STREAMS: tuple[Literal["stdout", "stderr"], ...] = ("stdout", "stderr")
@@ -418,9 +420,8 @@ class AsyncSandbox:
         """One request to the sandbox's agent: readiness first, one token refresh on 401."""
         if ready:
             await self._ensure_ready()
-        if self._token_expires_at is not None and self._token_expires_at.timestamp() - 30 < (
-            datetime.now(timezone.utc).timestamp()
-        ):
+        expires = self._token_expires_at
+        if expires is not None and expires.timestamp() - _TOKEN_MARGIN < time.time():
             await self._refresh_token(self._token)
         assert self._agent_url is not None
         for attempt in (0, 1):

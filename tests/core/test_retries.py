@@ -159,3 +159,26 @@ async def test_rate_limit_headers_of_a_real_limited_server_are_respected() -> No
         await sandbox.run_code("print(1)")  # agent: /health + /execute, its own budget
         # half the agent's budget for polling: one poll per 2 * 60 / 4 = 30 s at most
         assert sandbox._min_poll_interval() == 30.0
+
+
+async def test_tokens_that_really_expire() -> None:
+    """A backend issuing 2-second tokens: refreshed before use, and after a 401 INVALID_TOKEN."""
+    import asyncio
+
+    from hopx_async.local import LocalBackend
+
+    async with (
+        LocalBackend(token_ttl_seconds=2) as short,
+        AsyncHopx(api_key=short.api_key, base_url=short.base_url) as client,
+        client.sandboxes.create("base") as sbx,
+    ):
+        first = sbx._token
+        assert (await sbx.run_code("print(1)")).stdout == "1\n"
+        # within the margin before expiry: refreshed proactively
+        assert sbx._token != first
+        # the client does not know the expiry: the server's 401 INVALID_TOKEN triggers it
+        sbx._token_expires_at = None
+        second = sbx._token
+        await asyncio.sleep(2.2)
+        assert (await sbx.run_code("print(2)")).stdout == "2\n"
+        assert sbx._token not in (first, second)
