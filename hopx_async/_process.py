@@ -195,15 +195,13 @@ class AsyncBackgroundProcess:
     async def _wait_done(self) -> None:
         info = self._info
         if info is None or not info.is_done:
+            await self._sandbox._ensure_ready()
             watcher = self._sandbox._watcher
-            if self._version is None and watcher.needs_version:
-                info = await self.refresh()
-            if not info or not info.is_done:
-                fut = watcher.watch(self)
-                try:
-                    info = await fut
-                finally:
-                    watcher.unwatch(self._id, fut)
+            fut = watcher.watch(self)
+            try:
+                info = await fut
+            finally:
+                watcher.unwatch(self._id, fut)
         if self._result is None:
             self._result = await self._sandbox._full_result(info)
 
@@ -264,11 +262,6 @@ class _Watcher:
         self.polls = 0
 
     @property
-    def needs_version(self) -> bool:
-        """Whether a handle must know its record version before it can be watched."""
-        return self._sandbox._has_feature("list_since")
-
-    @property
     def active(self) -> bool:
         return self._task is not None and not self._task.done()
 
@@ -277,16 +270,16 @@ class _Watcher:
         fut: asyncio.Future[ProcessInfo] = loop.create_future()
         self._waiting.setdefault(proc.id, []).append(fut)
         self._started.setdefault(proc.id, proc._seen_at)
-        if proc._version is not None:
-            # The record may have changed at exactly that version (a start answer can report
-            # an older status with the newest version): ask for changes after the one before.
-            floor = proc._version - 1
-            if self._cursor is None or floor < self._cursor:
-                self._cursor = floor
-                if self._inflight is not None and not self._inflight.done():
-                    # The poll in flight asks for changes after a later version: restart it.
-                    self._restart = True
-                    self._inflight.cancel()
+        # Changes after the one before the handle's last known version (a start answer can
+        # report an older status with the newest version); everything when it knows none,
+        # which still costs one request for any number of such handles.
+        floor = 0 if proc._version is None else proc._version - 1
+        if self._cursor is None or floor < self._cursor:
+            self._cursor = floor
+            if self._inflight is not None and not self._inflight.done():
+                # The poll in flight asks for changes after a later version: restart it.
+                self._restart = True
+                self._inflight.cancel()
         if self._task is None or self._task.done():
             self._task = loop.create_task(self._run(), name=f"hopx-watch-{self._sandbox.id}")
         return fut

@@ -123,3 +123,20 @@ async def test_wait_all_timeout_keeps_processes(client: AsyncHopx, sandbox: Any)
     assert {(await p.refresh()).status for p in procs} == {"running"}
     for p in procs:
         await p.kill()
+
+
+async def test_handles_from_ids_are_waited_on_together(
+    backend: Any, proxied: AsyncHopx, proxy: FaultProxy
+) -> None:
+    """Handles made from bare ids (a reconnect) know no version: still one request a tick."""
+    async with proxied.sandboxes.create("base") as sandbox:
+        ids = [(await sandbox.run_code_background(f"print({i})")).id for i in range(20)]
+        async with AsyncHopx(api_key=backend.api_key, base_url=proxy.url) as other:
+            again = await other.sandboxes.connect(sandbox.id)
+            handles = [again.process(pid) for pid in ids]
+            before = sum(proxy.counts.values())
+            results = await other.wait_all(handles)
+            sent = sum(proxy.counts.values()) - before
+    assert [r.stdout for r in results] == [f"{i}\n" for i in range(20)]
+    assert proxy.count("GET", "/execute/processes/{proc}") == 0
+    assert sent <= 2 + again._watcher.polls, "health check, list polls, nothing per process"
