@@ -343,9 +343,12 @@ class _Watcher:
         if not since:
             return await self._sandbox._list_raw()
         wait = self._sandbox._client._polling.long_poll
-        infos, version = await self._sandbox._list_since(self._cursor or 0, wait)
+        cursor = self._cursor or 0
+        infos, version = await self._sandbox._list_since(cursor, wait)
         if version is not None:
-            self._cursor = version
+            # A counter that went back means the server lost its history (a restart without
+            # its state): start over from everything rather than wait for changes forever.
+            self._cursor = version if version >= cursor else 0
         return infos
 
     def _dispatch(self, infos: list[ProcessInfo], *, full: bool) -> None:

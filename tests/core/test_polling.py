@@ -140,3 +140,27 @@ async def test_handles_from_ids_are_waited_on_together(
     assert [r.stdout for r in results] == [f"{i}\n" for i in range(20)]
     assert proxy.count("GET", "/execute/processes/{proc}") == 0
     assert sent <= 2 + again._watcher.polls, "health check, list polls, nothing per process"
+
+
+async def test_cursor_resets_when_the_server_counter_goes_back() -> None:
+    from hopx_async import AsyncSandbox, SandboxInfo
+    from hopx_async._models import ProcessInfo
+
+    client = AsyncHopx(api_key="k", base_url="http://127.0.0.1:9")
+    sandbox = AsyncSandbox(client, SandboxInfo(id="sbx", status="running"), token="t")
+    asked: list[int] = []
+    answers = [([], 3), ([ProcessInfo(process_id="p", status="completed", version=1)], 1)]
+
+    async def fake_list_since(version: int, wait: float) -> tuple[list[ProcessInfo], int]:
+        asked.append(version)
+        return answers.pop(0)
+
+    sandbox._list_since = fake_list_since  # type: ignore[method-assign]
+    watcher = sandbox._watcher
+    watcher._cursor = 7
+    assert await watcher._poll(since=True) == []
+    assert watcher._cursor == 0, "version 3 < cursor 7: the history was lost"
+    [info] = await watcher._poll(since=True)
+    assert info.process_id == "p"
+    assert asked == [7, 0]
+    assert watcher._cursor == 1
