@@ -19,6 +19,7 @@ from ._errors import (
     NetworkError,
     NotFoundError,
     ProcessNotFoundError,
+    SandboxNotFoundError,
     ServerError,
     TokenExpiredError,
 )
@@ -418,6 +419,12 @@ class AsyncSandbox:
         ready: bool = True,
     ) -> Response:
         """One request to the sandbox's agent: readiness first, one token refresh on 401."""
+        if self._killed:
+            raise SandboxNotFoundError(
+                f"sandbox {self.id} was killed; create a new one",
+                status=404,
+                code="RESOURCE_NOT_FOUND",
+            )
         if ready:
             await self._ensure_ready()
         expires = self._token_expires_at

@@ -33,6 +33,8 @@ async def test_create_get_info_and_kill(client: AsyncHopx) -> None:
     await sandbox.kill()  # twice is harmless
     with pytest.raises(SandboxNotFoundError):
         await client.sandboxes.get(sandbox.id)
+    with pytest.raises(SandboxNotFoundError, match="was killed"):
+        await sandbox.run_code("print(1)")
 
 
 async def test_async_with_kills_the_sandbox(client: AsyncHopx) -> None:
