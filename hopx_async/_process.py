@@ -174,7 +174,7 @@ class AsyncBackgroundProcess:
 
         >>> result = await proc.wait(timeout=30, check=True)  # doctest: +SKIP
         """
-        deadline = check_timeout(timeout)
+        deadline = validate.optional_timeout("timeout", timeout)
         if self._result is None:
             if deadline is None:
                 await self._wait_done()
@@ -240,10 +240,6 @@ class AsyncBackgroundProcess:
             validate.positive_number("interval", interval)
         async for chunk in self._sandbox._stream_output(self, interval):
             yield chunk
-
-
-def check_timeout(timeout: float | None) -> float | None:
-    return validate.optional_timeout("timeout", timeout)
 
 
 class _Watcher:

@@ -84,9 +84,3 @@ def env_vars(argument: str, value: Any) -> dict[str, str] | None:
             )
         out[key] = val
     return out
-
-
-def one_of(argument: str, value: Any, allowed: tuple[str, ...]) -> str:
-    if value not in allowed:
-        raise ValidationError(argument, f"expected one of {', '.join(allowed)}; got {value!r}")
-    return str(value)
