@@ -523,20 +523,20 @@ async def get_env(request: web.Request) -> web.Response:
     return _json(_service(request).env_vars_json(_sandbox(request)))
 
 
-async def put_env(request: web.Request) -> web.Response:
+async def _set_env(request: web.Request, *, merge: bool) -> web.Response:
     body = await _body(request)
     if body.get("env_vars") is None:
         raise bad_request("'env_vars' is required")
-    _service(request).set_env(_sandbox(request), opt_env(body, "env_vars"), merge=False)
+    _service(request).set_env(_sandbox(request), opt_env(body, "env_vars"), merge=merge)
     return web.Response(status=204)
+
+
+async def put_env(request: web.Request) -> web.Response:
+    return await _set_env(request, merge=False)
 
 
 async def patch_env(request: web.Request) -> web.Response:
-    body = await _body(request)
-    if body.get("env_vars") is None:
-        raise bad_request("'env_vars' is required")
-    _service(request).set_env(_sandbox(request), opt_env(body, "env_vars"), merge=True)
-    return web.Response(status=204)
+    return await _set_env(request, merge=True)
 
 
 async def delete_env(request: web.Request) -> web.Response:
