@@ -240,18 +240,20 @@ def test_sync_iterator_delivers_items_before_a_later_error(runner: Runner) -> No
     assert list(it) == []
 
 
+async def _stuck_after_one(closed: threading.Event) -> AsyncIterator[int]:
+    """Yields 1, then hangs; sets ``closed`` when it is closed."""
+    try:
+        yield 1
+        await asyncio.sleep(3600)
+        yield 2
+    finally:
+        closed.set()
+
+
 def test_sync_iterator_close_stops_a_fetch_in_flight(runner: Runner) -> None:
     closed = threading.Event()
 
-    async def slow() -> AsyncIterator[int]:
-        try:
-            yield 1
-            await asyncio.sleep(3600)
-            yield 2
-        finally:
-            closed.set()
-
-    it = _runner.iterate(runner, slow())
+    it = _runner.iterate(runner, _stuck_after_one(closed))
     assert next(it) == 1  # the fetch of the second item is now in flight on the loop
     assert isinstance(it, _runner.SyncIterator)
     it.close()
@@ -261,15 +263,7 @@ def test_sync_iterator_close_stops_a_fetch_in_flight(runner: Runner) -> None:
 def test_a_dropped_sync_iterator_is_closed_on_the_loop(runner: Runner) -> None:
     closed = threading.Event()
 
-    async def slow() -> AsyncIterator[int]:
-        try:
-            yield 1
-            await asyncio.sleep(3600)
-            yield 2
-        finally:
-            closed.set()
-
-    it = _runner.iterate(runner, slow())
+    it = _runner.iterate(runner, _stuck_after_one(closed))
     assert next(it) == 1
     del it
     assert closed.wait(10)
