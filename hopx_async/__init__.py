@@ -11,12 +11,14 @@ The blocking twin of every class lives in :mod:`hopx_sync` (``AsyncHopx`` -> ``H
 The embedded local backend lives in :mod:`hopx_async.local`.
 """
 
-from ._client import AsyncHopx, AsyncSandboxes, aclose_default_client
+from ._client import AsyncHopx, AsyncSandboxes
 from ._config import DEFAULT_BASE_URL, Limits, PollPolicy, RetryPolicy, Timeouts
+from ._defaults import aclose_default_client
 from ._errors import (
     APIError,
     AuthenticationError,
     BadRequestError,
+    ClientClosedError,
     ConfigurationError,
     ConflictError,
     ExecutionTimeoutError,
@@ -37,6 +39,7 @@ from ._errors import (
     ValidationError,
     WaitTimeoutError,
 )
+from ._fanout import ProgressCallback, Task
 from ._models import (
     CommandResult,
     ExecutionResult,
@@ -52,6 +55,7 @@ from ._process import AsyncBackgroundProcess
 from ._sandbox import AsyncCommands, AsyncSandbox
 from ._utils import AwaitableContext
 from ._version import __version__
+from ._watcher import WatcherStats
 
 __all__ = [
     # clients and handles (each has a blocking twin in hopx_sync)
@@ -62,6 +66,9 @@ __all__ = [
     "AsyncBackgroundProcess",
     "AwaitableContext",
     "aclose_default_client",
+    # fan-out
+    "Task",
+    "ProgressCallback",
     # configuration
     "DEFAULT_BASE_URL",
     "Timeouts",
@@ -78,6 +85,7 @@ __all__ = [
     "SandboxInfo",
     "Resources",
     "Template",
+    "WatcherStats",
     # errors
     "HopxError",
     "ValidationError",
@@ -101,5 +109,6 @@ __all__ = [
     "RequestTimeoutError",
     "WaitTimeoutError",
     "ProcessFailedError",
+    "ClientClosedError",
     "__version__",
 ]

@@ -2,36 +2,36 @@
 
 from __future__ import annotations
 
-import asyncio
 import builtins
+import inspect
 import os
-import sys
+import time
 import warnings
-import weakref
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from types import TracebackType
-from typing import Any
-from urllib.parse import quote
 
+from . import _fanout
 from . import _validation as validate
 from ._config import Limits, PollPolicy, RetryPolicy, Timeouts, resolve_api_key, resolve_base_url
-from ._errors import ProcessFailedError, ValidationError, WaitTimeoutError
-from ._models import ProcessResult, ProcessStatus, SandboxInfo, Template
+from ._control import ControlPlane, bind
+from ._errors import ClientClosedError
+from ._fanout import ProgressCallback, Task
+from ._models import ProcessResult, SandboxInfo, Template
 from ._process import AsyncBackgroundProcess
-from ._sandbox import AsyncSandbox, _create_body
-from ._transport import Response, Transport
+from ._sandbox import AsyncSandbox, sandbox_from
+from ._transport import Transport
 from ._utils import AwaitableContext
+from ._wire import create_body
 
 __all__ = ["AsyncHopx", "AsyncSandboxes"]
-
-ProgressCallback = Callable[[int, int, ProcessResult], None]
 
 
 class AsyncSandboxes:
     """Sandbox operations of a client: ``client.sandboxes``."""
 
-    def __init__(self, client: AsyncHopx) -> None:
+    def __init__(self, client: AsyncHopx, control: ControlPlane) -> None:
         self._client = client
+        self._control = control
 
     def __repr__(self) -> str:
         return f"<AsyncSandboxes of {self._client!r}>"
@@ -51,14 +51,14 @@ class AsyncSandboxes:
         >>> async with client.sandboxes.create("code-interpreter") as sandbox:  # doctest: +SKIP
         ...     await sandbox.run_code("print('hi')")
         """
-        body = _create_body(
+        body = create_body(
             template, template_id, region, timeout_seconds, internet_access, env_vars
         )
-        return AwaitableContext(lambda: self._create(body))
 
-    async def _create(self, body: dict[str, Any]) -> AsyncSandbox:
-        resp = await self._client._control("POST", "/v1/sandboxes", json=body, safe=False)
-        return self._client._sandbox_from(resp.data)
+        async def make() -> AsyncSandbox:
+            return sandbox_from(self._client, await self._control.create_sandbox(body))
+
+        return AwaitableContext(make)
 
     async def connect(self, sandbox_id: str) -> AsyncSandbox:
         """Attach to an existing sandbox.
@@ -66,10 +66,7 @@ class AsyncSandboxes:
         >>> sandbox = await client.sandboxes.connect("sbx_123")  # doctest: +SKIP
         """
         validate.non_empty_str("sandbox_id", sandbox_id)
-        resp = await self._client._control(
-            "GET", f"/v1/sandboxes/{quote(sandbox_id)}", resource="sandbox"
-        )
-        return self._client._sandbox_from(resp.data)
+        return sandbox_from(self._client, await self._control.get_sandbox(sandbox_id))
 
     async def get(self, sandbox_id: str) -> SandboxInfo:
         """The record of one sandbox.
@@ -78,10 +75,8 @@ class AsyncSandboxes:
         'running'
         """
         validate.non_empty_str("sandbox_id", sandbox_id)
-        resp = await self._client._control(
-            "GET", f"/v1/sandboxes/{quote(sandbox_id)}", resource="sandbox"
-        )
-        return SandboxInfo.from_wire(resp.mapping)
+        data = await self._control.get_sandbox(sandbox_id)
+        return SandboxInfo.from_wire(data if isinstance(data, Mapping) else {})
 
     async def list(
         self,
@@ -108,8 +103,7 @@ class AsyncSandboxes:
             params["region"] = region
         count = 0
         while True:
-            resp = await self._client._control("GET", "/v1/sandboxes", params=params)
-            data = resp.mapping
+            data = await self._control.list_sandboxes(params)
             items = data.get("data", data.get("sandboxes", []))
             for item in items if isinstance(items, list) else []:
                 if isinstance(item, Mapping):
@@ -124,8 +118,7 @@ class AsyncSandboxes:
 
     async def list_templates(self) -> builtins.list[Template]:
         """The templates sandboxes can be created from."""
-        resp = await self._client._control("GET", "/v1/templates")
-        data = resp.data
+        data = await self._control.list_templates()
         items = data.get("data", data.get("templates", [])) if isinstance(data, Mapping) else data
         return [Template.from_wire(i) for i in items or [] if isinstance(i, Mapping)]
 
@@ -151,20 +144,23 @@ class AsyncHopx:
         limits: Limits | None = None,
         retries: RetryPolicy | None = None,
         polling: PollPolicy | None = None,
+        clock: Callable[[], float] | None = None,
     ) -> None:
-        self._api_key = resolve_api_key(api_key)
+        key = resolve_api_key(api_key)
         self._base_url = resolve_base_url(base_url)
-        self._polling = polling or PollPolicy()
+        now = clock if clock is not None else time.time
         self._transport = Transport(
             timeouts=timeouts or Timeouts(),
             limits=limits or Limits(),
             retries=retries or RetryPolicy(),
+            clock=now,
         )
-        self._adopted: set[AsyncSandbox] = set()
-        self._sandboxes: weakref.WeakSet[AsyncSandbox] = weakref.WeakSet()
-        self._is_default = False
+        self._control = ControlPlane(
+            self._transport, self._base_url, key, polling=polling or PollPolicy(), clock=now
+        )
+        bind(self, self._control)
         self._origin = _caller_location()
-        self.sandboxes = AsyncSandboxes(self)
+        self.sandboxes = AsyncSandboxes(self, self._control)
 
     @property
     def base_url(self) -> str:
@@ -191,66 +187,24 @@ class AsyncHopx:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Stop the watchers and close the connection pool. Sandboxes keep running."""
-        for sandbox in list(self._sandboxes):
-            task = sandbox._watcher._task
-            if task is not None and not task.done():
-                task.cancel()
+        """Close the connection pool; pending waits end with :class:`ClientClosedError`.
+
+        Sandboxes and their processes keep running on the server.
+        """
+        self._control.close_all(ClientClosedError("the HopX client was closed"))
         await self._transport.aclose(final=True)
 
     def __del__(self) -> None:
         transport = getattr(self, "_transport", None)
-        if transport is not None and transport.opened and not self._is_default:
+        control = getattr(self, "_control", None)
+        shared = control is not None and control.shared
+        if transport is not None and transport.opened and not shared:
             warnings.warn(
                 f"unclosed AsyncHopx client created at {self._origin}; "
                 "use `async with AsyncHopx()` or `await client.aclose()`",
                 ResourceWarning,
                 stacklevel=1,
             )
-
-    # ------------------------------------------------------------------ internals
-    async def _control(
-        self,
-        method: str,
-        path: str,
-        *,
-        json: Any = None,
-        params: Mapping[str, str] | None = None,
-        safe: bool | None = None,
-        resource: str | None = None,
-    ) -> Response:
-        return await self._transport.request(
-            method,
-            self._base_url + path,
-            headers={"Authorization": f"Bearer {self._api_key}"},
-            json=json,
-            params=params,
-            safe=safe,
-            scope="control",
-            resource=resource,
-        )
-
-    def _sandbox_from(self, data: Any) -> AsyncSandbox:
-        if not isinstance(data, Mapping):
-            raise ValidationError("response", f"expected a sandbox object, got {str(data)[:200]}")
-        info = SandboxInfo.from_wire(data)
-        sandbox = AsyncSandbox(self, info)
-        sandbox._take_record(data)
-        self._sandboxes.add(sandbox)
-        return sandbox
-
-    def _adopt(self, sandbox: AsyncSandbox) -> None:
-        self._adopted.add(sandbox)
-        sandbox._standalone = True
-
-    async def _release(self, sandbox: AsyncSandbox) -> None:
-        """A sandbox was killed; the default client closes its pool when none remain."""
-        task = sandbox._watcher._task
-        if task is not None and not task.done():
-            task.cancel()
-        self._adopted.discard(sandbox)
-        if self._is_default and not self._adopted:
-            await self._transport.aclose(final=False)
 
     # ------------------------------------------------------------------ fan-out
     async def wait_all(
@@ -273,32 +227,9 @@ class AsyncHopx:
         >>> sum(r.ok for r in results)  # doctest: +SKIP
         100
         """
-        procs = _handles(processes)
-        deadline = validate.optional_timeout("timeout", timeout)
-        total = len(procs)
-        done = 0
-
-        async def one(proc: AsyncBackgroundProcess) -> ProcessResult:
-            nonlocal done
-            result = await proc.wait()
-            done += 1
-            if on_progress is not None:
-                on_progress(done, total, result)
-            return result
-
-        try:
-            results = await asyncio.wait_for(asyncio.gather(*(one(p) for p in procs)), deadline)
-        except asyncio.TimeoutError:
-            assert deadline is not None
-            raise WaitTimeoutError(
-                f"{total - done} of {total} processes still running after {deadline:g}s "
-                "(they keep running)"
-            ) from None
-        if check:
-            for result in results:
-                if result.status in ProcessStatus.UNSUCCESSFUL:
-                    raise ProcessFailedError(result)
-        return list(results)
+        return await _fanout.wait_all(
+            processes, timeout=timeout, check=check, on_progress=on_progress
+        )
 
     async def as_completed(
         self, processes: Iterable[AsyncBackgroundProcess], *, timeout: float | None = None
@@ -308,25 +239,39 @@ class AsyncHopx:
         >>> async for result in client.as_completed(procs):  # doctest: +SKIP
         ...     print(result.process_id, result.status)
         """
-        procs = _handles(processes)
-        deadline = validate.optional_timeout("timeout", timeout)
-        tasks = [asyncio.ensure_future(p.wait()) for p in procs]
-        remaining = len(tasks)
-        try:
-            for fut in asyncio.as_completed(tasks, timeout=deadline):
-                try:
-                    result = await fut
-                except asyncio.TimeoutError:
-                    assert deadline is not None
-                    raise WaitTimeoutError(
-                        f"{remaining} of {len(tasks)} processes still running after "
-                        f"{deadline:g}s (they keep running)"
-                    ) from None
-                remaining -= 1
-                yield result
-        finally:
-            for task in tasks:
-                task.cancel()
+        async for result in _fanout.as_completed(processes, timeout=timeout):
+            yield result
+
+    async def run_many(
+        self,
+        tasks: Iterable[Task],
+        *,
+        sandboxes: Sequence[AsyncSandbox],
+        max_concurrency: int = 8,
+        timeout: float | None = None,
+        check: bool = False,
+        on_progress: ProgressCallback | None = None,
+    ) -> list[ProcessResult]:
+        """Run many tasks over ``sandboxes``, at most ``max_concurrency`` at once.
+
+        Tasks go round-robin to the sandboxes; the next starts as soon as one ends.
+        Results come in task order. ``timeout`` bounds the whole run; ``check=True`` raises
+        :class:`ProcessFailedError` at the first unsuccessful task. On any failure (also a
+        raising ``on_progress(done, total, result)``) the rest is cancelled and the
+        processes already started are killed. Arguments are checked before any I/O.
+
+        >>> tasks = [Task(code=f"print({i})") for i in range(100)]  # doctest: +SKIP
+        >>> results = await client.run_many(tasks, sandboxes=[sbx1, sbx2],
+        ...                                 max_concurrency=16)  # doctest: +SKIP
+        """
+        return await _fanout.run_many(
+            tasks,
+            sandboxes=sandboxes,
+            max_concurrency=max_concurrency,
+            timeout=timeout,
+            check=check,
+            on_progress=on_progress,
+        )
 
 
 _PACKAGE_DIRS = (
@@ -337,44 +282,10 @@ _PACKAGE_DIRS = (
 
 def _caller_location() -> str:
     """``file:line`` of the first frame outside this SDK (for the unclosed-client warning)."""
-    frame = sys._getframe(1)
+    frame = inspect.currentframe()
     while frame is not None:
         filename = os.path.abspath(frame.f_code.co_filename)
         if not filename.startswith(_PACKAGE_DIRS):
             return f"{filename}:{frame.f_lineno}"
-        frame = frame.f_back  # type: ignore[assignment]
+        frame = frame.f_back
     return "<unknown>"
-
-
-def _handles(processes: Iterable[AsyncBackgroundProcess]) -> list[AsyncBackgroundProcess]:
-    procs = list(processes)
-    for item in procs:
-        if not isinstance(item, AsyncBackgroundProcess):
-            raise ValidationError(
-                "processes",
-                f"expected handles returned by run_code_background(), got {type(item).__name__}",
-            )
-    return procs
-
-
-_defaults: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncHopx] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def _default_client() -> AsyncHopx:
-    """The running loop's default client (configured from the environment)."""
-    loop = asyncio.get_running_loop()
-    client = _defaults.get(loop)
-    if client is None or client.closed:
-        client = AsyncHopx()
-        client._is_default = True
-        _defaults[loop] = client
-    return client
-
-
-async def aclose_default_client() -> None:
-    """Close the running loop's default client, if one was made."""
-    client = _defaults.pop(asyncio.get_running_loop(), None)
-    if client is not None:
-        await client.aclose()

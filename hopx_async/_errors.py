@@ -19,7 +19,8 @@ Every exception derives from :class:`HopxError`::
     ├── HopxTimeoutError           also a built-in TimeoutError
     │   ├── RequestTimeoutError        one HTTP request exceeded its deadline
     │   └── WaitTimeoutError           wait(timeout=...) expired; the process keeps running
-    └── ProcessFailedError         wait(check=True) on a failed, killed or timed-out process
+    ├── ProcessFailedError         wait(check=True) on a failed, killed or timed-out process
+    └── ClientClosedError          the client was closed while a call was waiting
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ __all__ = [
     "RequestTimeoutError",
     "WaitTimeoutError",
     "ProcessFailedError",
+    "ClientClosedError",
 ]
 
 
@@ -195,6 +197,13 @@ class ProcessFailedError(HopxError):
         if tail:
             message += f": {tail[0][:200]}"
         super().__init__(message)
+
+
+class ClientClosedError(HopxError):
+    """The client was closed (``aclose()``) while this call was still waiting.
+
+    The processes themselves keep running on the server.
+    """
 
 
 _BY_STATUS: dict[int, type[APIError]] = {

@@ -1,37 +1,34 @@
-"""The background-process handle and the per-sandbox watcher that coalesces polls.
+"""The background-process handle: status, wait, kill, output and the full result.
 
-One :class:`_Watcher` per sandbox runs only while somebody waits on one of its processes.
-Each tick costs one request whatever the number of waiters: a long poll of the changes
-since the last answer where the server offers it (``list_since``), otherwise one
-``GET /execute/processes`` at an interval that grows with the age of the youngest process.
+A handle holds no polling of its own: ``wait()`` registers with the sandbox's watcher
+(:mod:`._watcher`), which coalesces the polls of every waiter of the sandbox.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
-import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
+import anyio
+
 from . import _validation as validate
+from ._agent import Agent
 from ._errors import (
+    ConflictError,
     HopxError,
     ProcessFailedError,
     ProcessNotFoundError,
     WaitTimeoutError,
 )
 from ._models import OutputChunk, ProcessInfo, ProcessResult, ProcessStatus
+from ._watcher import Watcher
+from ._wire import STREAMS, OutputCursor, status_only
 
 if TYPE_CHECKING:
     from ._sandbox import AsyncSandbox
 
 __all__ = ["AsyncBackgroundProcess"]
-
-logger = logging.getLogger("hopx_async")
-
-#: polls in a row a waited-on process may be missing from a full list before it is "gone"
-_MISSING_POLLS = 3
 
 
 class AsyncBackgroundProcess:
@@ -53,6 +50,8 @@ class AsyncBackgroundProcess:
         sandbox: AsyncSandbox,
         process_id: str,
         *,
+        agent: Agent,
+        watcher: Watcher,
         execution_id: str | None = None,
         name: str | None = None,
         status: str = ProcessStatus.QUEUED,
@@ -61,16 +60,19 @@ class AsyncBackgroundProcess:
         version: int | None = None,
     ) -> None:
         self._sandbox = sandbox
+        self._agent = agent
+        self._watcher = watcher
         self._id = process_id
-        self._execution_id = execution_id
-        self._name = name
-        self._status = status
         self._language = language
         self._timeout = timeout
-        self._version = version
-        self._info: ProcessInfo | None = None
-        self._result: ProcessResult | None = None
-        self._seen_at = time.monotonic()
+        # shared with every other handle on this process of the same sandbox
+        self._state = state = watcher.state(process_id)
+        if state.status == "unknown" or (version is not None and (state.version or 0) < version):
+            state.status = status
+        if version is not None and (state.version is None or state.version < version):
+            state.version = version
+        state.name = state.name or name
+        state.execution_id = state.execution_id or execution_id
 
     # ----------------------------------------------------------------- plain state
     @property
@@ -85,11 +87,11 @@ class AsyncBackgroundProcess:
 
     @property
     def execution_id(self) -> str | None:
-        return self._execution_id
+        return self._state.execution_id
 
     @property
     def name(self) -> str | None:
-        return self._name
+        return self._state.name
 
     @property
     def language(self) -> str | None:
@@ -107,22 +109,22 @@ class AsyncBackgroundProcess:
     @property
     def status(self) -> str:
         """The last known status (no I/O; see :meth:`refresh`)."""
-        return self._status
+        return self._state.status
 
     @property
     def info(self) -> ProcessInfo | None:
         """The last full record seen, if any."""
-        return self._info
+        return self._state.info
 
     @property
     def result(self) -> ProcessResult | None:
         """The final result once :meth:`wait` has seen the process end."""
-        return self._result
+        return self._state.result
 
     @property
     def done(self) -> bool:
         """Whether the last known status is terminal."""
-        return self._status in ProcessStatus.TERMINAL
+        return self._state.status in ProcessStatus.TERMINAL
 
     def __getitem__(self, key: str) -> Any:
         if key not in self._KEYS:
@@ -138,21 +140,8 @@ class AsyncBackgroundProcess:
         return key in self._KEYS
 
     def __repr__(self) -> str:
-        name = f" name={self._name!r}" if self._name else ""
-        return f"<AsyncBackgroundProcess {self._id}{name} status={self._status!r}>"
-
-    def _observe(self, info: ProcessInfo) -> None:
-        """Take a newer record (from any request) as the known state."""
-        if self._version is not None and info.version is not None and info.version < self._version:
-            return
-        self._info = info
-        self._status = info.status
-        if info.version is not None:
-            self._version = info.version
-        if info.name and not self._name:
-            self._name = info.name
-        if info.execution_id and not self._execution_id:
-            self._execution_id = info.execution_id
+        name = f" name={self.name!r}" if self.name else ""
+        return f"<AsyncBackgroundProcess {self._id}{name} status={self.status!r}>"
 
     # ----------------------------------------------------------------------- I/O
     async def refresh(self) -> ProcessInfo:
@@ -162,7 +151,8 @@ class AsyncBackgroundProcess:
         >>> info.status  # doctest: +SKIP
         'running'
         """
-        info = await self._sandbox.get_process(self._id)
+        info = await self._agent.get_process(self._id)
+        self._watcher.observe(info)
         return info
 
     async def wait(self, timeout: float | None = None, *, check: bool = False) -> ProcessResult:
@@ -170,40 +160,41 @@ class AsyncBackgroundProcess:
 
         ``timeout`` bounds the wait only: on expiry :class:`WaitTimeoutError` (also a
         ``TimeoutError``) is raised and the process keeps running. With ``check=True`` a
-        failed, killed or timed-out process raises :class:`ProcessFailedError`.
+        failed, killed or timed-out process raises :class:`ProcessFailedError`. A process
+        the sandbox does not know raises :class:`ProcessNotFoundError` at once; a closed
+        client ends the wait with :class:`ClientClosedError`.
 
         >>> result = await proc.wait(timeout=30, check=True)  # doctest: +SKIP
         """
         deadline = validate.optional_timeout("timeout", timeout)
-        if self._result is None:
-            if deadline is None:
-                await self._wait_done()
-            else:
-                try:
-                    await asyncio.wait_for(self._wait_done(), deadline)
-                except asyncio.TimeoutError:
-                    raise WaitTimeoutError(
-                        f"process {self._id} still {self._status} after waiting {deadline:g}s "
-                        "(it keeps running; wait again or kill() it)",
-                        process_id=self._id,
-                    ) from None
-        assert self._result is not None
-        if check and self._result.status in ProcessStatus.UNSUCCESSFUL:
-            raise ProcessFailedError(self._result)
-        return self._result
+        result = self._state.result
+        if result is None:
+            with anyio.move_on_after(deadline):
+                result = await self._wait_done()
+            if result is None:
+                assert deadline is not None
+                raise WaitTimeoutError(
+                    f"process {self._id} still {self.status} after waiting {deadline:g}s "
+                    "(it keeps running; wait again or kill() it)",
+                    process_id=self._id,
+                )
+        if check and result.status in ProcessStatus.UNSUCCESSFUL:
+            raise ProcessFailedError(result)
+        return result
 
-    async def _wait_done(self) -> None:
-        info = self._info
+    async def _wait_done(self) -> ProcessResult:
+        state = self._state
+        info = state.info
         if info is None or not info.is_done:
-            await self._sandbox._ensure_ready()
-            watcher = self._sandbox._watcher
-            fut = watcher.watch(self)
+            await self._agent.ensure_ready()
+            fut = self._watcher.watch(state)
             try:
                 info = await fut
             finally:
-                watcher.unwatch(self._id, fut)
-        if self._result is None:
-            self._result = await self._sandbox._full_result(info)
+                self._watcher.unwatch(self._id, fut)
+        if state.result is None:
+            state.result = await self._agent.full_result(info)
+        return state.result
 
     async def kill(self) -> bool:
         """Kill the process (its whole process group). False when it had already ended.
@@ -214,11 +205,11 @@ class AsyncBackgroundProcess:
         if self.done:
             return False
         try:
-            await self._sandbox.kill_process(self._id)
+            await self._agent.kill_process(self._id)
         except ProcessNotFoundError:
             await self._safe_refresh()
             return False
-        self._status = ProcessStatus.KILLED
+        self._state.status = ProcessStatus.KILLED
         return True
 
     async def _safe_refresh(self) -> None:
@@ -231,145 +222,67 @@ class AsyncBackgroundProcess:
         """Stream new stdout/stderr as it appears, until the process ends.
 
         Each byte is yielded once. Uses server-side offsets where advertised, otherwise
-        derives the new part from the full output of each poll.
+        derives the new part from the full output of each poll. A paused sandbox is
+        waited for. The output streamed is also in the result of a later :meth:`wait`.
 
         >>> async for chunk in proc.output():  # doctest: +SKIP
         ...     print(chunk.stream, chunk.text, end="")
         """
         if interval is not None:
             validate.positive_number("interval", interval)
-        async for chunk in self._sandbox._stream_output(self, interval):
+        agent = self._agent
+        await agent.ensure_ready()
+        if agent.has_feature("output_offsets"):
+            stream = self._offset_output(interval)
+        else:
+            stream = self._polled_output(interval)
+        async for chunk in stream:
             yield chunk
 
-
-class _Watcher:
-    """Polls one sandbox for the processes somebody waits on; one request per tick."""
-
-    def __init__(self, sandbox: AsyncSandbox) -> None:
-        self._sandbox = sandbox
-        self._waiting: dict[str, list[asyncio.Future[ProcessInfo]]] = {}
-        self._started: dict[str, float] = {}
-        self._missing: dict[str, int] = {}
-        self._task: asyncio.Task[None] | None = None
-        self._inflight: asyncio.Task[list[ProcessInfo]] | None = None
-        self._cursor: int | None = None
-        self._restart = False
-        #: requests this watcher has sent, for diagnostics and tests
-        self.polls = 0
-
-    @property
-    def active(self) -> bool:
-        return self._task is not None and not self._task.done()
-
-    def watch(self, proc: AsyncBackgroundProcess) -> asyncio.Future[ProcessInfo]:
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[ProcessInfo] = loop.create_future()
-        self._waiting.setdefault(proc.id, []).append(fut)
-        self._started.setdefault(proc.id, proc._seen_at)
-        # Changes after the one before the handle's last known version (a start answer can
-        # report an older status with the newest version); everything when it knows none,
-        # which still costs one request for any number of such handles.
-        floor = 0 if proc._version is None else proc._version - 1
-        if self._cursor is None or floor < self._cursor:
-            self._cursor = floor
-            if self._inflight is not None and not self._inflight.done():
-                # The poll in flight asks for changes after a later version: restart it.
-                self._restart = True
-                self._inflight.cancel()
-        if self._task is None or self._task.done():
-            self._task = loop.create_task(self._run(), name=f"hopx-watch-{self._sandbox.id}")
-        return fut
-
-    def unwatch(self, process_id: str, fut: asyncio.Future[ProcessInfo]) -> None:
-        futs = self._waiting.get(process_id)
-        if futs is not None:
-            if fut in futs:
-                futs.remove(fut)
-            if not futs:
-                del self._waiting[process_id]
-                self._started.pop(process_id, None)
-                self._missing.pop(process_id, None)
-        if not self._waiting and self._task is not None and not self._task.done():
-            self._task.cancel()
-
-    def _interval(self) -> float:
-        policy = self._sandbox._client._polling
-        now = time.monotonic()
-        youngest = min((now - t for t in self._started.values()), default=0.0)
-        interval = min(policy.max_interval, max(policy.initial_interval, policy.growth * youngest))
-        return max(interval, self._sandbox._min_poll_interval())
-
-    def _pause(self, since: bool) -> float:
-        """The pause before the next poll: a long poll only batches bursts of changes."""
-        if since:
-            policy = self._sandbox._client._polling
-            return max(policy.initial_interval, self._sandbox._min_poll_interval())
-        return self._interval()
-
-    async def _run(self) -> None:
-        try:
-            while self._waiting:
-                since = self._sandbox._has_feature("list_since")
-                self._inflight = asyncio.ensure_future(self._poll(since))
-                try:
-                    infos = await self._inflight
-                except asyncio.CancelledError:
-                    if self._restart:
-                        self._restart = False
-                        continue  # restarted by watch() with an older cursor
-                    raise
-                finally:
-                    self._inflight = None
-                self._dispatch(infos, full=not since)
-                if self._waiting:
-                    await asyncio.sleep(self._pause(since))
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # the sandbox is gone, the key was revoked, ...
-            for futs in self._waiting.values():
-                for fut in futs:
-                    if not fut.done():
-                        fut.set_exception(exc)
-        finally:
-            if self._inflight is not None:
-                self._inflight.cancel()
-
-    async def _poll(self, since: bool) -> list[ProcessInfo]:
-        self.polls += 1
-        if not since:
-            return await self._sandbox._list_raw()
-        wait = self._sandbox._client._polling.long_poll
-        cursor = self._cursor or 0
-        infos, version = await self._sandbox._list_since(cursor, wait)
-        if version is not None:
-            # A counter that went back means the server lost its history (a restart without
-            # its state): start over from everything rather than wait for changes forever.
-            self._cursor = version if version >= cursor else 0
-        return infos
-
-    def _dispatch(self, infos: list[ProcessInfo], *, full: bool) -> None:
-        seen = set()
-        for info in infos:
-            seen.add(info.process_id)
-            self._sandbox._observe(info)
-            if info.is_done and info.process_id in self._waiting:
-                for fut in self._waiting.pop(info.process_id):
-                    if not fut.done():
-                        fut.set_result(info)
-                self._started.pop(info.process_id, None)
-        if full:
-            for pid in list(self._waiting):
-                if pid in seen:
-                    self._missing.pop(pid, None)
-                    continue
-                self._missing[pid] = self._missing.get(pid, 0) + 1
-                if self._missing[pid] >= _MISSING_POLLS:
-                    error = ProcessNotFoundError(
-                        f"process {pid} is no longer listed by sandbox {self._sandbox.id}",
-                        status=404,
-                        code="PROCESS_NOT_FOUND",
+    async def _offset_output(self, interval: float | None) -> AsyncIterator[OutputChunk]:
+        agent, policy = self._agent, self._agent.control.polling
+        cursor = OutputCursor()
+        wait = policy.long_poll if agent.has_feature("long_poll") else None
+        collected: dict[str, list[str]] = {"stdout": [], "stderr": []}
+        while True:
+            try:
+                data = await agent.read_output(self._id, cursor, wait=wait)
+            except ConflictError as exc:
+                await agent.wait_while_paused(exc)
+                continue
+            for chunk in cursor.take(data):
+                collected[chunk.stream].append(chunk.text)
+                yield chunk
+            info = status_only(data)
+            self._watcher.observe(info, full=False)
+            if info.is_done and cursor.drained(data):
+                if self._state.result is None:
+                    self._state.result = ProcessResult.from_info(
+                        info,
+                        stdout="".join(collected["stdout"]),
+                        stderr="".join(collected["stderr"]),
                     )
-                    for fut in self._waiting.pop(pid):
-                        if not fut.done():
-                            fut.set_exception(error)
-                    self._started.pop(pid, None)
+                return
+            if wait is None:
+                await asyncio.sleep(interval or policy.initial_interval)
+
+    async def _polled_output(self, interval: float | None) -> AsyncIterator[OutputChunk]:
+        agent, policy = self._agent, self._agent.control.polling
+        seen = {"stdout": 0, "stderr": 0}
+        pause = interval or policy.initial_interval
+        while True:
+            try:
+                info = await agent.get_process(self._id)
+            except ConflictError as exc:
+                await agent.wait_while_paused(exc)
+                continue
+            self._watcher.observe(info)
+            for stream in STREAMS:
+                text: str = getattr(info, stream)
+                if len(text) > seen[stream]:
+                    yield OutputChunk(stream, text[seen[stream] :])
+                    seen[stream] = len(text)
+            if info.is_done:
+                return
+            await asyncio.sleep(pause)
+            pause = min(policy.max_interval, max(pause * 1.5, agent.min_poll_interval()))

@@ -1,12 +1,8 @@
 """HTTP transport: one aiohttp session per client, retries, rate limits and error mapping.
 
-The retry policy lives here and only here:
-
-* GET and DELETE (``safe=True``) are retried on the policy's statuses (429, 502, 503, 504)
-  and on connection errors, with full-jitter exponential backoff that yields to the
-  server's ``Retry-After`` header or ``retry_after`` body field.
-* Any other request is retried only when it provably never reached the server (the
-  connection could not be opened). A POST that starts something is never sent twice.
+The retry loop lives here; its decisions (which failures retry, how long to wait) live in
+:mod:`._retry`, which does no I/O. A POST that starts something is never sent twice unless
+the server deduplicates it (an idempotency key).
 """
 
 from __future__ import annotations
@@ -14,9 +10,8 @@ from __future__ import annotations
 import asyncio
 import json as jsonlib
 import logging
-import random
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import aiohttp
@@ -30,6 +25,7 @@ from ._errors import (
     RequestTimeoutError,
     error_from_response,
 )
+from ._retry import RateState, backoff, parse_retry_after, should_retry_status
 from ._version import __version__
 
 logger = logging.getLogger("hopx_async")
@@ -55,54 +51,25 @@ class Response:
         return self.headers.get("X-Request-ID")
 
 
-def _retry_after_header(headers: Mapping[str, str]) -> float | None:
-    value = headers.get("Retry-After")
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        return None
-
-
-class _RateState:
-    """What the server said of a scope's rate limit (X-RateLimit-* headers)."""
-
-    __slots__ = ("limit", "remaining", "reset")
-
-    def __init__(self) -> None:
-        self.limit: int | None = None
-        self.remaining: int | None = None
-        self.reset: float | None = None
-
-    def update(self, headers: Mapping[str, str]) -> None:
-        try:
-            if "X-RateLimit-Limit" in headers:
-                self.limit = int(headers["X-RateLimit-Limit"])
-            if "X-RateLimit-Remaining" in headers:
-                self.remaining = int(headers["X-RateLimit-Remaining"])
-            if "X-RateLimit-Reset" in headers:
-                self.reset = float(headers["X-RateLimit-Reset"])
-        except ValueError:
-            pass
-
-    def delay(self) -> float:
-        """Seconds to hold the next request: until the reset when nothing remains."""
-        if self.remaining is not None and self.remaining <= 0 and self.reset is not None:
-            return max(0.0, min(60.0, self.reset - time.time()))
-        return 0.0
-
-
 class Transport:
     """Owns the client's one aiohttp session and sends every request."""
 
-    def __init__(self, *, timeouts: Timeouts, limits: Limits, retries: RetryPolicy) -> None:
+    def __init__(
+        self,
+        *,
+        timeouts: Timeouts,
+        limits: Limits,
+        retries: RetryPolicy,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.timeouts = timeouts
         self.limits = limits
         self.retries = retries
+        #: the Unix time, injectable for tests (rate-limit resets, token expiry)
+        self.clock = clock
         self._session: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._rates: dict[str, _RateState] = {}
+        self._rates: dict[str, RateState] = {}
         self.closed = False
 
     @property
@@ -143,25 +110,21 @@ class Transport:
         if session is not None and not session.closed:
             await session.close()
 
-    def rate_state(self, scope: str) -> _RateState:
+    def rate_state(self, scope: str) -> RateState:
+        """What the server said of the rate limit of ``scope`` ("control" or a sandbox id)."""
         state = self._rates.get(scope)
         if state is None:
-            state = self._rates[scope] = _RateState()
+            state = self._rates[scope] = RateState(self.clock)
         return state
 
     def min_interval(self, scope: str) -> float:
         """The shortest polling interval that stays within half the scope's rate limit."""
         state = self._rates.get(scope)
-        if state is None or not state.limit:
-            return 0.0
-        return 2 * 60.0 / state.limit
+        return 0.0 if state is None else state.min_interval()
 
     def backoff(self, attempt: int, advice: float | None) -> float:
         """Seconds before retry ``attempt`` (0-based): server advice, else full jitter."""
-        if advice is not None:
-            return min(advice, 60.0) + random.uniform(0, 0.05)
-        cap = min(self.retries.max_delay, self.retries.initial_delay * (2**attempt))
-        return random.uniform(cap / 2, cap)
+        return backoff(self.retries, attempt, advice)
 
     async def request(
         self,
@@ -242,19 +205,27 @@ class Transport:
             logger.debug("%s %s -> %s", method, url, status)
             if status < 400:
                 return Response(status, resp_headers, data)
+            header_advice = parse_retry_after(resp_headers.get("Retry-After"), now=self.clock())
             error = error_from_response(
                 status,
                 data,
                 request_id=resp_headers.get("X-Request-ID"),
-                retry_after=_retry_after_header(resp_headers),
+                retry_after=header_advice,
                 resource=resource,
             )
-            if safe and status in self.retries.statuses and attempt < self.retries.max_retries:
+            if should_retry_status(self.retries, status, safe=safe, attempt=attempt):
                 advice = error.retry_after if isinstance(error, RateLimitError) else None
                 if advice is None:
-                    advice = _retry_after_header(resp_headers)
+                    advice = header_advice
                 delay = self.backoff(attempt, advice)
-                logger.debug("%s %s -> %s; retry in %.2fs", method, url, status, delay)
+                logger.debug(
+                    "%s %s -> %s; retry in %.3fs (server advice: %s)",
+                    method,
+                    url,
+                    status,
+                    delay,
+                    "none" if advice is None else f"{advice:g}s",
+                )
                 attempt += 1
                 await asyncio.sleep(delay)
                 continue

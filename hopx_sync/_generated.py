@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import builtins
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Literal, cast, overload
 
@@ -17,12 +17,14 @@ from hopx_async import (
     PollPolicy,
     ProcessInfo,
     ProcessResult,
+    ProgressCallback,
     RetryPolicy,
     SandboxInfo,
+    Task,
     Template,
     Timeouts,
+    WatcherStats,
 )
-from hopx_async._client import ProgressCallback
 
 from . import _runner
 
@@ -75,6 +77,7 @@ class Hopx(_Twin):
         limits: Limits | None = None,
         retries: RetryPolicy | None = None,
         polling: PollPolicy | None = None,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         """Start the client and the event loop (in a background thread) it runs on.
 
@@ -90,6 +93,7 @@ class Hopx(_Twin):
                 limits=limits,
                 retries=retries,
                 polling=polling,
+                clock=clock,
             )
             self.sandboxes = Sandboxes._from_async(self._async.sandboxes, self._runner)
         except BaseException:
@@ -131,7 +135,10 @@ class Hopx(_Twin):
                 self._runner.close()
 
     def close(self) -> None:
-        """Stop the watchers and close the connection pool. Sandboxes keep running."""
+        """Close the connection pool; pending waits end with :class:`ClientClosedError`.
+
+        Sandboxes and their processes keep running on the server.
+        """
         if self._runner.closed:
             return
         try:
@@ -180,6 +187,39 @@ class Hopx(_Twin):
         return _runner.iterate(
             self._runner,
             self._async.as_completed([item._async for item in processes], timeout=timeout),
+        )
+
+    def run_many(
+        self,
+        tasks: Iterable[Task],
+        *,
+        sandboxes: Sequence[Sandbox],
+        max_concurrency: int = 8,
+        timeout: float | None = None,
+        check: bool = False,
+        on_progress: ProgressCallback | None = None,
+    ) -> list[ProcessResult]:
+        """Run many tasks over ``sandboxes``, at most ``max_concurrency`` at once.
+
+        Tasks go round-robin to the sandboxes; the next starts as soon as one ends.
+        Results come in task order. ``timeout`` bounds the whole run; ``check=True`` raises
+        :class:`ProcessFailedError` at the first unsuccessful task. On any failure (also a
+        raising ``on_progress(done, total, result)``) the rest is cancelled and the
+        processes already started are killed. Arguments are checked before any I/O.
+
+        >>> tasks = [Task(code=f"print({i})") for i in range(100)]  # doctest: +SKIP
+        >>> results = client.run_many(tasks, sandboxes=[sbx1, sbx2],
+        ...                                 max_concurrency=16)  # doctest: +SKIP
+        """
+        return self._runner.run(
+            self._async.run_many(
+                tasks,
+                sandboxes=[item._async for item in sandboxes],
+                max_concurrency=max_concurrency,
+                timeout=timeout,
+                check=check,
+                on_progress=on_progress,
+            )
         )
 
 
@@ -368,6 +408,15 @@ class Sandbox(_Twin):
         """The client whose connection pool this sandbox uses."""
         return Hopx._from_async(self._async.client, self._runner)
 
+    @property
+    def watcher_stats(self) -> WatcherStats:
+        """Counters of the sandbox's watcher: polls sent, pending waits, whether it polls.
+
+        >>> sandbox.watcher_stats.waiters  # doctest: +SKIP
+        0
+        """
+        return self._async.watcher_stats
+
     def process(self, process_id: str) -> BackgroundProcess:
         """A handle on an existing background process, without any request.
 
@@ -388,12 +437,17 @@ class Sandbox(_Twin):
     def kill(self) -> None:
         """Destroy the sandbox and everything running in it. Killing twice is harmless.
 
+        Pending waits on its processes end with :class:`SandboxNotFoundError`.
+
         >>> sandbox.kill()  # doctest: +SKIP
         """
         self._runner.run(self._async.kill())
 
     def pause(self) -> None:
-        """Pause the sandbox; its processes stop until :meth:`resume`."""
+        """Pause the sandbox; its processes stop until :meth:`resume`.
+
+        Waits and output streams on its processes keep waiting while it is paused.
+        """
         self._runner.run(self._async.pause())
 
     def resume(self) -> None:
@@ -463,6 +517,8 @@ class Sandbox(_Twin):
         self, *, status: str | Iterable[str] | None = None, name: str | None = None
     ) -> list[ProcessInfo]:
         """Every background process of the sandbox, optionally filtered.
+
+        ``status`` is one or more of queued, running, completed, failed, killed, timeout.
 
         >>> for proc in sandbox.list_processes(status="running"):  # doctest: +SKIP
         ...     print(proc.name, proc.status)
@@ -693,7 +749,9 @@ class BackgroundProcess(_Twin):
 
         ``timeout`` bounds the wait only: on expiry :class:`WaitTimeoutError` (also a
         ``TimeoutError``) is raised and the process keeps running. With ``check=True`` a
-        failed, killed or timed-out process raises :class:`ProcessFailedError`.
+        failed, killed or timed-out process raises :class:`ProcessFailedError`. A process
+        the sandbox does not know raises :class:`ProcessNotFoundError` at once; a closed
+        client ends the wait with :class:`ClientClosedError`.
 
         >>> result = proc.wait(timeout=30, check=True)  # doctest: +SKIP
         """
@@ -711,7 +769,8 @@ class BackgroundProcess(_Twin):
         """Stream new stdout/stderr as it appears, until the process ends.
 
         Each byte is yielded once. Uses server-side offsets where advertised, otherwise
-        derives the new part from the full output of each poll.
+        derives the new part from the full output of each poll. A paused sandbox is
+        waited for. The output streamed is also in the result of a later :meth:`wait`.
 
         >>> for chunk in proc.output():  # doctest: +SKIP
         ...     print(chunk.stream, chunk.text, end="")
@@ -720,6 +779,9 @@ class BackgroundProcess(_Twin):
 
 
 def close_default_client() -> None:
-    """Close the running loop's default client, if one was made."""
+    """Close the running loop's default client, if one was made.
+
+    >>> aclose_default_client()  # doctest: +SKIP
+    """
     runner = _runner.default_runner()
     runner.run(_hopx_async.aclose_default_client())

@@ -14,6 +14,7 @@ from hopx_async import (
     AuthenticationError,
     ConfigurationError,
     Limits,
+    NetworkError,
     PollPolicy,
     RetryPolicy,
     Timeouts,
@@ -36,12 +37,18 @@ def test_key_and_url_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     assert client.base_url == "http://127.0.0.1:1234"
 
 
-def test_arguments_win_over_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.anyio
+async def test_arguments_win_over_environment(
+    monkeypatch: pytest.MonkeyPatch, backend: Any, proxy: Any
+) -> None:
     monkeypatch.setenv("HOPX_API_KEY", "from-env")
     monkeypatch.setenv("HOPX_BASE_URL", "http://127.0.0.1:1/")
-    client = AsyncHopx(api_key=SECRET, base_url="http://127.0.0.1:2")
-    assert client.base_url == "http://127.0.0.1:2"
-    assert client._api_key == SECRET
+    sent: list[str | None] = []
+    proxy.on_request = lambda request: sent.append(request.headers.get("Authorization"))
+    async with AsyncHopx(api_key=backend.api_key, base_url=proxy.url) as client:
+        assert client.base_url == proxy.url
+        assert await client.sandboxes.list_templates()
+    assert sent == [f"Bearer {backend.api_key}"], "the argument's key, sent to the argument's URL"
 
 
 def test_default_base_url_is_the_service() -> None:
@@ -88,13 +95,13 @@ async def test_key_never_logged_or_in_errors(
 
 
 @pytest.mark.anyio
-async def test_unclosed_client_warns_with_its_origin(backend: Any) -> None:
-    client = AsyncHopx(api_key=backend.api_key, base_url=backend.base_url)
-    async for _ in client.sandboxes.list(limit=1):
-        pass
-    session = client._transport._session
+async def test_unclosed_client_warns_with_its_origin() -> None:
+    # nothing listens there: the session is opened, but no connection stays behind it
+    client = AsyncHopx(
+        api_key=SECRET, base_url="http://127.0.0.1:9", retries=RetryPolicy(max_retries=0)
+    )
+    with pytest.raises(NetworkError):
+        await client.sandboxes.get("sbx_1")
     del client
     with pytest.warns(ResourceWarning, match=r"test_config\.py:\d+"):
         gc.collect()
-    assert session is not None
-    await session.close()  # tidy up what the test deliberately leaked

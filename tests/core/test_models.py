@@ -22,7 +22,7 @@ from hopx_async import (
     TokenExpiredError,
 )
 from hopx_async._errors import error_from_response, parse_error_body
-from hopx_async._sandbox import _process_list
+from hopx_async._wire import process_list
 
 
 def test_documented_process_fields() -> None:
@@ -84,10 +84,10 @@ def test_dict_access_as_in_the_documentation() -> None:
 
 def test_process_list_envelopes() -> None:
     one = {"process_id": "p", "status": "running"}
-    assert [i.process_id for i in _process_list({"processes": [one], "count": 1})] == ["p"]
-    assert [i.process_id for i in _process_list({"data": [one]})] == ["p"]
-    assert [i.process_id for i in _process_list([one])] == ["p"]
-    assert _process_list({"processes": None}) == []
+    assert [i.process_id for i in process_list({"processes": [one], "count": 1})] == ["p"]
+    assert [i.process_id for i in process_list({"data": [one]})] == ["p"]
+    assert [i.process_id for i in process_list([one])] == ["p"]
+    assert process_list({"processes": None}) == []
 
 
 def test_sandbox_record_never_keeps_the_token() -> None:

@@ -30,7 +30,7 @@ async def test_wait_on_100_processes_costs_one_request_per_tick(
         lists = proxy.count("GET", "/execute/processes") - before
     assert [r.stdout for r in results] == [f"{i}\n" for i in range(100)]
     assert done == list(range(1, 101))
-    assert lists == sandbox._watcher.polls, "each tick is exactly one list request"
+    assert lists == sandbox.watcher_stats.polls, "each tick is exactly one list request"
     assert lists < 100, f"{lists} list requests for 100 processes: polls are not coalesced"
     assert proxy.count(*PER_PROCESS[0].split(" ", 1)) == 0, "no per-process requests"
 
@@ -44,53 +44,45 @@ async def test_without_extensions_one_full_list_per_tick(backend: Any) -> None:
         ) as client,
         client.sandboxes.create("code-interpreter") as sandbox,
     ):
-        assert not sandbox._has_feature("list_since") if sandbox._features else True
         procs = [
             await sandbox.run_code_background(f"import time; time.sleep(0.6); print({i})")
             for i in range(20)
         ]
-        assert sandbox._features == {}
         before = proxy.count("GET", "/execute/processes")
         results = await client.wait_all(procs)
         lists = proxy.count("GET", "/execute/processes") - before
     assert [r.stdout for r in results] == [f"{i}\n" for i in range(20)]
-    assert lists == sandbox._watcher.polls
-    # 0.6 s of work polled every >= 50 ms: a few ticks, never 20 processes x ticks
+    assert lists == sandbox.watcher_stats.polls
+    # no long polls, no per-process requests: only full lists, each one a tick for all 20
+    assert proxy.count("GET", "/execute/processes/{proc}") == 0
     assert 1 <= lists <= 20
 
 
-async def test_interval_grows_with_age_and_is_capped() -> None:
-    from hopx_async import AsyncSandbox, SandboxInfo
-    from hopx_async._process import AsyncBackgroundProcess
+def test_interval_grows_with_age_and_is_capped() -> None:
+    from hopx_async._watcher import poll_interval
 
-    client = AsyncHopx(
-        api_key="k",
-        base_url="http://127.0.0.1:9",
-        polling=PollPolicy(initial_interval=0.05, growth=0.1, max_interval=2.0),
-    )
-    sandbox = AsyncSandbox(client, SandboxInfo(id="sbx", status="running"), token="t")
-    watcher = sandbox._watcher
-    proc = AsyncBackgroundProcess(sandbox, "proc_1", status="running")
-    watcher._started[proc.id] = proc._seen_at
-    assert watcher._interval() == pytest.approx(0.05, abs=0.01)
-    watcher._started[proc.id] -= 5.0
-    assert watcher._interval() == pytest.approx(0.5, abs=0.05)
-    watcher._started[proc.id] -= 600.0
-    assert watcher._interval() == 2.0
-    # a rate limit of 60 requests a minute allows a poll every 2 s at most (half the budget)
-    client._transport.rate_state("sbx").limit = 30
-    watcher._started[proc.id] = proc._seen_at
-    assert watcher._interval() == pytest.approx(4.0)
+    policy = PollPolicy(initial_interval=0.05, growth=0.1, max_interval=2.0)
+    assert poll_interval(policy, 0.0) == pytest.approx(0.05)
+    assert poll_interval(policy, 5.0) == pytest.approx(0.5)
+    assert poll_interval(policy, 605.0) == 2.0
+    # a rate limit of 30 requests a minute allows a poll every 4 s at most (half the budget)
+    assert poll_interval(policy, 0.0, min_interval=4.0) == pytest.approx(4.0)
 
 
 async def test_watcher_stops_when_nobody_waits(sandbox: Any) -> None:
     proc = await sandbox.run_code_background("import time; time.sleep(5)")
     waiter = asyncio.ensure_future(proc.wait())
-    await asyncio.sleep(0.2)
-    assert sandbox._watcher.active
+    for _ in range(500):
+        if sandbox.watcher_stats.waiters:
+            break
+        await asyncio.sleep(0.01)
+    assert sandbox.watcher_stats.active
     waiter.cancel()
-    await asyncio.sleep(0.05)
-    assert not sandbox._watcher.active
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    await asyncio.sleep(0)  # the watcher task ends at its next step
+    stats = sandbox.watcher_stats
+    assert (stats.waiters, stats.active) == (0, False)
     assert (await proc.refresh()).status == "running", "cancelling a wait kills nothing"
     await proc.kill()
 
@@ -108,7 +100,7 @@ async def test_many_sandboxes_share_one_pool(client: AsyncHopx) -> None:
         procs = [await s.run_code_background(f"print('{s.id}')") for s in sandboxes]
         results = await client.wait_all(procs, check=True)
         assert [r.stdout.strip() for r in results] == [s.id for s in sandboxes]
-        assert len({id(s.client._transport._session) for s in sandboxes}) == 1
+        assert all(s.client is client for s in sandboxes), "one client, so one pool"
     finally:
         for s in sandboxes:
             await s.kill()
@@ -139,28 +131,13 @@ async def test_handles_from_ids_are_waited_on_together(
             sent = sum(proxy.counts.values()) - before
     assert [r.stdout for r in results] == [f"{i}\n" for i in range(20)]
     assert proxy.count("GET", "/execute/processes/{proc}") == 0
-    assert sent <= 2 + again._watcher.polls, "health check, list polls, nothing per process"
+    assert sent <= 2 + again.watcher_stats.polls, "health check, list polls, nothing per process"
 
 
-async def test_cursor_resets_when_the_server_counter_goes_back() -> None:
-    from hopx_async import AsyncSandbox, SandboxInfo
-    from hopx_async._models import ProcessInfo
+def test_cursor_resets_when_the_server_counter_goes_back() -> None:
+    from hopx_async._wire import next_cursor
 
-    client = AsyncHopx(api_key="k", base_url="http://127.0.0.1:9")
-    sandbox = AsyncSandbox(client, SandboxInfo(id="sbx", status="running"), token="t")
-    asked: list[int] = []
-    answers = [([], 3), ([ProcessInfo(process_id="p", status="completed", version=1)], 1)]
-
-    async def fake_list_since(version: int, wait: float) -> tuple[list[ProcessInfo], int]:
-        asked.append(version)
-        return answers.pop(0)
-
-    sandbox._list_since = fake_list_since  # type: ignore[method-assign]
-    watcher = sandbox._watcher
-    watcher._cursor = 7
-    assert await watcher._poll(since=True) == []
-    assert watcher._cursor == 0, "version 3 < cursor 7: the history was lost"
-    [info] = await watcher._poll(since=True)
-    assert info.process_id == "p"
-    assert asked == [7, 0]
-    assert watcher._cursor == 1
+    assert next_cursor(7, 9) == 9
+    assert next_cursor(7, 3) == 0, "version 3 < cursor 7: the history was lost"
+    assert next_cursor(0, 1) == 1
+    assert next_cursor(7, None) == 7, "an answer without a counter leaves the cursor"

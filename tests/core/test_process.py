@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
@@ -15,6 +16,8 @@ from hopx_async import (
     ProcessNotFoundError,
     WaitTimeoutError,
 )
+
+from .proxy import FaultProxy
 
 pytestmark = pytest.mark.anyio
 
@@ -55,7 +58,7 @@ async def test_wait_timeout_leaves_process_running(sandbox: AsyncSandbox) -> Non
     assert isinstance(err.value, TimeoutError)
     assert err.value.process_id == proc.id
     assert (await proc.refresh()).status == "running"
-    assert not sandbox._watcher.active, "nobody waits, so nobody polls"
+    assert sandbox.watcher_stats.waiters == 0, "nobody waits"
     assert await proc.kill()
     assert (await proc.wait(timeout=10)).status == "killed"
     assert await proc.kill() is False
@@ -103,13 +106,20 @@ async def test_output_streams_every_byte_once(sandbox: AsyncSandbox) -> None:
     assert proc.done
 
 
-async def test_output_without_server_offsets(backend: object, sandbox: AsyncSandbox) -> None:
-    sandbox._features = {}  # as against the real service: derive new text from full output
-    proc = await sandbox.run_code_background(
-        "import time\nfor i in range(3):\n    print(i, flush=True); time.sleep(0.1)"
-    )
-    text = "".join([c.text async for c in proc.output()])
-    assert text == "0\n1\n2\n"
+async def test_output_without_server_offsets(backend: Any) -> None:
+    """As against the real service: the new text is derived from each poll's full output."""
+    async with (
+        FaultProxy(backend.base_url, hide_features=True) as proxy,
+        AsyncHopx(api_key=backend.api_key, base_url=proxy.url) as client,
+        client.sandboxes.create("base") as sandbox,
+    ):
+        proc = await sandbox.run_code_background(
+            "import time\nfor i in range(3):\n    print(i, flush=True); time.sleep(0.1)"
+        )
+        text = "".join([c.text async for c in proc.output()])
+        assert text == "0\n1\n2\n"
+        assert proxy.count("GET", "/execute/processes/{proc}") == 0, "no offsets reads"
+        assert (await proc.wait()).stdout == text
 
 
 async def test_large_output_is_complete(sandbox: AsyncSandbox) -> None:

@@ -6,6 +6,7 @@ because a real server cannot produce a 503 burst or a dropped connection on dema
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import pytest
@@ -57,24 +58,27 @@ async def test_dropped_connection_on_get_is_retried(backend: Any, proxy: FaultPr
         assert (await sbx.get_info()).id == sbx.id
 
 
-async def test_retry_after_is_honoured(backend: Any, proxy: FaultProxy) -> None:
+async def test_retry_after_is_honoured(
+    backend: Any, proxy: FaultProxy, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The body's retry_after, the Retry-After header in seconds and as an HTTP date."""
+    caplog.set_level(logging.DEBUG, logger="hopx_async")
     async with fast_client(backend, proxy.url) as client:
-        advice: list[float | None] = []
-        real = client._transport.backoff
-
-        def spy(attempt: int, given: float | None) -> float:
-            advice.append(given)
-            return real(attempt, 0.0 if given is None else min(given, 0.05))
-
-        client._transport.backoff = spy  # type: ignore[method-assign]
         proxy.inject(
-            Fault("GET", r"/v1/templates", 429, {"error": "slow", "retry_after": 2}, times=1)
+            Fault("GET", r"/v1/templates", 429, {"error": "slow", "retry_after": 0.05}, times=1)
         )
         proxy.inject(
-            Fault("GET", r"/v1/templates", 503, {"error": "x"}, {"Retry-After": "3"}, times=1)
+            Fault("GET", r"/v1/templates", 503, {"error": "x"}, {"Retry-After": "0.07"}, times=1)
         )
+        past = "Wed, 21 Oct 2015 07:28:00 GMT"  # a date already past: retry at once
+        proxy.inject(Fault("GET", r"/v1/templates", 503, {"error": "x"}, {"Retry-After": past}))
         assert await client.sandboxes.list_templates()
-        assert advice == [2.0, 3.0]
+    advice = [
+        r.getMessage().rsplit("server advice: ", 1)[1].rstrip(")")
+        for r in caplog.records
+        if "server advice" in r.getMessage()
+    ]
+    assert advice == ["0.05s", "0.07s", "0s"]
 
 
 async def test_start_that_reached_the_server_is_not_repeated(backend: Any) -> None:
@@ -124,12 +128,14 @@ async def test_post_refused_before_the_server_is_not_retried(backend: Any) -> No
 async def test_expired_token_is_refreshed_once(backend: Any, proxy: FaultProxy) -> None:
     async with fast_client(backend, proxy.url) as client, client.sandboxes.create("base") as sbx:
         await sbx.run_code("print(1)")
-        old = sbx._token
+        tokens: list[str | None] = []
+        proxy.on_request = lambda r: tokens.append(r.headers.get("Authorization"))
         expired = {"error": "token expired", "code": "INVALID_TOKEN"}
         proxy.inject(Fault("GET", r"/execute/processes$", 401, expired, times=1))
         assert await sbx.list_processes() == []
         assert proxy.count("POST", "/v1/sandboxes/{sbx}/token/refresh") == 1
-        assert sbx._token and sbx._token != old
+        refused, _refresh, retried = tokens
+        assert refused and retried and refused != retried, "the retry carries the new token"
 
 
 async def test_connection_refused_is_a_network_error() -> None:
@@ -153,32 +159,29 @@ async def test_rate_limit_headers_of_a_real_limited_server_are_respected() -> No
         sandbox = await client.sandboxes.create("base")  # 1 control-plane request
         for _ in range(3):
             await client.sandboxes.get(sandbox.id)  # 4: the budget is spent
-        state = client._transport.rate_state("control")
-        assert (state.limit, state.remaining) == (4, 0)
-        assert 0 < state.delay() <= 60, "the next request waits for the window to reset"
         await sandbox.run_code("print(1)")  # agent: /health + /execute, its own budget
         # half the agent's budget for polling: one poll per 2 * 60 / 4 = 30 s at most
-        assert sandbox._min_poll_interval() == 30.0
+        assert sandbox.watcher_stats.min_interval == 30.0
 
 
-async def test_tokens_that_really_expire() -> None:
-    """A backend issuing 2-second tokens: refreshed before use, and after a 401 INVALID_TOKEN."""
-    import asyncio
+async def test_token_is_refreshed_before_it_expires(backend: Any, proxy: FaultProxy) -> None:
+    """The client's clock passes the token's expiry: refreshed before use, no 401 needed."""
+    import time
 
-    from hopx_async.local import LocalBackend
-
+    ahead = [0.0]
     async with (
-        LocalBackend(token_ttl_seconds=2) as short,
-        AsyncHopx(api_key=short.api_key, base_url=short.base_url) as client,
+        AsyncHopx(
+            api_key=backend.api_key, base_url=proxy.url, clock=lambda: time.time() + ahead[0]
+        ) as client,
         client.sandboxes.create("base") as sbx,
     ):
-        first = sbx._token
         assert (await sbx.run_code("print(1)")).stdout == "1\n"
-        # within the margin before expiry: refreshed proactively
-        assert sbx._token != first
-        # the client does not know the expiry: the server's 401 INVALID_TOKEN triggers it
-        sbx._token_expires_at = None
-        second = sbx._token
-        await asyncio.sleep(2.2)
+        refresh = ("POST", "/v1/sandboxes/{sbx}/token/refresh")
+        assert proxy.count(*refresh) == 0
+        ahead[0] = 7 * 24 * 3600.0  # a week later: any token has expired
         assert (await sbx.run_code("print(2)")).stdout == "2\n"
-        assert sbx._token not in (first, second)
+        assert proxy.count(*refresh) == 1
+        ahead[0] = 0.0
+        assert (await sbx.run_code("print(3)")).stdout == "3\n"
+        assert proxy.count(*refresh) == 1, "a fresh token is not refreshed again"
+        assert proxy.count("POST", "/execute") == 3, "no request was refused on the way"

@@ -27,7 +27,7 @@ async def test_create_get_info_and_kill(client: AsyncHopx) -> None:
         assert info.template_name == "code-interpreter"
         assert info.public_host
         assert (await client.sandboxes.get(sandbox.id)).id == sandbox.id
-        assert "auth_token" not in repr(sandbox) and sandbox._token
+        assert "auth_token" not in repr(sandbox)
     finally:
         await sandbox.kill()
     await sandbox.kill()  # twice is harmless
@@ -142,22 +142,30 @@ async def test_standalone_create_shares_one_default_client(backend: Any, monkeyp
         assert first.client is second.client
         result = await second.run_code("import os; print(os.environ['X'])")
         assert result.stdout == "1\n"
-    pool = first.client._transport
-    assert pool.opened, "the pool stays open while a standalone sandbox lives"
+    default = first.client
+    assert not default.closed
     await first.kill()
-    assert not pool.opened, "the default pool closes with its last sandbox"
+    assert not default.closed, "the default client closes its pool only, not itself"
+    again = await AsyncSandbox.create(template="code-interpreter")
+    assert again.client is default, "and opens a new pool for the next standalone sandbox"
+    await again.kill()
 
 
-async def test_token_of_other_sandbox_is_refused(client: AsyncHopx) -> None:
+async def test_token_of_other_sandbox_is_refused(backend: Any, client: AsyncHopx) -> None:
+    """A sandbox object given another sandbox's token is refused by the agent."""
+    import aiohttp
+
     from hopx_async import AuthenticationError, PermissionDeniedError
 
     async with client.sandboxes.create("base") as a, client.sandboxes.create("base") as b:
-        await a.run_code("print(1)")
-        b._token = a._token
-        b._refresh_token = _no_refresh  # type: ignore[method-assign]
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(  # a fresh token of a
+                f"{backend.base_url}/v1/sandboxes/{a.id}/token/refresh",
+                headers={"Authorization": f"Bearer {backend.api_key}"},
+            ) as resp,
+        ):
+            a_token = (await resp.json())["auth_token"]
+        impostor = AsyncSandbox(client, b.info, token=a_token)
         with pytest.raises((AuthenticationError, PermissionDeniedError)):
-            await b.run_code("print(1)")
-
-
-async def _no_refresh(stale: str | None) -> None:
-    return None
+            await impostor.run_code("print(1)")

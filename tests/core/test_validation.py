@@ -13,9 +13,9 @@ from hopx_async import AsyncHopx, AsyncSandbox, SandboxInfo, ValidationError
 NOWHERE = "http://127.0.0.1:9"
 
 
-def offline_sandbox() -> AsyncSandbox:
-    client = AsyncHopx(api_key="k", base_url=NOWHERE)
-    info = SandboxInfo.from_wire({"id": "sbx_x", "status": "running", "public_host": NOWHERE})
+def offline_sandbox(url: str = NOWHERE) -> AsyncSandbox:
+    client = AsyncHopx(api_key="k", base_url=url)
+    info = SandboxInfo.from_wire({"id": "sbx_x", "status": "running", "public_host": url})
     return AsyncSandbox(client, info, token="t")
 
 
@@ -44,20 +44,20 @@ CASES: list[tuple[str, Callable[[AsyncSandbox], Awaitable[Any]], str]] = [
 @pytest.mark.anyio
 @pytest.mark.parametrize(("argument", "call", "fragment"), CASES)
 async def test_refused_before_io(
-    argument: str, call: Callable[[AsyncSandbox], Awaitable[Any]], fragment: str
+    argument: str, call: Callable[[AsyncSandbox], Awaitable[Any]], fragment: str, proxy: Any
 ) -> None:
-    sandbox = offline_sandbox()
+    sandbox = offline_sandbox(proxy.url)
     with pytest.raises(ValidationError) as err:
         await call(sandbox)
     assert err.value.argument == argument
     assert str(err.value).startswith(f"{argument}:")
     assert fragment in str(err.value)
-    assert not sandbox.client._transport.opened, "no connection may be opened"
+    assert not proxy.counts, "no request may be sent"
 
 
 @pytest.mark.anyio
-async def test_create_arguments_refused_before_io() -> None:
-    client = AsyncHopx(api_key="k", base_url=NOWHERE)
+async def test_create_arguments_refused_before_io(proxy: Any) -> None:
+    client = AsyncHopx(api_key="k", base_url=proxy.url)
     with pytest.raises(ValidationError, match="template"):
         await client.sandboxes.create()
     with pytest.raises(ValidationError, match="not both"):
@@ -71,7 +71,7 @@ async def test_create_arguments_refused_before_io() -> None:
     with pytest.raises(ValidationError, match="page_size"):
         async for _ in client.sandboxes.list(page_size=0):
             pass
-    assert not client._transport.opened
+    assert not proxy.counts, "no request may be sent"
 
 
 def test_validation_error_is_a_value_error() -> None:

@@ -1,0 +1,345 @@
+"""One sandbox's agent: its URL, token (and refresh), readiness, features and process calls.
+
+The agent lives at the sandbox's ``public_host``; every request carries the sandbox's own
+``auth_token``. An :class:`Agent` refreshes that token shortly before it expires, and once
+after a ``401 INVALID_TOKEN``; it polls ``/health`` before first use and remembers the
+features the agent advertises (long polls, offsets, idempotency keys, ...).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from ._control import ControlPlane
+from ._errors import (
+    APIError,
+    ConflictError,
+    HopxError,
+    NetworkError,
+    ProcessNotFoundError,
+    SandboxNotFoundError,
+    ServerError,
+    TokenExpiredError,
+)
+from ._models import ProcessInfo, ProcessResult, SandboxInfo
+from ._transport import Response
+from ._wire import (
+    KILL_FORMS,
+    OutputCursor,
+    StartAnswer,
+    agent_base,
+    kill_request,
+    list_version,
+    process_list,
+    segment,
+    start_answer,
+    token_of,
+    with_status,
+)
+
+__all__ = ["Agent"]
+
+#: how long the agent may take to answer /health as healthy after a create
+READY_TIMEOUT = 60.0
+#: a token this close to its expiry (seconds) is refreshed before it is used
+TOKEN_MARGIN = 5.0
+#: bytes per stream per request when collecting output by offsets
+OUTPUT_PAGE = 4 * 1024 * 1024
+
+
+class Agent:
+    """The agent client of one sandbox; shared by the sandbox, its watcher and its handles."""
+
+    def __init__(
+        self,
+        control: ControlPlane,
+        info: SandboxInfo,
+        *,
+        token: str | None = None,
+        token_expires_at: datetime | None = None,
+    ) -> None:
+        self.control = control
+        self.info = info
+        self._url = agent_base(info)
+        self._token = token
+        self._token_expires_at = token_expires_at
+        self._features: dict[str, Any] | None = None
+        self._ready_lock = asyncio.Lock()
+        self._refresh_lock = asyncio.Lock()
+        self._kill_form: str | None = None
+        #: whether the sandbox was killed through this client
+        self.killed = False
+        #: token refreshes done (for diagnostics and tests)
+        self.token_refreshes = 0
+
+    def __repr__(self) -> str:
+        return f"<Agent of {self.info.id}>"
+
+    @property
+    def sandbox_id(self) -> str:
+        return self.info.id
+
+    # ---------------------------------------------------------------------- state
+    def take_record(self, data: Any) -> None:
+        """Take a sandbox record (and the token it may carry) as the known state."""
+        if not isinstance(data, Mapping):
+            return
+        info = SandboxInfo.from_wire(data)
+        if info.id:
+            self.info = info
+            if self._url is None:
+                self._url = agent_base(info)
+        token = token_of(data)
+        if token is not None:
+            self._token, self._token_expires_at = token
+
+    def take_status(self, data: Any, default: str) -> None:
+        """Take the status of a pause/resume answer."""
+        self.info = with_status(self.info, data, default)
+
+    def has_feature(self, name: str) -> bool:
+        """Whether the agent advertised ``name`` (known after the first request)."""
+        return bool(self._features and self._features.get(name) is True)
+
+    def min_poll_interval(self) -> float:
+        """The shortest polling interval the agent's rate limit allows."""
+        return self.control.transport.min_interval(self.sandbox_id)
+
+    def forget_token(self) -> None:
+        """Treat the token's expiry as unknown (the server's 401 then triggers a refresh)."""
+        self._token_expires_at = None
+
+    # -------------------------------------------------------------- control plane
+    async def refresh_info(self) -> SandboxInfo:
+        """Fetch the sandbox record from the control plane."""
+        self.take_record(await self.control.get_sandbox(self.sandbox_id))
+        return self.info
+
+    async def refresh_token(self, stale: str | None) -> None:
+        """Get a new token, unless another call already replaced ``stale``."""
+        async with self._refresh_lock:
+            if self._token != stale:
+                return
+            data = await self.control.sandbox_action(self.sandbox_id, "token/refresh")
+            token = token_of(data)
+            if token is None:
+                raise HopxError(f"token refresh for sandbox {self.sandbox_id} returned no token")
+            self._token, self._token_expires_at = token
+            self.token_refreshes += 1
+
+    async def is_paused(self) -> bool:
+        """Whether the control plane says the sandbox is paused now."""
+        return (await self.refresh_info()).status == "paused"
+
+    # ----------------------------------------------------------------- readiness
+    async def ensure_ready(self) -> None:
+        """Poll ``/health`` until the agent is healthy (once), and read its features."""
+        if self._features is not None:
+            return
+        async with self._ready_lock:
+            if self._features is not None:
+                return
+            if self._url is None or self._token is None:
+                await self.refresh_info()
+                if self._token is None:
+                    await self.refresh_token(None)
+            deadline = time.monotonic() + READY_TIMEOUT
+            delay = 0.05
+            while True:
+                try:
+                    data = (await self.request("GET", "/health", ready=False)).mapping
+                    if str(data.get("status", "healthy")).lower() in ("healthy", "ok"):
+                        features = data.get("features")
+                        self._features = dict(features) if isinstance(features, Mapping) else {}
+                        return
+                except (NetworkError, ServerError):
+                    pass
+                if time.monotonic() > deadline:
+                    raise HopxError(
+                        f"the agent of sandbox {self.sandbox_id} did not become healthy "
+                        f"within {READY_TIMEOUT:g}s"
+                    )
+                await asyncio.sleep(delay)
+                delay = min(1.0, delay * 2)
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: Mapping[str, str] | None = None,
+        safe: bool | None = None,
+        timeout: float | None = None,
+        resource: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        ready: bool = True,
+    ) -> Response:
+        """One request to the agent: readiness first, one token refresh on 401."""
+        if self.killed:
+            raise SandboxNotFoundError(
+                f"sandbox {self.sandbox_id} was killed; create a new one",
+                status=404,
+                code="RESOURCE_NOT_FOUND",
+            )
+        if ready:
+            await self.ensure_ready()
+        expires = self._token_expires_at
+        if expires is not None and expires.timestamp() - TOKEN_MARGIN < self.control.clock():
+            await self.refresh_token(self._token)
+        if self._url is None:
+            raise HopxError(
+                f"sandbox {self.sandbox_id} has no public_host or direct_url to reach its agent"
+            )
+        for attempt in (0, 1):
+            token = self._token
+            sent = {"Authorization": f"Bearer {token}", **(headers or {})}
+            try:
+                return await self.control.transport.request(
+                    method,
+                    self._url + path,
+                    headers=sent,
+                    json=json,
+                    params=params,
+                    safe=safe,
+                    timeout=timeout,
+                    scope=self.sandbox_id,
+                    resource=resource,
+                )
+            except TokenExpiredError:
+                if attempt:
+                    raise
+                await self.refresh_token(token)
+        raise AssertionError("unreachable")
+
+    # ------------------------------------------------------------------ execution
+    async def execute(
+        self, path: str, body: Mapping[str, Any], seconds: float
+    ) -> Mapping[str, Any]:
+        """A synchronous execution (``/execute``, ``/commands/run``); never retried."""
+        resp = await self.request("POST", path, json=body, safe=False, timeout=seconds + 30)
+        return resp.mapping
+
+    async def start(self, path: str, body: Mapping[str, Any], language: str) -> StartAnswer:
+        """Start a background process; with idempotency keys a retry is safe."""
+        await self.ensure_ready()
+        headers: dict[str, str] = {}
+        safe = False
+        if self.has_feature("idempotency_keys"):
+            headers["Idempotency-Key"] = "idem_" + secrets.token_hex(16)
+            safe = True  # the server answers a repeat with the first answer
+        resp = await self.request("POST", path, json=body, safe=safe, headers=headers)
+        answer = start_answer(resp.data, body, language)
+        if answer is None:
+            raise HopxError(f"{path} answered without a process_id: {str(resp.data)[:200]}")
+        return answer
+
+    # ------------------------------------------------------------------ processes
+    async def list_processes(self) -> list[ProcessInfo]:
+        """Every process, with its output (capped by the server)."""
+        return process_list((await self.request("GET", "/execute/processes")).data)
+
+    async def list_since(self, version: int, wait: float) -> tuple[list[ProcessInfo], int | None]:
+        """The processes changed after ``version``, held up to ``wait`` s for a change."""
+        params = {"since": str(version)}
+        if wait > 0:
+            params["wait"] = f"{wait:g}"
+        resp = await self.request(
+            "GET",
+            "/execute/processes",
+            params=params,
+            timeout=wait + self.control.transport.timeouts.request,
+        )
+        return process_list(resp.data), list_version(resp.data)
+
+    async def get_process(self, process_id: str) -> ProcessInfo:
+        """One process's record; from the full list where the agent has no single GET."""
+        await self.ensure_ready()
+        if self.has_feature("process_get"):
+            path = f"/execute/processes/{segment(process_id, 'process_id')}"
+            resp = await self.request("GET", path, resource="process")
+            return ProcessInfo.from_wire(resp.mapping)
+        for info in await self.list_processes():
+            if info.process_id == process_id:
+                return info
+        raise ProcessNotFoundError(
+            f"sandbox {self.sandbox_id} has no process {process_id}",
+            status=404,
+            code="PROCESS_NOT_FOUND",
+        )
+
+    async def kill_process(self, process_id: str) -> None:
+        """Kill with the first kill form the agent knows (remembered once found)."""
+        segment(process_id, "process_id")
+        await self.ensure_ready()
+        forms = [self._kill_form] if self._kill_form else list(KILL_FORMS)
+        for form in forms:
+            method, path, body = kill_request(form, process_id)
+            try:
+                await self.request(method, path, json=body, safe=True, resource="process")
+            except APIError as exc:
+                route_missing = exc.status == 405 or (exc.status == 404 and exc.code is None)
+                if route_missing and form != forms[-1]:
+                    continue
+                raise
+            self._kill_form = form
+            return
+
+    async def remove_process(self, process_id: str) -> None:
+        path = f"/execute/processes/{segment(process_id, 'process_id')}"
+        await self.ensure_ready()
+        if not self.has_feature("process_delete"):
+            raise HopxError("this server does not offer removing finished processes")
+        await self.request("DELETE", path, resource="process")
+
+    # --------------------------------------------------------------------- output
+    async def read_output(
+        self,
+        process_id: str,
+        cursor: OutputCursor,
+        *,
+        max_bytes: int | None = None,
+        wait: float | None = None,
+    ) -> Mapping[str, Any]:
+        """One read of a process's output from the cursor's offsets (``output_offsets``)."""
+        resp = await self.request(
+            "GET",
+            f"/execute/processes/{segment(process_id, 'process_id')}",
+            params=cursor.params(max_bytes=max_bytes, wait=wait),
+            resource="process",
+            timeout=(wait or 0) + self.control.transport.timeouts.request,
+        )
+        return resp.mapping
+
+    async def full_result(self, info: ProcessInfo) -> ProcessResult:
+        """The result of a finished process with its whole output, not the capped tail."""
+        truncated = info.stdout_truncated or info.stderr_truncated
+        if not truncated or not self.has_feature("output_offsets"):
+            return ProcessResult.from_info(info)
+        return await self.read_result(info)
+
+    async def read_result(self, info: ProcessInfo) -> ProcessResult:
+        """The result of a finished process, its whole output read by offsets."""
+        out: dict[str, list[str]] = {"stdout": [], "stderr": []}
+        cursor = OutputCursor()
+        while True:
+            before = dict(cursor.offsets)
+            data = await self.read_output(info.process_id, cursor, max_bytes=OUTPUT_PAGE)
+            for chunk in cursor.take(data):
+                out[chunk.stream].append(chunk.text)
+            if cursor.drained(data) or cursor.offsets == before:
+                break
+        return ProcessResult.from_info(
+            info, stdout="".join(out["stdout"]), stderr="".join(out["stderr"])
+        )
+
+    async def wait_while_paused(self, error: ConflictError) -> None:
+        """After a 409: return once it is worth asking again if paused, else raise ``error``."""
+        if not await self.is_paused():
+            raise error
+        await asyncio.sleep(self.control.polling.max_interval)

@@ -1,0 +1,266 @@
+"""Fan-out: wait for many processes, and start many tasks with bounded concurrency.
+
+Everything runs on an anyio task group: when one part fails (a callback raises, a process
+fails with ``check=True``, the caller's timeout ends) the rest is cancelled and nothing is
+left waiting or running on the client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import attrs
+
+from . import _validation as validate
+from ._errors import HopxError, ValidationError, WaitTimeoutError
+from ._models import ProcessResult
+from ._process import AsyncBackgroundProcess
+
+if TYPE_CHECKING:
+    from ._sandbox import AsyncSandbox
+
+__all__ = ["ProgressCallback", "Task", "as_completed", "run_many", "wait_all"]
+
+#: ``on_progress(done, total, result)``, called as each process ends
+ProgressCallback = Callable[[int, int, ProcessResult], None]
+
+
+def _env(value: Any) -> Mapping[str, str] | None:
+    return validate.env_vars("env", value)
+
+
+@attrs.frozen(kw_only=True)
+class Task:
+    """One unit of work for :meth:`AsyncHopx.run_many`: code or a shell command.
+
+    Give exactly one of ``code`` (run in ``language``, default python) and ``command``
+    (``/bin/sh -c``). ``timeout`` is the process's lifetime on the server (default 300 s).
+
+    >>> Task(code="print(6 * 7)", name="answer").name
+    'answer'
+    >>> Task(command="ls -la").command
+    'ls -la'
+    """
+
+    code: str | None = None
+    command: str | None = None
+    language: str = "python"
+    env: Mapping[str, str] | None = attrs.field(default=None, converter=_env)
+    name: str | None = None
+    timeout: int = 300
+    working_dir: str | None = None
+
+    def __attrs_post_init__(self) -> None:
+        if (self.code is None) == (self.command is None):
+            raise ValidationError("task", "give exactly one of code= and command=")
+        if self.code is not None:
+            validate.non_empty_str("code", self.code)
+            validate.language(self.language)
+        else:
+            validate.non_empty_str("command", self.command)
+        validate.positive_number("timeout", self.timeout)
+        validate.optional_str("name", self.name)
+        validate.optional_str("working_dir", self.working_dir)
+
+
+def handles(processes: Iterable[AsyncBackgroundProcess]) -> list[AsyncBackgroundProcess]:
+    """The processes as a list, each checked to be a handle."""
+    procs = list(processes)
+    for item in procs:
+        if not isinstance(item, AsyncBackgroundProcess):
+            raise ValidationError(
+                "processes",
+                f"expected handles returned by run_code_background(), got {type(item).__name__}",
+            )
+    return procs
+
+
+async def wait_all(
+    processes: Iterable[AsyncBackgroundProcess],
+    *,
+    timeout: float | None = None,
+    check: bool = False,
+    on_progress: ProgressCallback | None = None,
+) -> list[ProcessResult]:
+    """Wait for every process; results in the order given. See :meth:`AsyncHopx.wait_all`."""
+    procs = handles(processes)
+    deadline = validate.optional_timeout("timeout", timeout)
+    total = len(procs)
+    results: list[ProcessResult | None] = [None] * total
+    done = 0
+    failure: list[BaseException] = []
+
+    async def one(index: int, proc: AsyncBackgroundProcess, scope: anyio.CancelScope) -> None:
+        nonlocal done
+        try:
+            result = await proc.wait(check=check)
+            results[index] = result
+            done += 1
+            if on_progress is not None:
+                on_progress(done, total, result)
+        except Exception as exc:
+            if not failure:
+                failure.append(exc)
+            scope.cancel()
+
+    with anyio.move_on_after(deadline) as timer:
+        async with anyio.create_task_group() as group:
+            for index, proc in enumerate(procs):
+                group.start_soon(one, index, proc, group.cancel_scope)
+    if failure:
+        raise failure[0]
+    if timer.cancelled_caught:
+        assert deadline is not None
+        raise WaitTimeoutError(
+            f"{total - done} of {total} processes still running after {deadline:g}s "
+            "(they keep running)"
+        )
+    return [r for r in results if r is not None]
+
+
+async def as_completed(
+    processes: Iterable[AsyncBackgroundProcess], *, timeout: float | None = None
+) -> AsyncIterator[ProcessResult]:
+    """Yield each result as soon as its process ends. See :meth:`AsyncHopx.as_completed`."""
+    procs = handles(processes)
+    deadline = validate.optional_timeout("timeout", timeout)
+    tasks = [asyncio.ensure_future(p.wait()) for p in procs]
+    remaining = len(tasks)
+    try:
+        for fut in asyncio.as_completed(tasks, timeout=deadline):
+            try:
+                result = await fut
+            except asyncio.TimeoutError:
+                assert deadline is not None
+                raise WaitTimeoutError(
+                    f"{remaining} of {len(tasks)} processes still running after "
+                    f"{deadline:g}s (they keep running)"
+                ) from None
+            remaining -= 1
+            yield result
+    finally:
+        for task in tasks:
+            task.cancel()
+        # collect them, so that no waiter outlives the iteration (nor warns later)
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def start_task(sandbox: AsyncSandbox, task: Task) -> AsyncBackgroundProcess:
+    """Start one task in ``sandbox`` in the background."""
+    if task.code is not None:
+        return await sandbox.run_code_background(
+            task.code,
+            language=task.language,
+            timeout=task.timeout,
+            env=task.env,
+            name=task.name,
+            working_dir=task.working_dir,
+        )
+    assert task.command is not None
+    return await sandbox.commands.run(
+        task.command,
+        background=True,
+        timeout=task.timeout,
+        env=task.env,
+        name=task.name,
+        working_dir=task.working_dir,
+    )
+
+
+def check_tasks(
+    tasks: Iterable[Task], sandboxes: Iterable[AsyncSandbox], max_concurrency: int
+) -> tuple[list[Task], list[AsyncSandbox]]:
+    """The arguments of :func:`run_many`, checked before any I/O."""
+    if isinstance(tasks, (str, bytes, Mapping)):
+        raise ValidationError("tasks", "expected an iterable of Task")
+    items = list(tasks)
+    for item in items:
+        if not isinstance(item, Task):
+            raise ValidationError("tasks", f"expected Task objects, got {type(item).__name__}")
+    if isinstance(sandboxes, (str, bytes, Mapping)):
+        raise ValidationError("sandboxes", "expected a list of sandboxes")
+    boxes = list(sandboxes)
+    if not boxes:
+        raise ValidationError("sandboxes", "expected at least one sandbox")
+    for box in boxes:
+        if not hasattr(box, "run_code_background") or not hasattr(box, "commands"):
+            raise ValidationError("sandboxes", f"expected sandboxes, got {type(box).__name__}")
+    validate.positive_int("max_concurrency", max_concurrency)
+    return items, boxes
+
+
+async def run_many(
+    tasks: Iterable[Task],
+    *,
+    sandboxes: Sequence[AsyncSandbox],
+    max_concurrency: int = 8,
+    timeout: float | None = None,
+    check: bool = False,
+    on_progress: ProgressCallback | None = None,
+) -> list[ProcessResult]:
+    """Run tasks over sandboxes, at most ``max_concurrency`` at once. See
+    :meth:`AsyncHopx.run_many`."""
+    items, boxes = check_tasks(tasks, sandboxes, max_concurrency)
+    deadline = validate.optional_timeout("timeout", timeout)
+    total = len(items)
+    results: list[ProcessResult | None] = [None] * total
+    done = 0
+    failure: list[BaseException] = []
+    running: set[AsyncBackgroundProcess] = set()
+    limiter = anyio.Semaphore(min(max_concurrency, max(total, 1)))
+    spread = itertools.cycle(boxes)
+    placed = [next(spread) for _ in items]
+
+    async def one(index: int, scope: anyio.CancelScope) -> None:
+        nonlocal done
+        proc: AsyncBackgroundProcess | None = None
+        try:
+            async with limiter:
+                proc = await start_task(placed[index], items[index])
+                running.add(proc)
+                result = await proc.wait(check=check)
+                running.discard(proc)
+            results[index] = result
+            done += 1
+            if on_progress is not None:
+                on_progress(done, total, result)
+        except Exception as exc:
+            if proc is not None:
+                running.discard(proc)
+                with anyio.CancelScope(shield=True):
+                    await _kill_quietly(proc)
+            if not failure:
+                failure.append(exc)
+            scope.cancel()
+        except BaseException:  # cancelled: end what this task started
+            if proc is not None and proc in running:
+                running.discard(proc)
+                with anyio.CancelScope(shield=True):
+                    await _kill_quietly(proc)
+            raise
+
+    with anyio.move_on_after(deadline) as timer:
+        async with anyio.create_task_group() as group:
+            for index in range(total):
+                group.start_soon(one, index, group.cancel_scope)
+    if failure:
+        raise failure[0]
+    if timer.cancelled_caught:
+        assert deadline is not None
+        raise WaitTimeoutError(
+            f"{total - done} of {total} tasks not finished after {deadline:g}s "
+            "(the started ones were killed)"
+        )
+    return [r for r in results if r is not None]
+
+
+async def _kill_quietly(proc: AsyncBackgroundProcess) -> None:
+    try:
+        with anyio.fail_after(30):
+            await proc.kill()
+    except (HopxError, TimeoutError):
+        pass

@@ -1,0 +1,135 @@
+"""Retry decisions, with no I/O: which failures retry, how long to wait, and rate limits.
+
+* Safe requests (GET, DELETE, and POSTs the server deduplicates) retry on the policy's
+  statuses (429, 502, 503, 504) and on connection errors.
+* Any other request retries only when it provably never reached the server.
+* The delay before retry ``n`` is drawn with full jitter, ``uniform(0, cap)`` where
+  ``cap = min(max_delay, initial_delay * 2**n)``, unless the server said how long to wait:
+  ``Retry-After`` (seconds or an HTTP date) or a ``retry_after`` body field.
+
+>>> from hopx_async import RetryPolicy
+>>> backoff(RetryPolicy(), 0, advice=3.0)
+3.0
+>>> parse_retry_after("120")
+120.0
+"""
+
+from __future__ import annotations
+
+import email.utils
+import math
+import random
+import time
+from collections.abc import Callable, Mapping
+
+from ._config import RetryPolicy
+
+__all__ = [
+    "MAX_ADVICE",
+    "RateState",
+    "backoff",
+    "parse_retry_after",
+    "should_retry_status",
+]
+
+#: the longest a server's Retry-After advice is followed, in seconds
+MAX_ADVICE = 60.0
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` value: delay-seconds or an HTTP date.
+
+    ``now`` is the current Unix time (default ``time.time()``). A date in the past means 0.
+
+    >>> parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412470.0)
+    10.0
+    >>> parse_retry_after("soon") is None
+    True
+    """
+    if value is None:
+        return None
+    text = value.strip()
+    if not text:
+        return None
+    try:
+        seconds = float(text)
+    except ValueError:
+        pass
+    else:
+        return max(0.0, seconds) if math.isfinite(seconds) else None
+    try:
+        when = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:  # an HTTP date is always GMT
+        return None
+    current = time.time() if now is None else now
+    return max(0.0, when.timestamp() - current)
+
+
+def backoff(
+    policy: RetryPolicy,
+    attempt: int,
+    advice: float | None,
+    *,
+    uniform: Callable[[float, float], float] = random.uniform,
+) -> float:
+    """Seconds before retry ``attempt`` (0-based): the server's advice, else full jitter.
+
+    >>> backoff(RetryPolicy(initial_delay=1.0), 2, None, uniform=lambda lo, hi: hi)
+    4.0
+    >>> backoff(RetryPolicy(initial_delay=1.0), 2, None, uniform=lambda lo, hi: lo)
+    0.0
+    """
+    if advice is not None:
+        return min(max(0.0, advice), MAX_ADVICE)
+    cap = min(policy.max_delay, policy.initial_delay * (2**attempt))
+    return uniform(0.0, cap)
+
+
+def should_retry_status(policy: RetryPolicy, status: int, *, safe: bool, attempt: int) -> bool:
+    """Whether an error answer ``status`` to attempt ``attempt`` (0-based) is retried."""
+    return safe and status in policy.statuses and attempt < policy.max_retries
+
+
+class RateState:
+    """What the server said of one scope's rate limit (``X-RateLimit-*`` headers).
+
+    ``clock`` gives the Unix time (``X-RateLimit-Reset`` is a Unix time).
+    """
+
+    __slots__ = ("clock", "limit", "remaining", "reset")
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self.clock = clock
+        self.limit: int | None = None
+        self.remaining: int | None = None
+        self.reset: float | None = None
+
+    def update(self, headers: Mapping[str, str]) -> None:
+        try:
+            if "X-RateLimit-Limit" in headers:
+                self.limit = int(headers["X-RateLimit-Limit"])
+            if "X-RateLimit-Remaining" in headers:
+                self.remaining = int(headers["X-RateLimit-Remaining"])
+            if "X-RateLimit-Reset" in headers:
+                self.reset = float(headers["X-RateLimit-Reset"])
+        except ValueError:
+            pass
+
+    def delay(self) -> float:
+        """Seconds to hold the next request: until the reset when nothing remains."""
+        if self.remaining is not None and self.remaining <= 0 and self.reset is not None:
+            return max(0.0, min(MAX_ADVICE, self.reset - self.clock()))
+        return 0.0
+
+    def min_interval(self) -> float:
+        """The shortest polling interval that stays within half of the limit (0: none known).
+
+        >>> state = RateState(); state.limit = 60
+        >>> state.min_interval()
+        2.0
+        """
+        if not self.limit:
+            return 0.0
+        return 2 * 60.0 / self.limit

@@ -1,0 +1,302 @@
+"""One watcher per sandbox: coalesced polls, fanned out to every handle and waiter.
+
+A :class:`Watcher` runs a task only while somebody waits on one of the sandbox's processes.
+Each tick costs one request whatever the number of waiters: a long poll of the changes since
+the last answer where the agent offers it (``list_since``), otherwise one
+``GET /execute/processes`` at an interval that grows with the age of the youngest process.
+
+Every answer about a process, from any request, goes to its :class:`ProcessState`, which all
+handles on that process share.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import weakref
+
+import attrs
+
+from ._agent import Agent
+from ._config import PollPolicy
+from ._errors import ConflictError, ProcessNotFoundError
+from ._models import ProcessInfo, ProcessResult
+from ._wire import next_cursor
+
+__all__ = ["ProcessState", "Watcher", "WatcherStats", "poll_interval"]
+
+#: full lists in a row a waited-on process may be missing from before it is "not found"
+MISSING_POLLS = 3
+
+
+@attrs.frozen
+class WatcherStats:
+    """Counters of a sandbox's watcher (``sandbox.watcher_stats``), for diagnostics and tests.
+
+    ``polls``: list requests sent so far; ``waiters``: pending ``wait()`` calls;
+    ``active``: whether its polling task runs; ``min_interval``: the shortest interval
+    between polls that the agent's rate limit allows (0 when it states none).
+
+    >>> WatcherStats(polls=3, waiters=0, active=False, min_interval=0.0).waiters
+    0
+    """
+
+    polls: int
+    waiters: int
+    active: bool
+    min_interval: float
+
+
+def poll_interval(policy: PollPolicy, youngest_age: float, min_interval: float = 0.0) -> float:
+    """The pause between full-list polls: ``growth`` times the youngest waited-on process's
+    age, kept within the policy's bounds and never below what the rate limit allows.
+
+    >>> poll_interval(PollPolicy(initial_interval=0.05, growth=0.1, max_interval=2.0), 5.0)
+    0.5
+    """
+    interval = min(policy.max_interval, max(policy.initial_interval, policy.growth * youngest_age))
+    return max(interval, min_interval)
+
+
+class ProcessState:
+    """What is known of one process; shared by its handles and fed by every answer."""
+
+    __slots__ = (
+        "__weakref__",
+        "execution_id",
+        "info",
+        "name",
+        "process_id",
+        "result",
+        "seen_at",
+        "status",
+        "version",
+    )
+
+    def __init__(self, process_id: str) -> None:
+        self.process_id = process_id
+        self.status: str = "unknown"
+        self.info: ProcessInfo | None = None
+        self.result: ProcessResult | None = None
+        self.version: int | None = None
+        self.name: str | None = None
+        self.execution_id: str | None = None
+        self.seen_at = time.monotonic()
+
+    @property
+    def known(self) -> bool:
+        """Whether the process is known to exist (a start answer or a record was seen)."""
+        return self.version is not None or self.info is not None or self.status != "unknown"
+
+    def observe(self, info: ProcessInfo, *, full: bool = True) -> None:
+        """Take a newer record as the known state.
+
+        ``full=False`` for records without output (offsets reads): status and version only,
+        so that a later ``wait()`` still fetches the output.
+        """
+        if self.version is not None and info.version is not None and info.version < self.version:
+            return
+        if full:
+            self.info = info
+        self.status = info.status
+        if info.version is not None:
+            self.version = info.version
+        if info.name and not self.name:
+            self.name = info.name
+        if info.execution_id and not self.execution_id:
+            self.execution_id = info.execution_id
+
+
+class Watcher:
+    """Polls one sandbox for the processes somebody waits on; one request per tick."""
+
+    def __init__(self, agent: Agent) -> None:
+        self.agent = agent
+        self._states: weakref.WeakValueDictionary[str, ProcessState] = weakref.WeakValueDictionary()
+        self._waiting: dict[str, list[asyncio.Future[ProcessInfo]]] = {}
+        self._known: set[str] = set()
+        self._started: dict[str, float] = {}
+        self._missing: dict[str, int] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._inflight: asyncio.Task[tuple[list[ProcessInfo], bool]] | None = None
+        self._cursor: int | None = None
+        self._restart = False
+        self._closed: BaseException | None = None
+        #: list requests this watcher has sent
+        self.polls = 0
+
+    def __repr__(self) -> str:
+        return f"<Watcher of {self.agent.sandbox_id} waiters={self.waiters}>"
+
+    # ----------------------------------------------------------------------- state
+    def state(self, process_id: str) -> ProcessState:
+        """The shared state of ``process_id`` (made on first use, kept while handles live)."""
+        state = self._states.get(process_id)
+        if state is None:
+            state = self._states[process_id] = ProcessState(process_id)
+        return state
+
+    def observe(self, info: ProcessInfo, *, full: bool = True) -> None:
+        """Give a record to the state of its process, if any handle holds one."""
+        state = self._states.get(info.process_id)
+        if state is not None:
+            state.observe(info, full=full)
+
+    def mark(self, process_id: str, status: str) -> None:
+        state = self._states.get(process_id)
+        if state is not None:
+            state.status = status
+
+    @property
+    def active(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    @property
+    def waiters(self) -> int:
+        return sum(len(futs) for futs in self._waiting.values())
+
+    def stats(self) -> WatcherStats:
+        return WatcherStats(
+            polls=self.polls,
+            waiters=self.waiters,
+            active=self.active,
+            min_interval=self.agent.min_poll_interval(),
+        )
+
+    # --------------------------------------------------------------------- waiting
+    def watch(self, state: ProcessState) -> asyncio.Future[ProcessInfo]:
+        """A future that gets the process's final record (or its error)."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[ProcessInfo] = loop.create_future()
+        if self._closed is not None:
+            fut.set_exception(self._closed)
+            return fut
+        pid = state.process_id
+        self._waiting.setdefault(pid, []).append(fut)
+        self._started.setdefault(pid, state.seen_at)
+        if state.known:
+            self._known.add(pid)
+        # Changes after the one before the handle's last known version (a start answer can
+        # report an older status with the newest version); everything when it knows none,
+        # which still costs one request for any number of such handles.
+        floor = 0 if state.version is None else state.version - 1
+        if self._cursor is None or floor < self._cursor:
+            self._cursor = floor
+            if self._inflight is not None and not self._inflight.done():
+                # The poll in flight asks for changes after a later version: restart it.
+                self._restart = True
+                self._inflight.cancel()
+        if self._task is None or self._task.done():
+            self._task = loop.create_task(self._run(), name=f"hopx-watch-{self.agent.sandbox_id}")
+        return fut
+
+    def unwatch(self, process_id: str, fut: asyncio.Future[ProcessInfo]) -> None:
+        futs = self._waiting.get(process_id)
+        if futs is not None:
+            if fut in futs:
+                futs.remove(fut)
+            if not futs:
+                self._drop(process_id)
+        if not self._waiting and self._task is not None and not self._task.done():
+            self._task.cancel()
+
+    def close(self, error: BaseException) -> None:
+        """End every pending wait with ``error`` and stop polling; later waits fail at once."""
+        self._closed = error
+        for pid in list(self._waiting):
+            self._fail(pid, error)
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+
+    def _drop(self, pid: str) -> list[asyncio.Future[ProcessInfo]]:
+        self._started.pop(pid, None)
+        self._missing.pop(pid, None)
+        self._known.discard(pid)
+        return self._waiting.pop(pid, [])
+
+    def _fail(self, pid: str, error: BaseException) -> None:
+        for fut in self._drop(pid):
+            if not fut.done():
+                fut.set_exception(error)
+
+    # ---------------------------------------------------------------------- polling
+    def _pause(self, since: bool) -> float:
+        """The pause before the next poll: a long poll only batches bursts of changes."""
+        policy = self.agent.control.polling
+        minimum = self.agent.min_poll_interval()
+        if since:
+            return max(policy.initial_interval, minimum)
+        now = time.monotonic()
+        youngest = min((now - t for t in self._started.values()), default=0.0)
+        return poll_interval(policy, youngest, minimum)
+
+    async def _run(self) -> None:
+        try:
+            while self._waiting:
+                since = self.agent.has_feature("list_since")
+                self._inflight = asyncio.ensure_future(self._poll(since))
+                try:
+                    infos, full = await self._inflight
+                except asyncio.CancelledError:
+                    if self._restart:
+                        self._restart = False
+                        continue  # restarted by watch() with an older cursor
+                    raise
+                except ConflictError as exc:
+                    await self.agent.wait_while_paused(exc)  # raises unless paused
+                    continue
+                finally:
+                    self._inflight = None
+                self._dispatch(infos, full=full)
+                if self._waiting:
+                    await asyncio.sleep(self._pause(since))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the sandbox is gone, the key was revoked, ...
+            for pid in list(self._waiting):
+                self._fail(pid, exc)
+        finally:
+            if self._inflight is not None:
+                self._inflight.cancel()
+
+    async def _poll(self, since: bool) -> tuple[list[ProcessInfo], bool]:
+        """One list request; also says whether it listed every process (a full list)."""
+        self.polls += 1
+        if not since:
+            return await self.agent.list_processes(), True
+        # A waited-on process not known to exist is looked for in a full list, at once.
+        unknown = any(pid not in self._known for pid in self._waiting)
+        cursor = 0 if unknown else (self._cursor or 0)
+        wait = 0.0 if unknown else self.agent.control.polling.long_poll
+        infos, version = await self.agent.list_since(cursor, wait)
+        self._cursor = next_cursor(cursor, version)
+        return infos, cursor == 0
+
+    def _dispatch(self, infos: list[ProcessInfo], *, full: bool) -> None:
+        seen = set()
+        for info in infos:
+            pid = info.process_id
+            seen.add(pid)
+            self._known.add(pid)
+            self.observe(info)
+            if info.is_done and pid in self._waiting:
+                for fut in self._drop(pid):
+                    if not fut.done():
+                        fut.set_result(info)
+        if not full:
+            return
+        for pid in list(self._waiting):
+            if pid in seen:
+                self._missing.pop(pid, None)
+                continue
+            self._missing[pid] = self._missing.get(pid, 0) + 1
+            # a process never seen is unknown at once; a listed one may be briefly missing
+            if pid not in self._known or self._missing[pid] >= MISSING_POLLS:
+                self._fail(
+                    pid,
+                    ProcessNotFoundError(
+                        f"sandbox {self.agent.sandbox_id} has no process {pid}",
+                        status=404,
+                        code="PROCESS_NOT_FOUND",
+                    ),
+                )

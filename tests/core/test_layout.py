@@ -1,0 +1,93 @@
+"""The layout of the async core: imports run one way, from no-I/O helpers up to the client."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import hopx_async
+
+PACKAGE = Path(hopx_async.__file__).parent
+
+
+def _runtime_imports(tree: ast.Module) -> list[ast.ImportFrom | ast.Import]:
+    """Every import statement, at any depth, except those under ``if TYPE_CHECKING:``."""
+    found: list[ast.ImportFrom | ast.Import] = []
+
+    def visit(node: ast.AST) -> None:
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            for child in node.orelse:
+                visit(child)
+            return
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            found.append(node)
+        for child in ast.iter_child_nodes(node):
+            visit(child)
+
+    visit(tree)
+    return found
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Module -> the ``hopx_async`` modules it imports (``hopx_async.local`` as one module)."""
+    modules = {p.stem: p for p in PACKAGE.glob("*.py")}
+    graph: dict[str, set[str]] = {name: set() for name in modules}
+    for name, path in modules.items():
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in _runtime_imports(tree):
+            targets: list[str] = []
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                if node.module:
+                    targets.append(node.module.split(".")[0])
+                else:
+                    targets.extend(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("hopx_async"):
+                parts = (node.module or "").split(".")
+                targets.append(parts[1] if len(parts) > 1 else "__init__")
+            graph[name].update(t for t in targets if t in modules and t != name)
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle as a path of module names, or None."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    path: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        path.append(node)
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                return [*path[path.index(nxt) :], nxt]
+            if nxt not in state and (cycle := visit(nxt)):
+                return cycle
+        path.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (cycle := visit(node)):
+            return cycle
+    return None
+
+
+def test_no_import_cycle_among_the_core_modules() -> None:
+    graph = import_graph()
+    assert {"_wire", "_retry", "_transport", "_agent", "_watcher", "_fanout"} <= set(graph)
+    assert find_cycle(graph) is None, " -> ".join(find_cycle(graph) or [])
+
+
+def test_the_cycle_finder_finds_cycles() -> None:
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_no_io_helpers_import_no_io_modules() -> None:
+    """_wire and _retry decide; they never import the transport nor anything above it."""
+    graph = import_graph()
+    io = {"_transport", "_control", "_agent", "_watcher", "_process", "_sandbox", "_client"}
+    assert not graph["_wire"] & io
+    assert not graph["_retry"] & io
+    for name in ("_wire", "_retry"):
+        source = (PACKAGE / f"{name}.py").read_text(encoding="utf-8")
+        assert "aiohttp" not in source and "asyncio" not in source, f"{name} does I/O"
