@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import contextlib
 import inspect
 import os
 import time
@@ -239,8 +240,9 @@ class AsyncHopx:
         >>> async for result in client.as_completed(procs):  # doctest: +SKIP
         ...     print(result.process_id, result.status)
         """
-        async for result in _fanout.as_completed(processes, timeout=timeout):
-            yield result
+        async with contextlib.aclosing(_fanout.as_completed(processes, timeout=timeout)) as results:
+            async for result in results:
+                yield result
 
     async def run_many(
         self,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -124,7 +124,7 @@ async def wait_all(
 
 async def as_completed(
     processes: Iterable[AsyncBackgroundProcess], *, timeout: float | None = None
-) -> AsyncIterator[ProcessResult]:
+) -> AsyncGenerator[ProcessResult, None]:
     """Yield each result as soon as its process ends. See :meth:`AsyncHopx.as_completed`."""
     procs = handles(processes)
     deadline = validate.optional_timeout("timeout", timeout)
@@ -210,38 +210,36 @@ async def run_many(
     results: list[ProcessResult | None] = [None] * total
     done = 0
     failure: list[BaseException] = []
-    running: set[AsyncBackgroundProcess] = set()
     limiter = anyio.Semaphore(min(max_concurrency, max(total, 1)))
     spread = itertools.cycle(boxes)
     placed = [next(spread) for _ in items]
 
     async def one(index: int, scope: anyio.CancelScope) -> None:
         nonlocal done
-        proc: AsyncBackgroundProcess | None = None
-        try:
-            async with limiter:
-                proc = await start_task(placed[index], items[index])
-                running.add(proc)
+        async with limiter:
+            if failure:
+                return
+            proc: AsyncBackgroundProcess | None = None
+            try:
+                # a start in flight completes, so that its process is known and can be killed
+                with anyio.CancelScope(shield=True):
+                    proc = await start_task(placed[index], items[index])
+                assert proc is not None
                 result = await proc.wait(check=check)
-                running.discard(proc)
-            results[index] = result
-            done += 1
-            if on_progress is not None:
-                on_progress(done, total, result)
-        except Exception as exc:
-            if proc is not None:
-                running.discard(proc)
-                with anyio.CancelScope(shield=True):
+                results[index] = result
+                done += 1
+                if on_progress is not None:
+                    on_progress(done, total, result)
+            except Exception as exc:
+                if not failure:
+                    failure.append(exc)
+                scope.cancel()  # before the slot is freed: nothing else starts
+                if proc is not None:
                     await _kill_quietly(proc)
-            if not failure:
-                failure.append(exc)
-            scope.cancel()
-        except BaseException:  # cancelled: end what this task started
-            if proc is not None and proc in running:
-                running.discard(proc)
-                with anyio.CancelScope(shield=True):
+            except BaseException:  # cancelled: end what this task started
+                if proc is not None:
                     await _kill_quietly(proc)
-            raise
+                raise
 
     with anyio.move_on_after(deadline) as timer:
         async with anyio.create_task_group() as group:
@@ -259,8 +257,9 @@ async def run_many(
 
 
 async def _kill_quietly(proc: AsyncBackgroundProcess) -> None:
-    try:
-        with anyio.fail_after(30):
+    """Kill a process this run started, even while the run is being cancelled."""
+    with anyio.CancelScope(shield=True), anyio.move_on_after(30):
+        try:
             await proc.kill()
-    except (HopxError, TimeoutError):
-        pass
+        except HopxError:
+            pass
