@@ -338,6 +338,15 @@ class Agent:
             info, stdout="".join(out["stdout"]), stderr="".join(out["stderr"])
         )
 
+    async def ensure_ready_waiting(self) -> None:
+        """:meth:`ensure_ready`, waiting while the sandbox is paused (for waits and streams)."""
+        while True:
+            try:
+                await self.ensure_ready()
+                return
+            except ConflictError as exc:
+                await self.wait_while_paused(exc)
+
     async def wait_while_paused(self, error: ConflictError) -> None:
         """After a 409: return once it is worth asking again if paused, else raise ``error``."""
         if not await self.is_paused():

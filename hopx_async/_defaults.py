@@ -31,10 +31,7 @@ def default_client() -> AsyncHopx:
 
 
 async def aclose_default_client() -> None:
-    """Close the running loop's default client, if one was made.
-
-    >>> await aclose_default_client()  # doctest: +SKIP
-    """
+    """Close the running loop's default client, if one was made."""
     client = _defaults.pop(asyncio.get_running_loop(), None)
     if client is not None:
         await client.aclose()

@@ -186,7 +186,7 @@ class AsyncBackgroundProcess:
         state = self._state
         info = state.info
         if info is None or not info.is_done:
-            await self._agent.ensure_ready()
+            await self._agent.ensure_ready_waiting()
             fut = self._watcher.watch(state)
             try:
                 info = await fut
@@ -231,7 +231,7 @@ class AsyncBackgroundProcess:
         if interval is not None:
             validate.positive_number("interval", interval)
         agent = self._agent
-        await agent.ensure_ready()
+        await agent.ensure_ready_waiting()
         if agent.has_feature("output_offsets"):
             stream = self._offset_output(interval)
         else:

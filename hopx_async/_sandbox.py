@@ -1,4 +1,5 @@
-"""AsyncSandbox: one HopX sandbox, its agent, and the code and commands run in it."""
+"""AsyncSandbox: one HopX sandbox, as thin public methods over the control plane
+(:mod:`._control`), the sandbox's agent (:mod:`._agent`) and its watcher (:mod:`._watcher`)."""
 
 from __future__ import annotations
 

@@ -779,9 +779,6 @@ class BackgroundProcess(_Twin):
 
 
 def close_default_client() -> None:
-    """Close the running loop's default client, if one was made.
-
-    >>> aclose_default_client()  # doctest: +SKIP
-    """
+    """Close the running loop's default client, if one was made."""
     runner = _runner.default_runner()
     runner.run(_hopx_async.aclose_default_client())

@@ -184,3 +184,25 @@ async def test_ids_never_leave_their_resource(backend: Any, proxy: FaultProxy) -
         for dots in (".", ".."):
             with pytest.raises(ValidationError, match="sandbox_id"):
                 await direct.sandboxes.get(dots)
+
+
+async def test_wait_on_a_paused_sandbox_ends_with_the_callers_timeout(
+    backend: Any, client: AsyncHopx
+) -> None:
+    """A client that first meets the sandbox paused waits too, until its own timeout."""
+    from hopx_async import WaitTimeoutError
+
+    async with client.sandboxes.create("base") as sandbox:
+        proc = await sandbox.run_code_background("import time; time.sleep(0.2); print('ok')")
+        await sandbox.pause()
+        async with AsyncHopx(
+            api_key=backend.api_key,
+            base_url=backend.base_url,
+            polling=PollPolicy(initial_interval=0.02, max_interval=0.1),
+        ) as other:
+            again = await other.sandboxes.connect(sandbox.id)
+            with pytest.raises(WaitTimeoutError):
+                await again.process(proc.id).wait(timeout=0.5)
+            waiting = asyncio.ensure_future(again.process(proc.id).wait())
+            await sandbox.resume()
+            assert (await asyncio.wait_for(waiting, 30)).stdout == "ok\n"
