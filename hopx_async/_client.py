@@ -14,7 +14,7 @@ from types import TracebackType
 from . import _fanout
 from . import _validation as validate
 from ._config import Limits, PollPolicy, RetryPolicy, Timeouts, resolve_api_key, resolve_base_url
-from ._control import ControlPlane, bind
+from ._control import ControlPlane, bind, control_of
 from ._errors import ClientClosedError
 from ._fanout import ProgressCallback, Task
 from ._models import ProcessResult, SandboxInfo, Template
@@ -30,9 +30,9 @@ __all__ = ["AsyncHopx", "AsyncSandboxes"]
 class AsyncSandboxes:
     """Sandbox operations of a client: ``client.sandboxes``."""
 
-    def __init__(self, client: AsyncHopx, control: ControlPlane) -> None:
+    def __init__(self, client: AsyncHopx) -> None:
         self._client = client
-        self._control = control
+        self._control = control_of(client)
 
     def __repr__(self) -> str:
         return f"<AsyncSandboxes of {self._client!r}>"
@@ -161,7 +161,7 @@ class AsyncHopx:
         )
         bind(self, self._control)
         self._origin = _caller_location()
-        self.sandboxes = AsyncSandboxes(self, self._control)
+        self.sandboxes = AsyncSandboxes(self)
 
     @property
     def base_url(self) -> str:

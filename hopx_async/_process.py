@@ -7,6 +7,7 @@ A handle holds no polling of its own: ``wait()`` registers with the sandbox's wa
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
@@ -22,13 +23,13 @@ from ._errors import (
     WaitTimeoutError,
 )
 from ._models import OutputChunk, ProcessInfo, ProcessResult, ProcessStatus
-from ._watcher import Watcher
+from ._watcher import Watcher, watcher_of
 from ._wire import STREAMS, OutputCursor, status_only
 
 if TYPE_CHECKING:
     from ._sandbox import AsyncSandbox
 
-__all__ = ["AsyncBackgroundProcess"]
+__all__ = ["AsyncBackgroundProcess", "forget", "handle_for", "start_process"]
 
 
 class AsyncBackgroundProcess:
@@ -50,8 +51,6 @@ class AsyncBackgroundProcess:
         sandbox: AsyncSandbox,
         process_id: str,
         *,
-        agent: Agent,
-        watcher: Watcher,
         execution_id: str | None = None,
         name: str | None = None,
         status: str = ProcessStatus.QUEUED,
@@ -60,8 +59,8 @@ class AsyncBackgroundProcess:
         version: int | None = None,
     ) -> None:
         self._sandbox = sandbox
-        self._agent = agent
-        self._watcher = watcher
+        self._watcher = watcher = watcher_of(sandbox)
+        self._agent: Agent = watcher.agent
         self._id = process_id
         self._language = language
         self._timeout = timeout
@@ -286,3 +285,50 @@ class AsyncBackgroundProcess:
                 return
             await asyncio.sleep(pause)
             pause = min(policy.max_interval, max(pause * 1.5, agent.min_poll_interval()))
+
+
+# ------------------------------------------------------------------- handles of a sandbox
+Handles = weakref.WeakValueDictionary[str, AsyncBackgroundProcess]
+#: the live handles of each sandbox, by its watcher
+_handles: weakref.WeakKeyDictionary[Watcher, Handles] = weakref.WeakKeyDictionary()
+
+
+def _registry(sandbox: AsyncSandbox) -> Handles:
+    watcher = watcher_of(sandbox)
+    found = _handles.get(watcher)
+    if found is None:
+        found = _handles[watcher] = weakref.WeakValueDictionary()
+    return found
+
+
+def handle_for(sandbox: AsyncSandbox, process_id: str) -> AsyncBackgroundProcess:
+    """The live handle on ``process_id`` of ``sandbox``, or a new one (no I/O)."""
+    handles = _registry(sandbox)
+    proc = handles.get(process_id)
+    if proc is None:
+        proc = handles[process_id] = AsyncBackgroundProcess(sandbox, process_id, status="unknown")
+    return proc
+
+
+def forget(sandbox: AsyncSandbox, process_id: str) -> None:
+    """Drop the handle on a process that was removed from the sandbox."""
+    _registry(sandbox).pop(process_id, None)
+
+
+async def start_process(
+    sandbox: AsyncSandbox, path: str, body: dict[str, Any], language: str
+) -> AsyncBackgroundProcess:
+    """Start a background process in ``sandbox`` and return its handle."""
+    answer = await watcher_of(sandbox).agent.start(path, body, language)
+    proc = AsyncBackgroundProcess(
+        sandbox,
+        answer.process_id,
+        execution_id=answer.execution_id,
+        name=answer.name,
+        status=answer.status,
+        language=answer.language,
+        timeout=answer.timeout,
+        version=answer.version,
+    )
+    _registry(sandbox)[proc.id] = proc
+    return proc

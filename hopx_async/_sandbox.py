@@ -3,8 +3,7 @@
 
 from __future__ import annotations
 
-import weakref
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, overload
@@ -23,18 +22,15 @@ from ._models import (
     ProcessStatus,
     SandboxInfo,
 )
-from ._process import AsyncBackgroundProcess
+from ._process import AsyncBackgroundProcess, forget, handle_for, start_process
 from ._utils import AwaitableContext
-from ._watcher import Watcher, WatcherStats
+from ._watcher import Watcher, WatcherStats, attach, watcher_of
 from ._wire import create_body, execution_body, status_filter, token_of
 
 if TYPE_CHECKING:
     from ._client import AsyncHopx
 
 __all__ = ["AsyncCommands", "AsyncSandbox", "sandbox_from"]
-
-#: starts a background process and returns its handle (``AsyncSandbox._start``)
-Starter = Callable[[str, dict[str, Any], str], Awaitable[AsyncBackgroundProcess]]
 
 
 def sandbox_from(client: AsyncHopx, data: Any) -> AsyncSandbox:
@@ -53,10 +49,9 @@ def sandbox_from(client: AsyncHopx, data: Any) -> AsyncSandbox:
 class AsyncCommands:
     """Shell commands in a sandbox: ``sandbox.commands``."""
 
-    def __init__(self, sandbox: AsyncSandbox, agent: Agent, start: Starter) -> None:
+    def __init__(self, sandbox: AsyncSandbox) -> None:
         self._sandbox = sandbox
-        self._agent = agent
-        self._start = start
+        self._agent = watcher_of(sandbox).agent
 
     def __repr__(self) -> str:
         return f"<AsyncCommands of {self._sandbox.id}>"
@@ -115,7 +110,7 @@ class AsyncCommands:
             "command", command, timeout=timeout, env=env, name=name, working_dir=working_dir
         )
         if background:
-            return await self._start("/commands/background", body, "bash")
+            return await start_process(self._sandbox, "/commands/background", body, "bash")
         return CommandResult.from_wire(await self._agent.execute("/commands/run", body, seconds))
 
 
@@ -140,11 +135,9 @@ class AsyncSandbox:
         self._control: ControlPlane = control_of(client)
         self._agent = Agent(self._control, info, token=token, token_expires_at=token_expires_at)
         self._watcher = Watcher(self._agent)
+        attach(self, self._watcher)
         self._control.track(self._watcher)
-        self._handles: weakref.WeakValueDictionary[str, AsyncBackgroundProcess] = (
-            weakref.WeakValueDictionary()
-        )
-        self.commands = AsyncCommands(self, self._agent, self._start)
+        self.commands = AsyncCommands(self)
 
     # ------------------------------------------------------------------ creation
     @classmethod
@@ -246,13 +239,7 @@ class AsyncSandbox:
         >>> result = await proc.wait()  # doctest: +SKIP
         """
         validate.non_empty_str("process_id", process_id)
-        proc = self._handles.get(process_id)
-        if proc is None:
-            proc = AsyncBackgroundProcess(
-                self, process_id, agent=self._agent, watcher=self._watcher, status="unknown"
-            )
-            self._handles[process_id] = proc
-        return proc
+        return handle_for(self, process_id)
 
     # ------------------------------------------------------------ control plane
     async def get_info(self) -> SandboxInfo:
@@ -357,26 +344,7 @@ class AsyncSandbox:
             name=name,
             working_dir=working_dir,
         )
-        return await self._start("/execute/background", body, body["language"])
-
-    async def _start(
-        self, path: str, body: dict[str, Any], language: str
-    ) -> AsyncBackgroundProcess:
-        answer = await self._agent.start(path, body, language)
-        proc = AsyncBackgroundProcess(
-            self,
-            answer.process_id,
-            agent=self._agent,
-            watcher=self._watcher,
-            execution_id=answer.execution_id,
-            name=answer.name,
-            status=answer.status,
-            language=answer.language,
-            timeout=answer.timeout,
-            version=answer.version,
-        )
-        self._handles[proc.id] = proc
-        return proc
+        return await start_process(self, "/execute/background", body, body["language"])
 
     # -------------------------------------------------------------- processes
     async def list_processes(
@@ -428,7 +396,7 @@ class AsyncSandbox:
         """
         validate.non_empty_str("process_id", process_id)
         await self._agent.remove_process(process_id)
-        self._handles.pop(process_id, None)
+        forget(self, process_id)
 
     async def wait_all(
         self,

@@ -23,7 +23,7 @@ from ._errors import ConflictError, ProcessNotFoundError
 from ._models import ProcessInfo, ProcessResult
 from ._wire import next_cursor
 
-__all__ = ["ProcessState", "Watcher", "WatcherStats", "poll_interval"]
+__all__ = ["ProcessState", "Watcher", "WatcherStats", "attach", "poll_interval", "watcher_of"]
 
 #: full lists in a row a waited-on process may be missing from before it is "not found"
 MISSING_POLLS = 3
@@ -300,3 +300,19 @@ class Watcher:
                         code="PROCESS_NOT_FOUND",
                     ),
                 )
+
+
+_attached: weakref.WeakKeyDictionary[object, Watcher] = weakref.WeakKeyDictionary()
+
+
+def attach(sandbox: object, watcher: Watcher) -> None:
+    """Make ``watcher`` the watcher of ``sandbox`` (done once, by the sandbox)."""
+    _attached[sandbox] = watcher
+
+
+def watcher_of(sandbox: object) -> Watcher:
+    """The watcher of ``sandbox`` (and through it, its agent)."""
+    try:
+        return _attached[sandbox]
+    except KeyError:
+        raise TypeError(f"{sandbox!r} is not a HopX sandbox") from None
