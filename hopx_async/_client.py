@@ -220,9 +220,10 @@ class AsyncHopx:
 
         Polls are coalesced: each sandbox costs one request per tick, whatever the number
         of processes. ``timeout`` bounds the whole wait (:class:`WaitTimeoutError`, the
-        processes keep running); ``check=True`` raises :class:`ProcessFailedError` for the
-        first unsuccessful one after all have ended; ``on_progress(done, total, result)``
-        is called as each ends.
+        processes keep running); ``check=True`` raises :class:`ProcessFailedError` as soon
+        as one process ends unsuccessfully; ``on_progress(done, total, result)`` is called
+        as each ends. When anything fails, the other waits are cancelled at once (the
+        processes keep running).
 
         >>> results = await client.wait_all(procs, timeout=600)  # doctest: +SKIP
         >>> sum(r.ok for r in results)  # doctest: +SKIP

@@ -33,6 +33,11 @@ def _env(value: Any) -> Mapping[str, str] | None:
     return validate.env_vars("env", value)
 
 
+def _env_repr(value: Mapping[str, str] | None) -> str:
+    """The names only: values may be secrets."""
+    return "None" if value is None else "{" + ", ".join(f"{k!r}: '***'" for k in value) + "}"
+
+
 @attrs.frozen(kw_only=True)
 class Task:
     """One unit of work for :meth:`AsyncHopx.run_many`: code or a shell command.
@@ -49,7 +54,7 @@ class Task:
     code: str | None = None
     command: str | None = None
     language: str = "python"
-    env: Mapping[str, str] | None = attrs.field(default=None, converter=_env)
+    env: Mapping[str, str] | None = attrs.field(default=None, converter=_env, repr=_env_repr)
     name: str | None = None
     timeout: int = 300
     working_dir: str | None = None

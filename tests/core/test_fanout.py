@@ -98,6 +98,9 @@ def test_task_takes_exactly_one_of_code_and_command() -> None:
         Task(code="1", timeout=0)
     with pytest.raises(AttributeError):
         Task(code="1").code = "2"  # type: ignore[misc]
+    secret = Task(code="1", env={"TOKEN": "s3cret"})
+    assert "TOKEN" in repr(secret) and "s3cret" not in repr(secret)
+    assert secret.env == {"TOKEN": "s3cret"}
 
 
 async def test_run_many_refuses_bad_arguments_before_any_request(
