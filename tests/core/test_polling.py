@@ -80,7 +80,10 @@ async def test_watcher_stops_when_nobody_waits(sandbox: Any) -> None:
     waiter.cancel()
     with pytest.raises(asyncio.CancelledError):
         await waiter
-    await asyncio.sleep(0)  # the watcher task ends at its next step
+    for _ in range(500):  # the watcher task ends at its next step
+        if not sandbox.watcher_stats.active:
+            break
+        await asyncio.sleep(0.01)
     stats = sandbox.watcher_stats
     assert (stats.waiters, stats.active) == (0, False)
     assert (await proc.refresh()).status == "running", "cancelling a wait kills nothing"

@@ -81,7 +81,10 @@ async def test_cancelling_one_wait_leaves_the_others(sandbox: AsyncSandbox) -> N
     proc = await sandbox.run_code_background("import time; time.sleep(0.8); print('ok')")
     first = asyncio.ensure_future(proc.wait())
     second = asyncio.ensure_future(proc.wait())
-    await asyncio.sleep(0.1)
+    for _ in range(500):
+        if sandbox.watcher_stats.waiters == 2:
+            break
+        await asyncio.sleep(0.01)
     first.cancel()
     result = await second
     assert first.cancelled()
