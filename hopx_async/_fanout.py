@@ -72,6 +72,13 @@ class Task:
         validate.optional_str("working_dir", self.working_dir)
 
 
+def check_callback(on_progress: Any) -> None:
+    if on_progress is not None and not callable(on_progress):
+        raise ValidationError(
+            "on_progress", f"expected a function (done, total, result), got {on_progress!r}"
+        )
+
+
 def handles(processes: Iterable[AsyncBackgroundProcess]) -> list[AsyncBackgroundProcess]:
     """The processes as a list, each checked to be a handle."""
     procs = list(processes)
@@ -94,6 +101,7 @@ async def wait_all(
     """Wait for every process; results in the order given. See :meth:`AsyncHopx.wait_all`."""
     procs = handles(processes)
     deadline = validate.optional_timeout("timeout", timeout)
+    check_callback(on_progress)
     total = len(procs)
     results: list[ProcessResult | None] = [None] * total
     done = 0
@@ -211,6 +219,7 @@ async def run_many(
     :meth:`AsyncHopx.run_many`."""
     items, boxes = check_tasks(tasks, sandboxes, max_concurrency)
     deadline = validate.optional_timeout("timeout", timeout)
+    check_callback(on_progress)
     total = len(items)
     results: list[ProcessResult | None] = [None] * total
     done = 0

@@ -29,6 +29,7 @@ __all__ = [
     "RateState",
     "backoff",
     "parse_retry_after",
+    "should_retry_failure",
     "should_retry_status",
 ]
 
@@ -90,6 +91,15 @@ def backoff(
 def should_retry_status(policy: RetryPolicy, status: int, *, safe: bool, attempt: int) -> bool:
     """Whether an error answer ``status`` to attempt ``attempt`` (0-based) is retried."""
     return safe and status in policy.statuses and attempt < policy.max_retries
+
+
+def should_retry_failure(policy: RetryPolicy, *, reached: bool, safe: bool, attempt: int) -> bool:
+    """Whether a request that got no answer is retried.
+
+    ``reached=False`` when the connection was never opened: the server cannot have seen
+    the request, so even a start is sent again. Otherwise only a safe request is.
+    """
+    return attempt < policy.max_retries and (safe or not reached)
 
 
 class RateState:

@@ -25,7 +25,13 @@ from ._errors import (
     RequestTimeoutError,
     error_from_response,
 )
-from ._retry import RateState, backoff, parse_retry_after, should_retry_status
+from ._retry import (
+    RateState,
+    backoff,
+    parse_retry_after,
+    should_retry_failure,
+    should_retry_status,
+)
 from ._version import __version__
 
 logger = logging.getLogger("hopx_async")
@@ -173,7 +179,7 @@ class Transport:
                     resp_headers = resp.headers
             except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
                 # The connection was never opened: the server cannot have seen the request.
-                if attempt < self.retries.max_retries:
+                if should_retry_failure(self.retries, reached=False, safe=safe, attempt=attempt):
                     delay = self.backoff(attempt, None)
                     logger.debug(
                         "%s %s: cannot connect (%s); retry in %.2fs", method, url, exc, delay
@@ -183,7 +189,7 @@ class Transport:
                     continue
                 raise NetworkError(f"{method} {url}: cannot connect: {exc}") from exc
             except asyncio.TimeoutError as exc:
-                if safe and attempt < self.retries.max_retries:
+                if should_retry_failure(self.retries, reached=True, safe=safe, attempt=attempt):
                     attempt += 1
                     await asyncio.sleep(self.backoff(attempt - 1, None))
                     continue
@@ -192,7 +198,7 @@ class Transport:
                     f"{method} {url}: no answer within {deadline:g}s"
                 ) from exc
             except aiohttp.ClientError as exc:
-                if safe and attempt < self.retries.max_retries:
+                if should_retry_failure(self.retries, reached=True, safe=safe, attempt=attempt):
                     delay = self.backoff(attempt, None)
                     logger.debug("%s %s: %s; retry in %.2fs", method, url, exc, delay)
                     attempt += 1

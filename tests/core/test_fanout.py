@@ -121,6 +121,10 @@ async def test_run_many_refuses_bad_arguments_before_any_request(
         await client.run_many(["print(1)"], sandboxes=[box])  # type: ignore[list-item]
     with pytest.raises(ValidationError, match="timeout"):
         await client.run_many(tasks, sandboxes=[box], timeout=-1)
+    with pytest.raises(ValidationError, match="on_progress"):
+        await client.run_many(tasks, sandboxes=[box], on_progress=3)  # type: ignore[arg-type]
+    with pytest.raises(ValidationError, match="on_progress"):
+        await client.wait_all([box.process("proc_1")], on_progress="x")  # type: ignore[arg-type]
     assert not proxy.counts, "no request was sent"
     assert await client.run_many([], sandboxes=[box]) == []
 

@@ -7,7 +7,13 @@ import email.utils
 import pytest
 
 from hopx_async import RetryPolicy
-from hopx_async._retry import MAX_ADVICE, backoff, parse_retry_after, should_retry_status
+from hopx_async._retry import (
+    MAX_ADVICE,
+    backoff,
+    parse_retry_after,
+    should_retry_failure,
+    should_retry_status,
+)
 
 NOW = 1_800_000_000.0
 
@@ -70,3 +76,11 @@ def test_only_safe_requests_retry_on_the_policy_statuses() -> None:
     assert not should_retry_status(policy, 503, safe=False, attempt=0)
     assert not should_retry_status(policy, 500, safe=True, attempt=0)
     assert not should_retry_status(policy, 429, safe=True, attempt=2)
+
+
+def test_a_request_that_never_reached_the_server_is_always_retried() -> None:
+    policy = RetryPolicy(max_retries=1)
+    assert should_retry_failure(policy, reached=False, safe=False, attempt=0)
+    assert not should_retry_failure(policy, reached=True, safe=False, attempt=0)
+    assert should_retry_failure(policy, reached=True, safe=True, attempt=0)
+    assert not should_retry_failure(policy, reached=False, safe=True, attempt=1)
