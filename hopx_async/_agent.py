@@ -180,7 +180,11 @@ class Agent:
         headers: Mapping[str, str] | None = None,
         ready: bool = True,
     ) -> Response:
-        """One request to the agent: readiness first, one token refresh on 401."""
+        """One request to the agent: readiness first, one token refresh on 401.
+
+        A 404 means the sandbox is gone (:class:`SandboxNotFoundError`) unless ``resource``
+        names what else it is about ("process").
+        """
         if self.killed:
             raise SandboxNotFoundError(
                 f"sandbox {self.sandbox_id} was killed; create a new one",
@@ -209,7 +213,7 @@ class Agent:
                     safe=safe,
                     timeout=timeout,
                     scope=self.sandbox_id,
-                    resource=resource,
+                    resource=resource or "sandbox",
                 )
             except TokenExpiredError:
                 if attempt:
