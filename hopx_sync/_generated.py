@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import builtins
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from types import TracebackType
 from typing import Any, Literal, cast, overload
 
@@ -22,7 +22,6 @@ from hopx_async import (
     Template,
     Timeouts,
 )
-from hopx_async._client import ProgressCallback
 
 from . import _runner
 
@@ -78,23 +77,14 @@ class Hopx(_Twin):
     ) -> None:
         """Start the client and the event loop (in a background thread) it runs on.
 
-        Same parameters as :class:`hopx_async.AsyncHopx`. Call :meth:`close`, or use it
-        with ``with``, to close the connection pool and stop the thread.
+        Same parameters as the async client of :mod:`hopx_async`. Use it with ``with``, or
+        call :meth:`close`, to close the connection pool and stop the thread.
         """
-        self._runner = _runner.Runner()
-        try:
-            self._async = _hopx_async.AsyncHopx(
-                api_key,
-                base_url,
-                timeouts=timeouts,
-                limits=limits,
-                retries=retries,
-                polling=polling,
-            )
-            self.sandboxes = Sandboxes._from_async(self._async.sandboxes, self._runner)
-        except BaseException:
-            self._runner.close()
-            raise
+        self._async = _hopx_async.AsyncHopx(
+            api_key, base_url, timeouts=timeouts, limits=limits, retries=retries, polling=polling
+        )
+        self._runner = _runner.Runner.for_client(self._async)
+        self.sandboxes = Sandboxes._from_async(self._async.sandboxes, self._runner)
         self._owns_runner = True
 
     @property
@@ -123,7 +113,7 @@ class Hopx(_Twin):
         tb: TracebackType | None,
     ) -> None:
         if self._runner.closed:
-            return
+            return  # closing twice is harmless
         try:
             self._runner.run(self._async.__aexit__(exc_type, exc, tb))
         finally:
@@ -133,7 +123,7 @@ class Hopx(_Twin):
     def close(self) -> None:
         """Stop the watchers and close the connection pool. Sandboxes keep running."""
         if self._runner.closed:
-            return
+            return  # closing twice is harmless
         try:
             self._runner.run(self._async.aclose())
         finally:
@@ -146,7 +136,7 @@ class Hopx(_Twin):
         *,
         timeout: float | None = None,
         check: bool = False,
-        on_progress: ProgressCallback | None = None,
+        on_progress: Callable[[int, int, ProcessResult], None] | None = None,
     ) -> list[ProcessResult]:
         """Wait for every process; return their results in the order given.
 
@@ -160,13 +150,15 @@ class Hopx(_Twin):
         >>> sum(r.ok for r in results)  # doctest: +SKIP
         100
         """
+        relay = _runner.Relay()
         return self._runner.run(
             self._async.wait_all(
                 [item._async for item in processes],
                 timeout=timeout,
                 check=check,
-                on_progress=on_progress,
-            )
+                on_progress=relay(on_progress),
+            ),
+            relay=relay,
         )
 
     def as_completed(
@@ -236,7 +228,7 @@ class Sandboxes(_Twin):
     def get(self, sandbox_id: str) -> SandboxInfo:
         """The record of one sandbox.
 
-        >>> (client.sandboxes.get("sbx_123")).status  # doctest: +SKIP
+        >>> client.sandboxes.get("sbx_123").status  # doctest: +SKIP
         'running'
         """
         return self._runner.run(self._async.get(sandbox_id))
@@ -269,7 +261,7 @@ class Sandbox(_Twin):
 
     >>> with Sandbox.create(template="code-interpreter") as sandbox:  # doctest: +SKIP
     ...     proc = sandbox.run_code_background("print(6 * 7)")
-    ...     print((proc.wait()).stdout)
+    ...     print(proc.wait().stdout)
     42
     """
 
@@ -296,9 +288,9 @@ class Sandbox(_Twin):
         env_vars: Mapping[str, str] | None = None,
         client: Hopx | None = None,
     ) -> Sandbox:
-        """Create a sandbox from a template; use it as returned or use it with ``with``.
+        """Create a sandbox from a template; use it as returned, or use it with ``with``.
 
-        Without ``client`` the sandbox uses the event loop's default client, configured
+        Without ``client`` the sandbox uses the default client, configured
         from ``HOPX_API_KEY`` and ``HOPX_BASE_URL`` and shared by all such sandboxes.
 
         >>> sandbox = Sandbox.create(template="code-interpreter")  # doctest: +SKIP
@@ -380,7 +372,7 @@ class Sandbox(_Twin):
     def get_info(self) -> SandboxInfo:
         """Fetch the sandbox record.
 
-        >>> (sandbox.get_info()).status  # doctest: +SKIP
+        >>> sandbox.get_info().status  # doctest: +SKIP
         'running'
         """
         return self._runner.run(self._async.get_info())
@@ -444,7 +436,7 @@ class Sandbox(_Twin):
 
         >>> proc = sandbox.run_code_background(
         ...     "import time; time.sleep(5); print('done')", name="nap")  # doctest: +SKIP
-        >>> (proc.wait()).stdout  # doctest: +SKIP
+        >>> proc.wait().stdout  # doctest: +SKIP
         'done\\n'
         """
         result = self._runner.run(
@@ -498,7 +490,7 @@ class Sandbox(_Twin):
         *,
         timeout: float | None = None,
         check: bool = False,
-        on_progress: ProgressCallback | None = None,
+        on_progress: Callable[[int, int, ProcessResult], None] | None = None,
     ) -> list[ProcessResult]:
         """Wait for many processes (of any sandbox of this client); results in order.
 
@@ -506,13 +498,15 @@ class Sandbox(_Twin):
 
         >>> results = sandbox.wait_all([p1, p2], timeout=120)  # doctest: +SKIP
         """
+        relay = _runner.Relay()
         return self._runner.run(
             self._async.wait_all(
                 [item._async for item in processes],
                 timeout=timeout,
                 check=check,
-                on_progress=on_progress,
-            )
+                on_progress=relay(on_progress),
+            ),
+            relay=relay,
         )
 
 
@@ -720,6 +714,6 @@ class BackgroundProcess(_Twin):
 
 
 def close_default_client() -> None:
-    """Close the running loop's default client, if one was made."""
+    """Close the default client, if one was made."""
     runner = _runner.default_runner()
     runner.run(_hopx_async.aclose_default_client())
