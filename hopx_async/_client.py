@@ -286,8 +286,11 @@ class AsyncHopx:
                 on_progress(done, total, result)
             return result
 
+        gathered = asyncio.gather(*(one(p) for p in procs))
+        # a cancelled wait_for() leaves the gather's CancelledError unread: mark it read
+        gathered.add_done_callback(lambda f: f.cancelled() or f.exception())
         try:
-            results = await asyncio.wait_for(asyncio.gather(*(one(p) for p in procs)), deadline)
+            results = await asyncio.wait_for(gathered, deadline)
         except asyncio.TimeoutError:
             assert deadline is not None
             raise WaitTimeoutError(
