@@ -151,8 +151,10 @@ class Generator:
             self.imports.setdefault("", set()).add(obj.__name__)
         elif name in self.pkg.__all__ and getattr(self.pkg, name) is obj:
             self.imports.setdefault("hopx_async", set()).add(name)
-        elif hasattr(obj, "__origin__") and not getattr(obj, "__module__", "").startswith("typ"):
-            return self.inline(name, obj)
+        elif (
+            hasattr(obj, "__origin__") and getattr(sys.modules[obj.__module__], name, 0) is not obj
+        ):
+            return self.inline(name, obj)  # a type alias, e.g. ProgressCallback
         elif getattr(obj, "__module__", "").startswith("hopx_async"):
             raise GenerationError(f"{name} (used in {module}) is private: export it")
         elif not hasattr(builtins, name):

@@ -260,3 +260,66 @@ def test_generated_docstrings_read_as_blocking_code() -> None:
         for leftover in ("await", "async with", "async for", "(proc.wait())", "loop's", "Async"):
             assert leftover not in doc, f"{leftover!r} in {doc!r}"
     assert "from hopx_async._" not in text, "hopx_sync uses public hopx_async names only"
+
+
+FAN_OUT = '''
+from collections.abc import Callable, Iterable, Sequence
+
+from hopx_async import AsyncSandbox, ProcessResult
+
+Progress = Callable[[int, int, ProcessResult], None]
+
+
+async def run_many(
+    self,
+    tasks: Iterable[str],
+    *,
+    sandboxes: Sequence[AsyncSandbox],
+    max_concurrency: int = 8,
+    timeout: float | None = None,
+    check: bool = False,
+    on_progress: Progress | None = None,
+) -> list[ProcessResult]:
+    """Start every task on the sandboxes and wait for all; see ``await client.wait_all``."""
+    return []
+'''
+
+
+def test_a_fan_out_method_with_a_callback_is_mapped(tmp_path: Path) -> None:
+    """A method shaped like ``AsyncHopx.run_many``: twins unwrapped, the callback relayed."""
+    import ast
+
+    gen = load_generator()
+    (tmp_path / "hopx_async_fanout_shape.py").write_text(FAN_OUT)
+    spec = importlib.util.spec_from_file_location(
+        "hopx_async_fanout_shape", tmp_path / "hopx_async_fanout_shape.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    try:
+        spec.loader.exec_module(module)
+        generator = gen.Generator()
+        node = next(
+            n for n in generator.tree(spec.name).body if isinstance(n, ast.AsyncFunctionDef)
+        )
+        call = f"self._async.run_many({generator.call_args(node, spec.name, skip_first=True)})"
+        source = gen.define(
+            "",
+            "run_many",
+            generator.signature(node, spec.name),
+            ast.get_docstring(node, clean=False),
+            generator.body(module.run_many, node, spec.name, call, "self._runner"),
+        )
+    finally:
+        del sys.modules[spec.name]
+    ast.parse(source)
+    assert "on_progress: Callable[[int, int, ProcessResult], None] | None = None" in (
+        ast.unparse(ast.parse(source)).replace("=None", " = None")
+    )
+    assert "sandboxes: Sequence[Sandbox]" in source
+    assert "relay = _runner.Relay()" in source
+    assert "on_progress=relay(on_progress)" in source
+    assert "sandboxes=[item._async for item in sandboxes]" in source
+    assert "relay=relay" in source
+    assert "see ``client.wait_all``" in source
