@@ -23,6 +23,7 @@ the loop that made it), and blocking calls into it:
 from __future__ import annotations
 
 import asyncio
+import inspect
 import os
 import sys
 import threading
@@ -48,12 +49,10 @@ _PACKAGES = tuple(
 
 def _origin() -> str:
     """``file:line`` of the first frame outside the SDK (for the unclosed-client warning)."""
-    frame = sys._getframe(1)
-    while frame.f_back is not None and os.path.abspath(frame.f_code.co_filename).startswith(
-        _PACKAGES
-    ):
+    frame = inspect.currentframe()
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(_PACKAGES):
         frame = frame.f_back
-    return f"{frame.f_code.co_filename}:{frame.f_lineno}"
+    return "<unknown>" if frame is None else f"{frame.f_code.co_filename}:{frame.f_lineno}"
 
 
 class Runner(LoopThread):

@@ -203,11 +203,10 @@ class Generator:
         assert isinstance(result, ast.expr)
         return result
 
-    def mentions(self, node: ast.expr | None, names: Any) -> bool:
+    def mentions(self, node: ast.expr | None) -> bool:
+        """Whether an async class appears in the annotation ``node``."""
         node = parse_ann(node)
-        return node is not None and any(
-            isinstance(n, ast.Name) and n.id in names for n in ast.walk(node)
-        )
+        return node is not None and any(getattr(n, "id", 0) in self.twins for n in ast.walk(node))
 
     def is_callback(self, node: ast.expr | None, module: str) -> bool:
         node = parse_ann(node)
@@ -217,7 +216,7 @@ class Generator:
     def wrap(self, ann: ast.expr | None, expr: str, runner: str) -> str:
         """``expr`` (typed ``ann`` in the async API) as the facade's value."""
         ann = parse_ann(ann)
-        if ann is None or not self.mentions(ann, self.twins):
+        if ann is None or not self.mentions(ann):
             return expr
         if isinstance(ann, ast.Name):
             return f"{sync_name(ann.id)}._from_async({expr}, {runner})"
@@ -225,7 +224,7 @@ class Generator:
             return f"[{self.wrap(ann.slice, 'item', runner)} for item in {expr}]"
         members = union_members(ann)
         if len(members) > 1 and all(
-            isinstance(m, ast.Name) or not self.mentions(m, self.twins) for m in members
+            isinstance(m, ast.Name) or not self.mentions(m) for m in members
         ):
             out = expr
             for m in reversed(members):
@@ -238,7 +237,7 @@ class Generator:
     def unwrap(self, ann: ast.expr | None, name: str) -> str:
         """The async API's value of the facade argument ``name`` (typed ``ann``)."""
         ann = parse_ann(ann)
-        if ann is None or not self.mentions(ann, self.twins):
+        if ann is None or not self.mentions(ann):
             return name
         if isinstance(ann, ast.Name):
             return f"{name}._async"
@@ -297,7 +296,7 @@ class Generator:
             if not (isinstance(returns, ast.Subscript) and src(returns.value) in ITERATORS):
                 raise GenerationError(f"{fn.name}: annotate an async generator AsyncIterator[T]")
             item = returns.slice.elts[0] if isinstance(returns.slice, ast.Tuple) else returns.slice
-            if self.mentions(item, self.twins):
+            if self.mentions(item):
                 lam = f"lambda item: {self.wrap(item, 'item', runner)}"
                 return f"{pre}return _runner.iterate_wrapped({runner}, {call}, {lam})"
             return f"{pre}return _runner.iterate({runner}, {call})"
@@ -310,14 +309,14 @@ class Generator:
             call = f"{runner}.run({call}{', relay=relay' if relayed else ''})"
             if returns is not None and src(returns) == "None":
                 return f"{pre}{call}"
-        if self.mentions(returns, self.twins):
+        if self.mentions(returns):
             return f"{pre}result = {call}\nreturn {self.wrap(returns, 'result', runner)}"
         return f"{pre}return {call}"
 
     def runner_of(self, fn: Fn) -> str:
         for arg in fn.args.args + fn.args.kwonlyargs:
             ann = parse_ann(arg.annotation)
-            if self.mentions(ann, self.twins):
+            if self.mentions(ann):
                 if isinstance(ann, ast.Name):
                     return f"{arg.arg}._runner"
                 return f"_runner.default_runner() if {arg.arg} is None else {arg.arg}._runner"
@@ -389,21 +388,21 @@ class Generator:
                 attrs[stmt.targets[0].attr] = sync_name(src(stmt.value.func))
         doc = ast.get_docstring(node, clean=False)
         out = [quote(sync_doc(doc))] if doc else []
-        out.append(f"_async: _hopx_async.{name}")
-        sync = sync_name(name)
-        make = "".join(f"\nself.{a} = {c}._from_async(obj.{a}, runner)" for a, c in attrs.items())
-        out[-1] += "".join(f"\n{a}: {c}" for a, c in attrs.items())
-        sync = sync_name(name)
+        sync, owner = sync_name(name), name in LOOP_OWNERS
+        out.append(
+            "\n".join([f"_async: _hopx_async.{name}", *(f"{a}: {c}" for a, c in attrs.items())])
+        )
+        out[-1] += "\n_owns_runner = False" if owner else ""
         make = "".join(f"self.{a} = {c}._from_async(obj.{a}, runner)\n" for a, c in attrs.items())
         sig = f"(cls, obj: _hopx_async.{name}, runner: _runner.Runner) -> {sync}"
-        body = f"self = cls.__new__(cls)\nself._async = obj\nself._runner = runner\n{make}"
-        out.append(define("@classmethod", "_from_async", sig, None, body + "return self"))
-        if name in LOOP_OWNERS:
-            out[-2] += "\n_owns_runner = False"
+        body = (
+            f"self = cls.__new__(cls)\nself._async = obj\nself._runner = runner\n{make}return self"
+        )
+        out.append(define("@classmethod", "_from_async", sig, None, body))
         names = [f.name for f in fns]
         for fn in fns:
             dunder = fn.name.startswith("__") and fn.name.endswith("__")
-            if fn.name == "__init__" and name in LOOP_OWNERS:
+            if fn.name == "__init__" and owner:
                 out.append(self.owner_init(name, fn, attrs))
             elif fn.name in SKIPPED or (fn.name.startswith("_") and not dunder):
                 continue
