@@ -148,6 +148,9 @@ def test_an_unclosed_client_warns_once_with_sync_advice(backend: Any, how: str) 
         import gc, os
         from hopx_sync import Hopx
 
+        with Hopx(api_key=os.environ["K"], base_url=os.environ["U"]) as closed:
+            closed.sandboxes.list_templates()  # closed: no warning
+        del closed
         client = Hopx(api_key=os.environ["K"], base_url=os.environ["U"])
         client.sandboxes.list_templates()  # the connection pool is open
         if {how == "collected"!r}:
