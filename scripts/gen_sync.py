@@ -323,8 +323,8 @@ class Generator:
         return "_runner.default_runner()"
 
     # ------------------------------------------------------------------ classes
-    def member(self, name: str, cls: type, fn: Fn, overloaded: bool) -> str:
-        module, static = cls.__module__, inspect.getattr_static(cls, fn.name)
+    def member(self, name: str, cls: type, fn: Fn, module: str, overloaded: bool) -> str:
+        static = inspect.getattr_static(cls, fn.name)
         decorators = [src(d) for d in fn.decorator_list]
         sig = self.signature(fn, module)
         target = RENAMED.get(fn.name, fn.name)
@@ -372,9 +372,22 @@ class Generator:
             )
         return define("", target, sig, doc, body)
 
+    def methods(self, cls: type) -> list[tuple[Fn, str]]:
+        """The methods of ``cls`` and of its bases in hopx_async, with their modules."""
+        found: dict[str, list[tuple[Fn, str]]] = {}
+        for base in reversed(cls.__mro__):
+            if base.__module__.startswith("hopx_async"):
+                own: dict[str, list[tuple[Fn, str]]] = {}
+                for n in self.node_of(base).body:
+                    if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                        own.setdefault(n.name, []).append((n, base.__module__))
+                found.update(own)  # a subclass's definitions (overloads too) replace its bases'
+        return [m for group in found.values() for m in group]
+
     def klass(self, name: str, cls: type) -> str:
         node = self.node_of(cls)
-        fns = [n for n in node.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
+        methods = self.methods(cls)
+        fns = [fn for fn, _ in methods]
         attrs = {}  # public attributes the async __init__ sets to an async class
         for stmt in ast.walk(next((f for f in fns if f.name == "__init__"), node)):
             if (
@@ -400,20 +413,20 @@ class Generator:
         )
         out.append(define("@classmethod", "_from_async", sig, None, body))
         names = [f.name for f in fns]
-        for fn in fns:
+        for fn, module in methods:
             dunder = fn.name.startswith("__") and fn.name.endswith("__")
             if fn.name == "__init__" and owner:
-                out.append(self.owner_init(name, fn, attrs))
+                out.append(self.owner_init(name, fn, module, attrs))
             elif fn.name in SKIPPED or (fn.name.startswith("_") and not dunder):
                 continue
             elif dunder and fn.name not in RENAMED and fn.name not in FORWARDED:
                 raise GenerationError(f"{name}.{fn.name} has no mapping rule")
             else:
-                out.append(self.member(name, cls, fn, names.count(fn.name) > 1))
+                out.append(self.member(name, cls, fn, module, names.count(fn.name) > 1))
         return f"class {sync}(_Twin):\n" + "\n\n".join(indent(block) for block in out)
 
-    def owner_init(self, name: str, fn: Fn, attrs: dict[str, str]) -> str:
-        args = self.call_args(fn, self.twins[name].__module__, skip_first=True, relay=False)
+    def owner_init(self, name: str, fn: Fn, module: str, attrs: dict[str, str]) -> str:
+        args = self.call_args(fn, module, skip_first=True, relay=False)
         sub = "".join(
             f"self.{a} = {c}._from_async(self._async.{a}, self._runner)\n" for a, c in attrs.items()
         )
@@ -427,7 +440,7 @@ class Generator:
             f"self._runner = _runner.Runner.for_client(self._async)\n{sub}"
             "self._owns_runner = True"
         )
-        sig = self.signature(fn, self.twins[name].__module__)
+        sig = self.signature(fn, module)
         return define("", "__init__", sig, doc.replace("\n", "\n        "), body)
 
     # ------------------------------------------------------------------ modules
