@@ -41,14 +41,14 @@ CANCEL_GRACE = 2.0
 _ALIVE_CHECK = 5.0
 
 OWN_THREAD = (
-    "a blocking call was made from the event-loop thread it would wait for "
-    "(the facade's own event-loop thread); it would deadlock. "
-    "Use the hopx_async API there, or make the call from another thread."
+    "a blocking call was made from the own event-loop thread of the client it calls "
+    "(for example from a coroutine running on it); it would deadlock. "
+    "Await the hopx_async API there, or make the call from another thread."
 )
-CLOSED = "this event-loop thread is closed (for hopx_sync: create a new client)"
+CLOSED = "this client's event-loop thread is closed; create a new client"
 FORKED = (
-    "this event-loop thread belongs to the parent process (it was started before os.fork()); "
-    "create a new client in the child"
+    "this client's event-loop thread belongs to the parent process (the client was made "
+    "before os.fork()); create a new client in the child"
 )
 
 _names = itertools.count(1)
