@@ -241,18 +241,23 @@ class Generator:
             return name
         if isinstance(ann, ast.Name):
             return f"{name}._async"
-        members = union_members(ann)
-        if len(members) == 2 and "None" in map(src, members):
-            other = next(m for m in members if src(m) != "None")
-            if isinstance(other, ast.Name):
-                return f"None if {name} is None else {name}._async"
         if (
             isinstance(ann, ast.Subscript)
             and src(ann.value) in ("Iterable", "Sequence", "list", "Collection")
             and isinstance(ann.slice, ast.Name)
         ):
             return f"[item._async for item in {name}]"
-        raise GenerationError(f"no rule to pass an argument typed {src(ann)}")
+        members = [m for m in union_members(ann) if src(m) != "None"]
+        twins = [m.id for m in members if isinstance(m, ast.Name) and m.id in self.twins]
+        rest = [m for m in members if not (isinstance(m, ast.Name) and m.id in self.twins)]
+        if len(union_members(ann)) == 1 or len(rest) > 1:
+            raise GenerationError(f"no rule to pass an argument typed {src(ann)}")
+        out = self.unwrap(rest[0], name) if rest else f"{name}._async"
+        for twin in twins[: len(twins) - (not rest)]:
+            out = f"{name}._async if isinstance({name}, {sync_name(twin)}) else {out}"
+        if len(members) < len(union_members(ann)):
+            out = f"None if {name} is None else {out}"
+        return out
 
     def call_args(self, fn: Fn, module: str, *, skip_first: bool, relay: bool = True) -> str:
         a = fn.args

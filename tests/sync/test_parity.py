@@ -274,7 +274,7 @@ async def run_many(
     self,
     tasks: Iterable[str],
     *,
-    sandboxes: Sequence[AsyncSandbox],
+    sandboxes: AsyncSandbox | Sequence[AsyncSandbox],
     max_concurrency: int = 8,
     timeout: float | None = None,
     check: bool = False,
@@ -317,9 +317,12 @@ def test_a_fan_out_method_with_a_callback_is_mapped(tmp_path: Path) -> None:
     assert "on_progress: Callable[[int, int, ProcessResult], None] | None = None" in (
         ast.unparse(ast.parse(source)).replace("=None", " = None")
     )
-    assert "sandboxes: Sequence[Sandbox]" in source
+    assert "sandboxes: Sandbox | Sequence[Sandbox]" in source
     assert "relay = _runner.Relay()" in source
     assert "on_progress=relay(on_progress)" in source
-    assert "sandboxes=[item._async for item in sandboxes]" in source
+    assert (
+        "sandboxes=sandboxes._async if isinstance(sandboxes, Sandbox) "
+        "else [item._async for item in sandboxes]"
+    ) in source
     assert "relay=relay" in source
     assert "see ``client.wait_all``" in source
