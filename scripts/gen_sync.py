@@ -591,8 +591,11 @@ def main(argv: list[str] | None = None, *, root: Path = ROOT) -> int:
     for rel, text in files.items():
         path = root / rel
         current = path.read_text(encoding="utf-8") if path.exists() else ""
-        if current.startswith(HEADER) and normalized(current) == normalized(text):
-            continue
+        try:
+            if current.startswith(HEADER) and normalized(current) == normalized(text):
+                continue
+        except SyntaxError:
+            pass  # a broken checked-in file is stale
         stale.append(rel)
         if args.check:
             new = formatted(text, rel).splitlines(keepends=True)
