@@ -278,6 +278,11 @@ class Generator:
     def signature(self, fn: Fn, module: str) -> str:
         args = copy.deepcopy(fn.args)
         a = args
+        taken = {"relay", "result", "runner", "item", "entered"} & {
+            x.arg for x in ast.walk(a) if isinstance(x, ast.arg)
+        }
+        if taken:
+            raise GenerationError(f"{fn.name}: parameter names {taken} clash with generated locals")
         for arg in [*a.posonlyargs, *a.args, *a.kwonlyargs, a.vararg, a.kwarg]:
             if arg is not None and arg.annotation is not None:
                 arg.annotation = self.map(arg.annotation, module)
