@@ -13,7 +13,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any
 
 from aiohttp import web
 
@@ -28,7 +28,6 @@ __all__ = ["LocalBackend"]
 
 logger = logging.getLogger("hopx_async.local")
 
-_T = TypeVar("_T")
 _DB_NAME = "hopx-local.sqlite3"
 
 
