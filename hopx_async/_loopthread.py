@@ -201,15 +201,11 @@ async def _last_then_stop(
 ) -> None:
     try:
         if last is not None:
-            await asyncio.wait_for(_ensure_coro(last), CANCEL_GRACE)
+            await asyncio.wait_for(last(), CANCEL_GRACE)
     except Exception:  # best effort: the loop stops either way
         pass
     finally:
         loop.stop()
-
-
-async def _ensure_coro(make: Callable[[], Awaitable[Any]]) -> Any:
-    return await make()
 
 
 class LoopThread:
