@@ -5,7 +5,8 @@
 The processes (``echo``, in bash) are started and finished before anything is timed, so
 what is measured is the client-side cost of collecting N results, not the processes:
 
-- ``async wait_all``: ``await AsyncHopx.wait_all(handles)`` on an event loop (the target);
+- ``async wait_all``: ``await AsyncHopx.wait_all(handles)`` on an event loop (the target), the
+  loop of a :class:`hopx_async.loopthread.LoopThread`, the helper the facade runs on;
 - ``sync wait_all``: ``Hopx.wait_all(handles)`` of the generated facade: the whole batch runs
   on the client's loop thread, so one thread hop is paid for the batch;
 - ``sync, one wait() each``: ``[h.wait() for h in handles]``: one hop per process, what a
@@ -20,12 +21,12 @@ the async figure. The machine is shared and noisy: read the ratios, not the abso
 from __future__ import annotations
 
 import argparse
-import asyncio
 import statistics
 import time
 
 from hopx_async import AsyncHopx
 from hopx_async.local import LocalBackend
+from hopx_async.loopthread import LoopThread
 from hopx_sync import Hopx
 
 
@@ -80,7 +81,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7)
     args = parser.parse_args()
 
-    with LocalBackend.in_thread() as backend:
+    with LocalBackend.in_thread() as backend, LoopThread() as lt:
         url, key = backend.base_url, backend.api_key
         t0 = time.perf_counter()
         ids = prepare(url, key, args.sandboxes, args.processes)
@@ -94,7 +95,7 @@ def main() -> None:
             "sync, one wait() each": [],
         }
         for _ in range(args.rounds):
-            samples["async wait_all"].append(asyncio.run(async_wait_all(url, key, ids)))
+            samples["async wait_all"].append(lt.run(async_wait_all(url, key, ids)))
             samples["sync wait_all"].append(sync_wait(url, key, ids, batch=True))
             samples["sync, one wait() each"].append(sync_wait(url, key, ids, batch=False))
 

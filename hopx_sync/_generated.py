@@ -81,24 +81,20 @@ class Hopx(_Twin):
     ) -> None:
         """Start the client and the event loop (in a background thread) it runs on.
 
-        Same parameters as :class:`hopx_async.AsyncHopx`. Call :meth:`close`, or use it
-        with ``with``, to close the connection pool and stop the thread.
+        Same parameters as the async client of :mod:`hopx_async`. Use it with ``with``, or
+        call :meth:`close`, to close the connection pool and stop the thread.
         """
-        self._runner = _runner.Runner()
-        try:
-            self._async = _hopx_async.AsyncHopx(
-                api_key,
-                base_url,
-                timeouts=timeouts,
-                limits=limits,
-                retries=retries,
-                polling=polling,
-                clock=clock,
-            )
-            self.sandboxes = Sandboxes._from_async(self._async.sandboxes, self._runner)
-        except BaseException:
-            self._runner.close()
-            raise
+        self._async = _hopx_async.AsyncHopx(
+            api_key,
+            base_url,
+            timeouts=timeouts,
+            limits=limits,
+            retries=retries,
+            polling=polling,
+            clock=clock,
+        )
+        self._runner = _runner.Runner.for_client(self._async)
+        self.sandboxes = Sandboxes._from_async(self._async.sandboxes, self._runner)
         self._owns_runner = True
 
     @property
@@ -127,7 +123,7 @@ class Hopx(_Twin):
         tb: TracebackType | None,
     ) -> None:
         if self._runner.closed:
-            return
+            return  # closing twice is harmless
         try:
             self._runner.run(self._async.__aexit__(exc_type, exc, tb))
         finally:
@@ -140,7 +136,7 @@ class Hopx(_Twin):
         Sandboxes and their processes keep running on the server.
         """
         if self._runner.closed:
-            return
+            return  # closing twice is harmless
         try:
             self._runner.run(self._async.aclose())
         finally:
@@ -168,13 +164,15 @@ class Hopx(_Twin):
         >>> sum(r.ok for r in results)  # doctest: +SKIP
         100
         """
+        relay = _runner.Relay()
         return self._runner.run(
             self._async.wait_all(
                 [item._async for item in processes],
                 timeout=timeout,
                 check=check,
-                on_progress=on_progress,
-            )
+                on_progress=relay(on_progress),
+            ),
+            relay=relay,
         )
 
     def as_completed(
@@ -212,6 +210,7 @@ class Hopx(_Twin):
         >>> results = client.run_many(tasks, sandboxes=[sbx1, sbx2],
         ...                                 max_concurrency=16)  # doctest: +SKIP
         """
+        relay = _runner.Relay()
         return self._runner.run(
             self._async.run_many(
                 tasks,
@@ -219,8 +218,9 @@ class Hopx(_Twin):
                 max_concurrency=max_concurrency,
                 timeout=timeout,
                 check=check,
-                on_progress=on_progress,
-            )
+                on_progress=relay(on_progress),
+            ),
+            relay=relay,
         )
 
 
@@ -277,7 +277,7 @@ class Sandboxes(_Twin):
     def get(self, sandbox_id: str) -> SandboxInfo:
         """The record of one sandbox.
 
-        >>> (client.sandboxes.get("sbx_123")).status  # doctest: +SKIP
+        >>> client.sandboxes.get("sbx_123").status  # doctest: +SKIP
         'running'
         """
         return self._runner.run(self._async.get(sandbox_id))
@@ -310,7 +310,7 @@ class Sandbox(_Twin):
 
     >>> with Sandbox.create(template="code-interpreter") as sandbox:  # doctest: +SKIP
     ...     proc = sandbox.run_code_background("print(6 * 7)")
-    ...     print((proc.wait()).stdout)
+    ...     print(proc.wait().stdout)
     42
     """
 
@@ -337,9 +337,9 @@ class Sandbox(_Twin):
         env_vars: Mapping[str, str] | None = None,
         client: Hopx | None = None,
     ) -> Sandbox:
-        """Create a sandbox from a template; use it as returned or use it with ``with``.
+        """Create a sandbox from a template; use it as returned, or use it with ``with``.
 
-        Without ``client`` the sandbox uses the event loop's default client, configured
+        Without ``client`` the sandbox uses the default client, configured
         from ``HOPX_API_KEY`` and ``HOPX_BASE_URL`` and shared by all such sandboxes.
 
         >>> sandbox = Sandbox.create(template="code-interpreter")  # doctest: +SKIP
@@ -430,7 +430,7 @@ class Sandbox(_Twin):
     def get_info(self) -> SandboxInfo:
         """Fetch the sandbox record.
 
-        >>> (sandbox.get_info()).status  # doctest: +SKIP
+        >>> sandbox.get_info().status  # doctest: +SKIP
         'running'
         """
         return self._runner.run(self._async.get_info())
@@ -499,7 +499,7 @@ class Sandbox(_Twin):
 
         >>> proc = sandbox.run_code_background(
         ...     "import time; time.sleep(5); print('done')", name="nap")  # doctest: +SKIP
-        >>> (proc.wait()).stdout  # doctest: +SKIP
+        >>> proc.wait().stdout  # doctest: +SKIP
         'done\\n'
         """
         result = self._runner.run(
@@ -563,13 +563,15 @@ class Sandbox(_Twin):
 
         >>> results = sandbox.wait_all([p1, p2], timeout=120)  # doctest: +SKIP
         """
+        relay = _runner.Relay()
         return self._runner.run(
             self._async.wait_all(
                 [item._async for item in processes],
                 timeout=timeout,
                 check=check,
-                on_progress=on_progress,
-            )
+                on_progress=relay(on_progress),
+            ),
+            relay=relay,
         )
 
 
@@ -780,6 +782,6 @@ class BackgroundProcess(_Twin):
 
 
 def close_default_client() -> None:
-    """Close the running loop's default client, if one was made."""
+    """Close the default client, if one was made."""
     runner = _runner.default_runner()
     runner.run(_hopx_async.aclose_default_client())

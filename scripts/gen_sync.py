@@ -2,78 +2,60 @@
 """Generate the blocking facade ``hopx_sync`` from the public API of ``hopx_async``.
 
     python scripts/gen_sync.py           # (re)write hopx_sync/_generated.py and __init__.py
-    python scripts/gen_sync.py --check   # regenerate in memory; exit 1 on any difference
+    python scripts/gen_sync.py --check   # exit 1 if the checked-in files differ (formatting aside)
 
-Mapping rules
--------------
-- Every class of ``hopx_async.__all__`` whose name starts with ``Async`` gets a twin without
-  the prefix (``AsyncHopx`` -> ``Hopx``, ``AsyncSandbox`` -> ``Sandbox``, ...) holding the
-  async object (``_async``) and the :class:`hopx_sync._runner.Runner` it runs on
-  (``_runner``). Functions named ``aclose_*`` become ``close_*``.
-- Same method names, parameters, defaults and docstrings (``await``/``async with``/
-  ``async for`` and the ``Async`` prefixes are dropped from the docstrings' examples).
-  Annotations are copied as source text with ``AsyncX`` -> ``X``,
-  ``AsyncIterator[T]`` -> ``Iterator[T]`` and ``AwaitableContext[T]`` -> ``T``.
-- Coroutine methods become blocking methods (one call into the runner's loop); async
-  generator methods return a blocking iterator; ``__aenter__``/``__aexit__`` become
-  ``__enter__``/``__exit__``; ``aclose`` becomes ``close``. Plain methods and properties
-  are called directly (no thread hop). A plain method returning ``AwaitableContext[T]``
-  is awaited on the loop. ``@overload``s are reproduced with mapped types.
-- Results typed with an async class (alone, in ``list[...]``, in a union) are wrapped in
-  their twin; arguments typed with one (alone, ``| None``, ``Iterable[...]``) are unwrapped.
-- Classmethods and functions run on the runner of their first facade argument (e.g.
-  ``client=``) when given, otherwise on the process-wide default runner.
-- Classes in ``LOOP_OWNERS`` get a public ``__init__`` with the async ``__init__``'s
-  parameters that starts a runner of their own; their ``close()``/``__exit__`` stop it.
-  Other twins are only made by the facade itself. Public instance attributes that the
-  async ``__init__`` sets to an async class (``self.sandboxes = AsyncSandboxes(self)``) get
-  a twin attribute.
-- Every other name of ``hopx_async.__all__`` is re-exported unchanged (same objects), except
-  the names in ``EXCLUDED``.
+Rules
+-----
+- Every class of ``hopx_async.__all__`` named ``AsyncX`` gets a twin ``X`` holding the async
+  object (``_async``) and the :class:`hopx_sync._runner.Runner` it runs on (``_runner``);
+  ``aclose_*`` functions become ``close_*``. Every other public name is re-exported as is,
+  except those in ``EXCLUDED``.
+- Same members, parameters, defaults and docstrings (rewritten to read as blocking code).
+  Annotations are copied with ``AsyncX`` -> ``X``, ``AsyncIterator`` -> ``Iterator``,
+  ``AwaitableContext[T]`` -> ``T``; aliases defined in private modules are inlined.
+- Coroutines (and methods returning ``AwaitableContext``) become one blocking call into the
+  runner's loop; async generators return a blocking iterator; ``__aenter__``/``__aexit__``/
+  ``aclose`` become ``__enter__``/``__exit__``/``close``; properties and plain methods are
+  called directly. Results typed with an async class are wrapped in its twin, arguments
+  typed with a twin are unwrapped. Callable arguments (``on_progress=``) are relayed, so
+  they run on the caller's thread.
+- Classmethods and functions run on the runner of their first twin argument (``client=``),
+  else on the process-wide default runner. Classes in ``LOOP_OWNERS`` get a public
+  ``__init__`` that starts a runner of their own, stopped by ``close()``/``__exit__``.
+
+The generator reads only ``hopx_async``'s public names (and the source of the modules that
+define them), so it does not care how the core's private modules are laid out.
 """
 
 from __future__ import annotations
 
 import argparse
 import ast
+import builtins
+import collections.abc
 import copy
 import difflib
 import importlib
 import inspect
 import re
+import shutil
 import subprocess
 import sys
-import textwrap
-from dataclasses import dataclass, field
+import types
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-ASYNC_PACKAGE = "hopx_async"
-SYNC_PACKAGE = "hopx_sync"
-
-#: the only hand-written module of hopx_sync: the event loop the facade runs on
 HAND_WRITTEN = ("hopx_sync/_runner.py",)
-#: generated files, relative to the repository root
 GENERATED = ("hopx_sync/_generated.py", "hopx_sync/__init__.py")
-#: public async names with no twin, and why
-EXCLUDED = {
-    "AwaitableContext": "async-only: the facade awaits it on the loop and returns its value",
-}
-#: twins that own an event loop: a public __init__ that starts a runner, close() stops it
+EXCLUDED = {"AwaitableContext": "async-only: the facade awaits it and returns its value"}
 LOOP_OWNERS = ("AsyncHopx",)
-#: async dunders and their blocking names
-DUNDER_MAP = {"__aenter__": "__enter__", "__aexit__": "__exit__"}
-#: dunders that are forwarded as they are
-DUNDER_FORWARD = ("__repr__", "__getitem__", "__contains__", "__len__", "__bool__")
-#: dunders that never get a twin
-DUNDER_SKIP = ("__init__", "__del__", "__await__", "__init_subclass__")
-#: async-only members that would need a mapping this generator does not know
-DUNDER_UNSUPPORTED = ("__aiter__", "__anext__")
-
+RENAMED = {"__aenter__": "__enter__", "__aexit__": "__exit__", "aclose": "close"}
+FORWARDED = ("__repr__", "__getitem__", "__contains__", "__len__", "__bool__")
+SKIPPED = ("__init__", "__del__", "__await__", "__init_subclass__")
+ITERATORS = {"AsyncIterator": "Iterator", "AsyncIterable": "Iterable", "AsyncGenerator": "Iterator"}
 HEADER = "# Generated by scripts/gen_sync.py from hopx_async: do not edit.\n"
-
-ITERATOR_NAMES = {"AsyncIterator": "Iterator", "AsyncIterable": "Iterable"}
+Fn = ast.FunctionDef | ast.AsyncFunctionDef
 
 
 class GenerationError(Exception):
@@ -81,258 +63,457 @@ class GenerationError(Exception):
 
 
 def sync_name(name: str) -> str:
-    """The twin name of a public async name."""
     if name.startswith("Async"):
-        return name[len("Async") :]
-    if name.startswith("aclose"):
-        return name[1:]
-    return name
-
-
-def sync_member(name: str) -> str:
-    """The twin name of a member of an async class."""
-    if name == "aclose":
-        return "close"
-    return DUNDER_MAP.get(name, name)
+        return name[5:]
+    return name[1:] if name.startswith("aclose") else name
 
 
 def sync_doc(doc: str) -> str:
-    """A docstring with its async-only wording made blocking."""
-    doc = re.sub(r"\bawait it\b", "use it as returned", doc)
-    doc = re.sub(r"\basync (with|for)\b", r"\1", doc)
-    doc = re.sub(r"\bawait ", "", doc)
-    doc = re.sub(r"\bAsync([A-Z]\w*)", r"\1", doc)
-    doc = re.sub(r"\baclose\b", "close", doc)
+    """A docstring reworded for blocking code."""
+    rules = [
+        (r"\(await ([\w.]+\([^()]*\))\)", r"\1"),  # (await proc.wait()).stdout
+        (r"\bawait it,? or use\b", "use it as returned, or use"),
+        (r"\bawait it\b", "use it as returned"),
+        (r"\basync (with|for)\b", r"\1"),
+        (r"\bawait ", ""),
+        (r"\b(the )?(running|event) loop's default client", "the default client"),
+        (r"\ban (:class:`)Async", r"a \1Async"),
+        (r"\bAsync([A-Z]\w*)", r"\1"),
+        (r"\baclose\b", "close"),
+    ]
+    for pattern, repl in rules:
+        doc = re.sub(pattern, repl, doc)
     return doc
 
 
-# ------------------------------------------------------------------------------ the model
-@dataclass
-class Twin:
-    """One async class and what its twin needs."""
-
-    name: str  # AsyncSandbox
-    cls: type
-    node: ast.ClassDef
-    module: str  # hopx_async._sandbox
-    attributes: dict[str, str] = field(default_factory=dict)  # public attr -> async class
-
-    @property
-    def sync(self) -> str:
-        return sync_name(self.name)
+def parse_ann(node: ast.expr | None) -> ast.expr | None:
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return ast.parse(node.value, mode="eval").body
+    return node
 
 
-@dataclass
-class Api:
-    """The public surface of the async package."""
-
-    all: list[str]
-    twins: dict[str, Twin]
-    functions: dict[str, tuple[Any, ast.AsyncFunctionDef | ast.FunctionDef, str]]
-    reexports: list[str]
+def src(node: ast.AST) -> str:
+    return ast.unparse(node)
 
 
-_module_trees: dict[str, ast.Module] = {}
-
-
-def module_tree(module: str) -> ast.Module:
-    if module not in _module_trees:
-        path = inspect.getsourcefile(importlib.import_module(module))
-        assert path is not None
-        _module_trees[module] = ast.parse(Path(path).read_text(encoding="utf-8"))
-    return _module_trees[module]
-
-
-def find_def(module: str, name: str) -> ast.AST:
-    for node in module_tree(module).body:
-        defines = isinstance(node, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
-        if defines and node.name == name:
-            return node
-    raise GenerationError(f"{name} is not defined at the top level of {module}")
-
-
-def read_api() -> Api:
-    package = importlib.import_module(ASYNC_PACKAGE)
-    names = list(package.__all__)
-    twins: dict[str, Twin] = {}
-    functions: dict[str, tuple[Any, ast.AsyncFunctionDef | ast.FunctionDef, str]] = {}
-    reexports: list[str] = []
-    for name in names:
-        obj = getattr(package, name)
-        if name in EXCLUDED:
-            continue
-        if inspect.isclass(obj) and name.startswith("Async"):
-            node = find_def(obj.__module__, name)
-            assert isinstance(node, ast.ClassDef)
-            twins[name] = Twin(name, obj, node, obj.__module__)
-        elif inspect.iscoroutinefunction(obj):
-            node = find_def(obj.__module__, name)
-            assert isinstance(node, (ast.AsyncFunctionDef, ast.FunctionDef))
-            functions[name] = (obj, node, obj.__module__)
-        elif inspect.isasyncgenfunction(obj) or (inspect.isclass(obj) and "Async" in name):
-            raise GenerationError(f"no mapping rule for {name}; add one or exclude it")
-        else:
-            reexports.append(name)
-    for twin in twins.values():
-        init = next(
-            (n for n in twin.node.body if isinstance(n, ast.FunctionDef) and n.name == "__init__"),
-            None,
-        )
-        if init is None:
-            continue
-        for stmt in ast.walk(init):
-            if not isinstance(stmt, ast.Assign) or len(stmt.targets) != 1:
+class Generator:
+    def __init__(self) -> None:
+        self.pkg = importlib.import_module("hopx_async")
+        self.twins: dict[str, type] = {}
+        self.functions: dict[str, Any] = {}
+        self.reexports: list[str] = []
+        for name in self.pkg.__all__:
+            obj = getattr(self.pkg, name)
+            if name in EXCLUDED:
                 continue
-            target = stmt.targets[0]
-            if (
-                isinstance(target, ast.Attribute)
-                and isinstance(target.value, ast.Name)
-                and target.value.id == "self"
-                and not target.attr.startswith("_")
-                and isinstance(stmt.value, ast.Call)
-                and isinstance(stmt.value.func, ast.Name)
-                and stmt.value.func.id in twins
-            ):
-                twin.attributes[target.attr] = stmt.value.func.id
-    return Api(names, twins, functions, reexports)
+            if inspect.isclass(obj) and name.startswith("Async"):
+                self.twins[name] = obj
+            elif inspect.iscoroutinefunction(obj):
+                self.functions[name] = obj
+            elif inspect.isasyncgenfunction(obj) or "Async" in name:
+                raise GenerationError(f"no mapping rule for {name}; add one or exclude it")
+            else:
+                self.reexports.append(name)
+        self.imports: dict[str, set[str]] = {}  # module -> names ("" -> plain imports)
+        self._trees: dict[str, ast.Module] = {}
 
+    # ------------------------------------------------------------------ source and names
+    def tree(self, module: str) -> ast.Module:
+        if module not in self._trees:
+            path = inspect.getsourcefile(sys.modules[module])
+            assert path is not None
+            self._trees[module] = ast.parse(Path(path).read_text(encoding="utf-8"))
+        return self._trees[module]
 
-# --------------------------------------------------------------------- annotations & names
-class Annotations:
-    """Maps annotations to the facade and records which names the output must import."""
+    def node_of(self, obj: Any) -> Any:
+        for node in self.tree(obj.__module__).body:
+            if getattr(node, "name", None) == obj.__name__:
+                return node
+        raise GenerationError(f"{obj.__name__} is not defined at the top of {obj.__module__}")
 
-    def __init__(self, api: Api) -> None:
-        self.api = api
-        self.imports: dict[str, set[str]] = {}  # module -> names
-        self.module_imports: set[str] = set()
+    def resolve(self, name: str, module: str) -> ast.expr | None:
+        """Import ``name`` as used in ``module``; return an expression to inline instead."""
+        if name in self.twins:
+            return ast.Name(sync_name(name))
+        if name in ITERATORS:
+            self.imports.setdefault("collections.abc", set()).add(ITERATORS[name])
+            return ast.Name(ITERATORS[name])
+        if name.startswith("Async") or name == "AwaitableContext":
+            raise GenerationError(f"no mapping for {name} in {module}")
+        missing = object()
+        obj = getattr(sys.modules[module], name, missing)
+        if obj is missing:  # imported under TYPE_CHECKING
+            obj = getattr(importlib.import_module(self.imported_from(name, module)), name, obj)
+        if obj is missing:
+            if hasattr(builtins, name):
+                return None
+            raise GenerationError(f"cannot tell where {name} (used in {module}) comes from")
+        if isinstance(obj, types.ModuleType):
+            self.imports.setdefault("", set()).add(obj.__name__)
+        elif name in self.pkg.__all__ and getattr(self.pkg, name) is obj:
+            self.imports.setdefault("hopx_async", set()).add(name)
+        elif (
+            hasattr(obj, "__origin__") and getattr(sys.modules[obj.__module__], name, 0) is not obj
+        ):
+            return self.inline(name, obj)  # a type alias, e.g. ProgressCallback
+        elif getattr(obj, "__module__", "").startswith("hopx_async"):
+            raise GenerationError(f"{name} (used in {module}) is private: export it")
+        elif not hasattr(builtins, name):
+            self.imports.setdefault(self.imported_from(name, module, obj), set()).add(name)
+        return None
 
-    def need(self, module: str, name: str) -> None:
-        self.imports.setdefault(module, set()).add(name)
+    def imported_from(self, name: str, module: str, obj: Any = None) -> str:
+        """The module ``module`` imports ``name`` from (else where ``obj`` says it lives)."""
+        for node in ast.walk(self.tree(module)):
+            if isinstance(node, ast.ImportFrom) and name in (a.name for a in node.names):
+                base = module.split(".")[: -node.level] if node.level else []
+                return ".".join([*base, *([node.module] if node.module else [])])
+        return str(getattr(obj, "__module__", "builtins"))
 
-    def mentions_twin(self, node: ast.AST | None) -> bool:
-        if node is None:
-            return False
-        return any(isinstance(n, ast.Name) and n.id in self.api.twins for n in ast.walk(node))
+    def inline(self, name: str, obj: Any) -> ast.expr:
+        """The definition of the type alias ``name`` (mapped), from the module that makes it."""
+        for module in [m for m in sys.modules if m.startswith("hopx_async")]:
+            if getattr(sys.modules[module], name, None) is not obj:
+                continue
+            for node in self.tree(module).body:
+                if isinstance(node, ast.Assign) and name in map(src, node.targets):
+                    return self.map(node.value, module, annotation=False)
+        raise GenerationError(f"cannot find the definition of the alias {name}")
 
-    def map(
-        self, node: ast.expr, module: str, *, annotation: bool = True, qualify: bool = False
-    ) -> ast.expr:
-        """The facade's version of an annotation (or default) written in ``module``.
-
-        With ``qualify`` async classes are kept, as ``_hopx_async.AsyncX``."""
-        node = copy.deepcopy(node)
-        if annotation and isinstance(node, ast.Constant) and isinstance(node.value, str):
-            node = ast.parse(node.value, mode="eval").body
-        mapper = self
+    def map(self, node: ast.expr, module: str, *, annotation: bool = True) -> ast.expr:
+        """The facade's version of an annotation (or a default) written in ``module``."""
+        node = copy.deepcopy(parse_ann(node) if annotation else node)
+        gen = self
 
         class Mapper(ast.NodeTransformer):
             def visit_Subscript(self, sub: ast.Subscript) -> ast.AST:
                 if isinstance(sub.value, ast.Name) and sub.value.id == "AwaitableContext":
                     return self.visit(sub.slice)
-                self.generic_visit(sub)
-                return sub
+                return self.generic_visit(sub)
 
             def visit_Attribute(self, attr: ast.Attribute) -> ast.AST:
                 if isinstance(attr.value, ast.Name):
-                    mapper.resolve_module(attr.value.id, module)
+                    gen.resolve(attr.value.id, module)
                     return attr
-                self.generic_visit(attr)
-                return attr
+                return self.generic_visit(attr)
 
             def visit_Name(self, name: ast.Name) -> ast.AST:
-                if name.id in mapper.api.twins:
-                    if qualify:
-                        return ast.Attribute(
-                            ast.Name("_hopx_async", ast.Load()), name.id, ast.Load()
-                        )
-                    return ast.Name(sync_name(name.id), ast.Load())
-                if name.id in ITERATOR_NAMES:
-                    mapper.need("collections.abc", ITERATOR_NAMES[name.id])
-                    return ast.Name(ITERATOR_NAMES[name.id], ast.Load())
-                if name.id == "AwaitableContext" or name.id.startswith("Async"):
-                    raise GenerationError(f"no mapping for {name.id} in {module}")
-                mapper.resolve(name.id, module)
-                return name
+                return gen.resolve(name.id, module) or name
 
         result = Mapper().visit(node)
         assert isinstance(result, ast.expr)
         return result
 
-    def resolve(self, name: str, module: str) -> None:
-        """Record the import that makes ``name`` (as used in ``module``) available."""
-        import builtins
+    def mentions(self, node: ast.expr | None) -> bool:
+        """Whether an async class appears in the annotation ``node``."""
+        node = parse_ann(node)
+        return node is not None and any(getattr(n, "id", 0) in self.twins for n in ast.walk(node))
 
-        if hasattr(builtins, name) and name not in self.top_level(module):
-            return
-        package = importlib.import_module(ASYNC_PACKAGE)
-        if name in package.__all__ and getattr(package, name) is getattr(
-            importlib.import_module(module), name, None
+    def is_callback(self, node: ast.expr | None, module: str) -> bool:
+        node = parse_ann(node)
+        if node is None:
+            return False
+        if "Callable" in src(self.map(node, module)):
+            return True
+        # a public alias of a callable type (e.g. ProgressCallback) is kept, not inlined
+        return any(
+            getattr(getattr(self.pkg, n.id, None), "__origin__", None) is collections.abc.Callable
+            for n in ast.walk(node)
+            if isinstance(n, ast.Name)
+        )
+
+    # ------------------------------------------------------------------ values across
+    def wrap(self, ann: ast.expr | None, expr: str, runner: str) -> str:
+        """``expr`` (typed ``ann`` in the async API) as the facade's value."""
+        ann = parse_ann(ann)
+        if ann is None or not self.mentions(ann):
+            return expr
+        if isinstance(ann, ast.Name):
+            return f"{sync_name(ann.id)}._from_async({expr}, {runner})"
+        if isinstance(ann, ast.Subscript) and src(ann.value) in ("list", "Sequence"):
+            return f"[{self.wrap(ann.slice, 'item', runner)} for item in {expr}]"
+        members = union_members(ann)
+        if len(members) > 1 and all(
+            isinstance(m, ast.Name) or not self.mentions(m) for m in members
         ):
-            self.need(ASYNC_PACKAGE, name)
-            return
-        for node in module_tree(module).body + self.type_checking(module):
-            if isinstance(node, ast.ImportFrom):
-                for alias in node.names:
-                    if (alias.asname or alias.name) == name:
-                        source = self.absolute(node, module)
-                        if alias.asname:
-                            raise GenerationError(f"aliased import of {name} in {module}")
-                        self.need(source, name)
-                        return
-        if name in self.top_level(module):
-            self.need(module, name)
-            return
-        raise GenerationError(f"cannot tell where {name} (used in {module}) comes from")
+            out = expr
+            for m in reversed(members):
+                if isinstance(m, ast.Name) and m.id in self.twins:
+                    wrapped = f"{sync_name(m.id)}._from_async({expr}, {runner})"
+                    out = f"{wrapped} if isinstance({expr}, _hopx_async.{m.id}) else {out}"
+            return out
+        raise GenerationError(f"no rule to wrap a result typed {src(ann)}")
 
-    def resolve_module(self, name: str, module: str) -> None:
-        for node in module_tree(module).body:
-            if isinstance(node, ast.Import) and any(
-                (a.asname or a.name) == name and a.asname is None for a in node.names
-            ):
-                self.module_imports.add(name)
-                return
-        self.resolve(name, module)
-
-    @staticmethod
-    def absolute(node: ast.ImportFrom, module: str) -> str:
-        if not node.level:
-            assert node.module is not None
-            return node.module
-        base = module.split(".")[: -node.level]
-        return ".".join(base + ([node.module] if node.module else []))
-
-    @staticmethod
-    def top_level(module: str) -> set[str]:
-        names: set[str] = set()
-        for node in module_tree(module).body:
-            if isinstance(node, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
-                names.add(node.name)
-            elif isinstance(node, ast.Assign):
-                names.update(t.id for t in node.targets if isinstance(t, ast.Name))
-            elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
-                names.add(node.target.id)
-        return names
-
-    @staticmethod
-    def type_checking(module: str) -> list[ast.stmt]:
-        out: list[ast.stmt] = []
-        for node in module_tree(module).body:
-            if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
-                out.extend(node.body)
+    def unwrap(self, ann: ast.expr | None, name: str) -> str:
+        """The async API's value of the facade argument ``name`` (typed ``ann``)."""
+        ann = parse_ann(ann)
+        if ann is None or not self.mentions(ann):
+            return name
+        if isinstance(ann, ast.Name):
+            return f"{name}._async"
+        if (
+            isinstance(ann, ast.Subscript)
+            and src(ann.value) in ("Iterable", "Sequence", "list", "Collection")
+            and isinstance(ann.slice, ast.Name)
+        ):
+            return f"[item._async for item in {name}]"
+        members = [m for m in union_members(ann) if src(m) != "None"]
+        twins = [m.id for m in members if isinstance(m, ast.Name) and m.id in self.twins]
+        rest = [m for m in members if not (isinstance(m, ast.Name) and m.id in self.twins)]
+        if len(union_members(ann)) == 1 or len(rest) > 1:
+            raise GenerationError(f"no rule to pass an argument typed {src(ann)}")
+        out = self.unwrap(rest[0], name) if rest else f"{name}._async"
+        for twin in twins[: len(twins) - (not rest)]:
+            out = f"{name}._async if isinstance({name}, {sync_name(twin)}) else {out}"
+        if len(members) < len(union_members(ann)):
+            out = f"None if {name} is None else {out}"
         return out
 
+    def call_args(self, fn: Fn, module: str, *, skip_first: bool, relay: bool = True) -> str:
+        a = fn.args
+        positional = (a.posonlyargs + a.args)[1 if skip_first else 0 :]
 
-# ------------------------------------------------------------------------------ bodies
-def parse_stmts(source: str) -> list[ast.stmt]:
-    return ast.parse(textwrap.dedent(source)).body
+        def value(arg: ast.arg) -> str:
+            if relay and self.is_callback(arg.annotation, module):
+                return f"relay({arg.arg})"
+            return self.unwrap(arg.annotation, arg.arg)
 
+        parts = [value(arg) for arg in positional]
+        parts += [f"*{a.vararg.arg}"] if a.vararg else []
+        parts += [f"{arg.arg}={value(arg)}" for arg in a.kwonlyargs]
+        parts += [f"**{a.kwarg.arg}"] if a.kwarg else []
+        return ", ".join(parts)
 
-def twin_of(node: ast.expr, api: Api) -> str | None:
-    if isinstance(node, ast.Constant) and isinstance(node.value, str):
-        node = ast.parse(node.value, mode="eval").body
-    if isinstance(node, ast.Name) and node.id in api.twins:
-        return node.id
-    return None
+    # ------------------------------------------------------------------ functions
+    def signature(self, fn: Fn, module: str) -> str:
+        args = copy.deepcopy(fn.args)
+        a = args
+        taken = {"relay", "result", "runner", "item", "entered"} & {
+            x.arg for x in ast.walk(a) if isinstance(x, ast.arg)
+        }
+        if taken:
+            raise GenerationError(f"{fn.name}: parameter names {taken} clash with generated locals")
+        for arg in [*a.posonlyargs, *a.args, *a.kwonlyargs, a.vararg, a.kwarg]:
+            if arg is not None and arg.annotation is not None:
+                arg.annotation = self.map(arg.annotation, module)
+        a.defaults = [self.map(d, module, annotation=False) for d in a.defaults]
+        a.kw_defaults = [d and self.map(d, module, annotation=False) for d in a.kw_defaults]
+        returns = "" if fn.returns is None else f" -> {src(self.map(fn.returns, module))}"
+        return f"({src(args)}){returns}"
+
+    def body(self, func: Any, fn: Fn, module: str, call: str, runner: str) -> str:
+        """The body of a blocking function that makes ``call`` on ``runner``."""
+        pre = ""
+        if not runner.startswith("self."):
+            pre, runner = f"runner = {runner}\n", "runner"
+        returns = parse_ann(fn.returns)
+        every = fn.args.posonlyargs + fn.args.args + fn.args.kwonlyargs
+        relayed = any(self.is_callback(a.annotation, module) for a in every)
+        awaited = isinstance(returns, ast.Subscript) and src(returns.value) == "AwaitableContext"
+        if relayed and not inspect.iscoroutinefunction(func):
+            raise GenerationError(f"{fn.name}: callbacks are supported on coroutines only")
+        if inspect.isasyncgenfunction(func):
+            if not (isinstance(returns, ast.Subscript) and src(returns.value) in ITERATORS):
+                raise GenerationError(f"{fn.name}: annotate an async generator AsyncIterator[T]")
+            item = returns.slice.elts[0] if isinstance(returns.slice, ast.Tuple) else returns.slice
+            if self.mentions(item):
+                lam = f"lambda item: {self.wrap(item, 'item', runner)}"
+                return f"{pre}return _runner.iterate_wrapped({runner}, {call}, {lam})"
+            return f"{pre}return _runner.iterate({runner}, {call})"
+        if awaited:
+            assert isinstance(returns, ast.Subscript)
+            returns = returns.slice
+        if inspect.iscoroutinefunction(func) or awaited:
+            if relayed:
+                pre += "relay = _runner.Relay()\n"
+            call = f"{runner}.run({call}{', relay=relay' if relayed else ''})"
+            if returns is not None and src(returns) == "None":
+                return f"{pre}{call}"
+        if self.mentions(returns):
+            return f"{pre}result = {call}\nreturn {self.wrap(returns, 'result', runner)}"
+        return f"{pre}return {call}"
+
+    def runner_of(self, fn: Fn) -> str:
+        for arg in fn.args.args + fn.args.kwonlyargs:
+            ann = parse_ann(arg.annotation)
+            if self.mentions(ann):
+                if isinstance(ann, ast.Name):
+                    return f"{arg.arg}._runner"
+                return f"_runner.default_runner() if {arg.arg} is None else {arg.arg}._runner"
+        return "_runner.default_runner()"
+
+    # ------------------------------------------------------------------ classes
+    def member(self, name: str, cls: type, fn: Fn, module: str, overloaded: bool) -> str:
+        static = inspect.getattr_static(cls, fn.name)
+        decorators = [src(d) for d in fn.decorator_list]
+        sig = self.signature(fn, module)
+        target = RENAMED.get(fn.name, fn.name)
+        if "overload" in decorators or "typing.overload" in decorators:
+            self.imports.setdefault("typing", set()).add("overload")
+            return f"@overload\ndef {target}{sig}: ..."
+        doc = ast.get_docstring(fn, clean=False)
+        call = f"self._async.{fn.name}({self.call_args(fn, module, skip_first=True)})"
+        runner = "self._runner"
+        if isinstance(static, property):
+            body = f"return {self.wrap(fn.returns, f'self._async.{fn.name}', runner)}"
+            return define("@property", target, sig, doc, body)
+        if isinstance(static, (classmethod, staticmethod)):
+            kind = type(static).__name__
+            args = self.call_args(fn, module, skip_first=kind == "classmethod")
+            call = f"_hopx_async.{name}.{fn.name}({args})"
+            body = self.body(static.__func__, fn, module, call, self.runner_of(fn))
+            return define(f"@{kind}", target, sig, doc, body)
+        if fn.name == "__repr__":
+            body = 'return repr(self._async).replace("Async", "")'
+        elif fn.name == "__aenter__":
+            item = sync_name(src(parse_ann(fn.returns) or ast.Name("?")))
+            body = (
+                f"entered = {runner}.run({call})\nif entered is self._async:\n    return self\n"
+                f"return {item}._from_async(entered, {runner})"
+            )
+        elif overloaded and inspect.iscoroutinefunction(static):
+            # the implementation's wider argument types match no single overload
+            self.imports.setdefault("typing", set()).update(("Any", "cast"))
+            result_type = src(self.map(fn.returns or ast.Constant(None), module))
+            for twin in self.twins:
+                result_type = re.sub(rf"\b{sync_name(twin)}\b", f"_hopx_async.{twin}", result_type)
+            call = call.replace("self._async.", "cast(Any, self._async).", 1)
+            body = (
+                f"result: {result_type} = {runner}.run({call})\n"
+                f"return {self.wrap(fn.returns, 'result', runner)}"
+            )
+        else:
+            body = self.body(static, fn, module, call, runner)
+        if name in LOOP_OWNERS and fn.name in ("aclose", "__aexit__"):
+            body = (
+                "if self._runner.closed:\n    return  # closing twice is harmless\n"
+                f"try:\n{indent(body)}\nfinally:\n"
+                "    if self._owns_runner:\n        self._runner.close()"
+            )
+        return define("", target, sig, doc, body)
+
+    def methods(self, cls: type) -> list[tuple[Fn, str]]:
+        """The methods of ``cls`` and of its bases in hopx_async, with their modules."""
+        found: dict[str, list[tuple[Fn, str]]] = {}
+        for base in reversed(cls.__mro__):
+            if base.__module__.startswith("hopx_async"):
+                own: dict[str, list[tuple[Fn, str]]] = {}
+                for n in self.node_of(base).body:
+                    if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                        own.setdefault(n.name, []).append((n, base.__module__))
+                found.update(own)  # a subclass's definitions (overloads too) replace its bases'
+        return [m for group in found.values() for m in group]
+
+    def klass(self, name: str, cls: type) -> str:
+        node = self.node_of(cls)
+        methods = self.methods(cls)
+        fns = [fn for fn, _ in methods]
+        attrs = {}  # public attributes the async __init__ sets to an async class
+        for stmt in ast.walk(next((f for f in fns if f.name == "__init__"), node)):
+            if (
+                isinstance(stmt, ast.Assign)
+                and isinstance(stmt.targets[0], ast.Attribute)
+                and src(stmt.targets[0].value) == "self"
+                and not stmt.targets[0].attr.startswith("_")
+                and isinstance(stmt.value, ast.Call)
+                and src(stmt.value.func) in self.twins
+            ):
+                attrs[stmt.targets[0].attr] = sync_name(src(stmt.value.func))
+        doc = ast.get_docstring(node, clean=False)
+        out = [quote(sync_doc(doc))] if doc else []
+        sync, owner = sync_name(name), name in LOOP_OWNERS
+        out.append(
+            "\n".join([f"_async: _hopx_async.{name}", *(f"{a}: {c}" for a, c in attrs.items())])
+        )
+        out[-1] += "\n_owns_runner = False" if owner else ""
+        make = "".join(f"self.{a} = {c}._from_async(obj.{a}, runner)\n" for a, c in attrs.items())
+        sig = f"(cls, obj: _hopx_async.{name}, runner: _runner.Runner) -> {sync}"
+        body = (
+            f"self = cls.__new__(cls)\nself._async = obj\nself._runner = runner\n{make}return self"
+        )
+        out.append(define("@classmethod", "_from_async", sig, None, body))
+        names = [f.name for f in fns]
+        for fn, module in methods:
+            dunder = fn.name.startswith("__") and fn.name.endswith("__")
+            if fn.name == "__init__" and owner:
+                out.append(self.owner_init(name, fn, module, attrs))
+            elif fn.name in SKIPPED or (fn.name.startswith("_") and not dunder):
+                continue
+            elif dunder and fn.name not in RENAMED and fn.name not in FORWARDED:
+                raise GenerationError(f"{name}.{fn.name} has no mapping rule")
+            else:
+                out.append(self.member(name, cls, fn, module, names.count(fn.name) > 1))
+        return f"class {sync}(_Twin):\n" + "\n\n".join(indent(block) for block in out)
+
+    def owner_init(self, name: str, fn: Fn, module: str, attrs: dict[str, str]) -> str:
+        args = self.call_args(fn, module, skip_first=True, relay=False)
+        sub = "".join(
+            f"self.{a} = {c}._from_async(self._async.{a}, self._runner)\n" for a, c in attrs.items()
+        )
+        doc = (
+            "Start the client and the event loop (in a background thread) it runs on.\n\n"
+            "Same parameters as the async client of :mod:`hopx_async`. Use it with ``with``, or\n"
+            "call :meth:`close`, to close the connection pool and stop the thread.\n"
+        )
+        body = (
+            f"self._async = _hopx_async.{name}({args})\n"
+            f"self._runner = _runner.Runner.for_client(self._async)\n{sub}"
+            "self._owns_runner = True"
+        )
+        sig = self.signature(fn, module)
+        return define("", "__init__", sig, doc.replace("\n", "\n        "), body)
+
+    # ------------------------------------------------------------------ modules
+    def generated(self) -> str:
+        blocks = [self.klass(n, c) for n, c in self.twins.items()]
+        for name, func in self.functions.items():
+            fn = self.node_of(func)
+            module = func.__module__
+            call = f"_hopx_async.{name}({self.call_args(fn, module, skip_first=False)})"
+            body = self.body(func, fn, module, call, self.runner_of(fn))
+            sig = self.signature(fn, module)
+            blocks.append(define("", sync_name(name), sig, ast.get_docstring(fn, False), body))
+        exports = [sync_name(n) for n in [*self.twins, *self.functions]]
+        plain = sorted(self.imports.pop("", set()))
+        std = sorted(m for m in self.imports if m != "hopx_async")
+        lines = [f"import {m}" for m in plain]
+        lines += [f"from {m} import {', '.join(sorted(self.imports[m]))}" for m in std]
+        lines += ["", "import hopx_async as _hopx_async"]
+        if "hopx_async" in self.imports:
+            lines.append(f"from hopx_async import {', '.join(sorted(self.imports['hopx_async']))}")
+        lines += ["", "from . import _runner"]
+        twin_base = (
+            'class _Twin:\n    """What every facade object shares: the async object and the'
+            ' loop it runs on."""\n\n    _async: object\n    _runner: _runner.Runner\n\n'
+            "    def __eq__(self, other: object) -> bool:\n"
+            "        return isinstance(other, _Twin) and other._async is self._async\n\n"
+            "    def __hash__(self) -> int:\n        return hash(self._async)"
+        )
+        return (
+            HEADER + '"""The blocking twins of the hopx_async classes; generated, see '
+            'scripts/gen_sync.py."""\n\nfrom __future__ import annotations\n\n'
+            + "\n".join(lines)
+            + f"\n\n__all__ = {exports!r}\n\n\n"
+            + "\n\n\n".join([twin_base, *blocks])
+            + "\n"
+        )
+
+    def init(self) -> str:
+        generated = [sync_name(n) for n in [*self.twins, *self.functions]]
+        exported = [sync_name(n) for n in self.pkg.__all__ if n not in EXCLUDED]
+        return (
+            HEADER + '"""The blocking facade of hopx_async: the same API without ``await``.\n\n'
+            "Each :class:`Hopx` runs its own event loop in a background thread; the standalone\n"
+            "forms (``Sandbox.create(...)``) share one default loop and client, configured from\n"
+            "``HOPX_API_KEY`` and ``HOPX_BASE_URL``.\n\n"
+            ">>> from hopx_sync import Sandbox\n"
+            '>>> with Sandbox.create(template="code-interpreter") as sandbox:  # doctest: +SKIP\n'
+            "...     proc = sandbox.run_code_background(\"print('hello')\")\n"
+            '...     print(proc.wait().stdout)\n"""\n\n'
+            f"from hopx_async import ({', '.join(sorted(self.reexports, key=isort_key))},)\n\n"
+            f"from ._generated import ({', '.join(sorted(generated, key=isort_key))},)\n\n"
+            f"__all__ = {exported!r}\n"
+        )
 
 
 def union_members(node: ast.expr) -> list[ast.expr]:
@@ -341,493 +522,80 @@ def union_members(node: ast.expr) -> list[ast.expr]:
     return [node]
 
 
-def wrap_expr(ann: ast.expr | None, expr: str, runner: str, api: Api, ann_: Annotations) -> str:
-    """Source of an expression turning ``expr`` (typed ``ann`` in the async API) into the
-    facade's value."""
-    if ann is None or not ann_.mentions_twin(ann):
-        return expr
-    if isinstance(ann, ast.Constant) and isinstance(ann.value, str):
-        ann = ast.parse(ann.value, mode="eval").body
-    name = twin_of(ann, api)
-    if name is not None:
-        return f"{sync_name(name)}._from_async({expr}, {runner})"
-    if (
-        isinstance(ann, ast.Subscript)
-        and isinstance(ann.value, ast.Name)
-        and ann.value.id in ("list", "Sequence")
-    ):
-        inner = wrap_expr(ann.slice, "item", runner, api, ann_)
-        return f"[{inner} for item in {expr}]"
-    members = union_members(ann)
-    if len(members) > 1:
-        out = expr
-        for member in reversed(members):
-            name = twin_of(member, api)
-            if name is not None:
-                twin = sync_name(name)
-                out = (
-                    f"{twin}._from_async({expr}, {runner}) "
-                    f"if isinstance({expr}, _hopx_async.{name}) else {out}"
-                )
-            elif ann_.mentions_twin(member):
-                raise GenerationError(f"no rule to wrap {ast.unparse(ann)}")
-        return out
-    raise GenerationError(f"no rule to wrap a result typed {ast.unparse(ann)}")
+def isort_key(name: str) -> tuple[int, str]:
+    """ruff's order of imported names: CONSTANTS, Classes, functions."""
+    kind = 0 if name.isupper() and len(name) > 1 else 1 if name[:1].isupper() else 2
+    return (kind, name)
 
 
-def unwrap_expr(ann: ast.expr | None, name: str, api: Api, ann_: Annotations) -> str:
-    """Source of the expression passing the facade argument ``name`` to the async API."""
-    if ann is None or not ann_.mentions_twin(ann):
-        return name
-    if isinstance(ann, ast.Constant) and isinstance(ann.value, str):
-        ann = ast.parse(ann.value, mode="eval").body
-    if twin_of(ann, api):
-        return f"{name}._async"
-    members = union_members(ann)
-    if (
-        len(members) == 2
-        and any(isinstance(m, ast.Constant) and m.value is None for m in members)
-        and any(twin_of(m, api) for m in members)
-    ):
-        return f"None if {name} is None else {name}._async"
-    if (
-        isinstance(ann, ast.Subscript)
-        and isinstance(ann.value, ast.Name)
-        and ann.value.id in ("Iterable", "Sequence", "list", "Collection")
-        and twin_of(ann.slice, api)
-    ):
-        return f"[item._async for item in {name}]"
-    raise GenerationError(f"no rule to pass an argument typed {ast.unparse(ann)}")
+def quote(doc: str) -> str:
+    return '"""' + doc.replace("\\", "\\\\").replace('"""', '\\"\\"\\"') + '"""'
 
 
-def runner_source(args: ast.arguments, api: Api, ann_: Annotations) -> str:
-    """How a classmethod or function picks its runner: its first facade argument's, else
-    the default runner."""
-    for arg in args.posonlyargs + args.args + args.kwonlyargs:
-        if ann_.mentions_twin(arg.annotation):
-            assert arg.annotation is not None
-            if twin_of(arg.annotation, api):
-                return f"{arg.arg}._runner"
-            return f"_runner.default_runner() if {arg.arg} is None else {arg.arg}._runner"
-    return "_runner.default_runner()"
+def define(decorator: str, name: str, sig: str, doc: str | None, body: str) -> str:
+    """A function's source; ``doc`` keeps the indentation it had in the async source."""
+    head = f"{decorator}\n" if decorator else ""
+    text = f"{quote(sync_doc(doc))}\n{body}" if doc else body
+    return f"{head}def {name}{sig}:\n{indent(text)}"
 
 
-def call_args(args: ast.arguments, api: Api, ann_: Annotations, *, skip_first: bool) -> str:
-    parts: list[str] = []
-    positional = args.posonlyargs + args.args
-    if skip_first:
-        positional = positional[1:]
-    for arg in positional:
-        parts.append(unwrap_expr(arg.annotation, arg.arg, api, ann_))
-    if args.vararg:
-        parts.append(f"*{args.vararg.arg}")
-    for arg in args.kwonlyargs:
-        parts.append(f"{arg.arg}={unwrap_expr(arg.annotation, arg.arg, api, ann_)}")
-    if args.kwarg:
-        parts.append(f"**{args.kwarg.arg}")
-    return ", ".join(parts)
+def indent(block: str) -> str:
+    lines = block.split("\n")
+    out, in_doc = [], False
+    for line in lines:
+        out.append(line if in_doc or not line else "    " + line)
+        in_doc ^= line.count('"""') % 2 == 1
+    return "\n".join(out)
 
 
-def map_arguments(args: ast.arguments, module: str, ann_: Annotations) -> ast.arguments:
-    args = copy.deepcopy(args)
-    for arg in args.posonlyargs + args.args + args.kwonlyargs + [args.vararg, args.kwarg]:
-        if arg is not None and arg.annotation is not None:
-            arg.annotation = ann_.map(arg.annotation, module)
-    for i, default in enumerate(args.defaults):
-        args.defaults[i] = ann_.map(default, module, annotation=False)
-    for i, kw_default in enumerate(args.kw_defaults):
-        if kw_default is not None:
-            args.kw_defaults[i] = ann_.map(kw_default, module, annotation=False)
-    return args
+def normalized(source: str) -> str:
+    """The module's AST with docstrings cleaned: equal for any formatting of the same code."""
+    tree = ast.parse(source)
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if isinstance(body, list) and body and isinstance(body[0], ast.Expr):
+            value = body[0].value
+            if isinstance(value, ast.Constant) and isinstance(value.value, str):
+                value.value = inspect.cleandoc(value.value)
+    return ast.dump(tree)
 
 
-def is_awaitable_context(ann: ast.expr | None) -> bool:
-    if isinstance(ann, ast.Constant) and isinstance(ann.value, str):
-        ann = ast.parse(ann.value, mode="eval").body
-    return (
-        isinstance(ann, ast.Subscript)
-        and isinstance(ann.value, ast.Name)
-        and ann.value.id == "AwaitableContext"
-    )
-
-
-def strip_awaitable_context(ann: ast.expr | None) -> ast.expr | None:
-    if isinstance(ann, ast.Constant) and isinstance(ann.value, str):
-        ann = ast.parse(ann.value, mode="eval").body
-    if is_awaitable_context(ann):
-        assert isinstance(ann, ast.Subscript)
-        return ann.slice
-    return ann
-
-
-def iterator_item(ann: ast.expr | None) -> ast.expr:
-    if isinstance(ann, ast.Constant) and isinstance(ann.value, str):
-        ann = ast.parse(ann.value, mode="eval").body
-    if (
-        isinstance(ann, ast.Subscript)
-        and isinstance(ann.value, ast.Name)
-        and ann.value.id in ("AsyncIterator", "AsyncIterable", "AsyncGenerator")
-    ):
-        if isinstance(ann.slice, ast.Tuple):
-            return ann.slice.elts[0]
-        return ann.slice
-    raise GenerationError("an async generator must be annotated AsyncIterator[T]")
-
-
-def make_function(
-    name: str,
-    args: ast.arguments,
-    returns: ast.expr | None,
-    body: list[ast.stmt],
-    decorators: list[str],
-    doc: str | None,
-) -> ast.FunctionDef:
-    stmts: list[ast.stmt] = []
-    if doc:
-        stmts.append(ast.Expr(ast.Constant(doc)))
-    stmts.extend(body)
-    fn = ast.FunctionDef(
-        name=name,
-        args=args,
-        body=stmts or [ast.Expr(ast.Constant(...))],
-        decorator_list=[ast.parse(d, mode="eval").body for d in decorators],
-        returns=returns,
-        type_comment=None,
-    )
-    if sys.version_info >= (3, 12):
-        fn.type_params = []
-    return fn
-
-
-# ------------------------------------------------------------------------- generation
-class Generator:
-    def __init__(self, api: Api) -> None:
-        self.api = api
-        self.ann = Annotations(api)
-        self.uses_runner_helpers = False
-
-    # .................................................................. one member
-    def member(self, twin: Twin, node: ast.FunctionDef | ast.AsyncFunctionDef) -> list[ast.stmt]:
-        api, ann = self.api, self.ann
-        name = node.name
-        static = inspect.getattr_static(twin.cls, name)
-        decorators = [ast.unparse(d) for d in node.decorator_list]
-        is_overload = any(d in ("overload", "typing.overload") for d in decorators)
-        doc = ast.get_docstring(node, clean=False)
-        doc = sync_doc(doc) if doc else None
-        target = sync_member(name)
-        args = map_arguments(node.args, twin.module, ann)
-        returns = None
-        if node.returns is not None:
-            returns = ann.map(node.returns, twin.module)
-        if is_overload:
-            ann.need("typing", "overload")
-            if isinstance(node, ast.AsyncFunctionDef) and inspect.isasyncgenfunction(
-                getattr(twin.cls, name)
-            ):
-                raise GenerationError("overloaded async generators are not supported")
-            return [make_function(target, args, returns, [], decorators, None)]
-        if isinstance(static, property):
-            getter = f"self._async.{name}"
-            wrapped = wrap_expr(node.returns, getter, "self._runner", api, ann)
-            body = parse_stmts(f"return {wrapped}")
-            return [make_function(target, args, returns, body, ["property"], doc)]
-        if isinstance(static, (classmethod, staticmethod)):
-            kind = "classmethod" if isinstance(static, classmethod) else "staticmethod"
-            func = static.__func__
-            runner = runner_source(node.args, api, ann)
-            passed = call_args(node.args, api, ann, skip_first=kind == "classmethod")
-            call = f"_hopx_async.{twin.name}.{name}({passed})"
-            body = self.call_body(func, node, call, runner)
-            return [make_function(target, args, returns, body, [kind], doc)]
-        if not inspect.isfunction(static):
-            raise GenerationError(f"{twin.name}.{name}: unknown kind of member {static!r}")
-        call = f"self._async.{name}({call_args(node.args, api, ann, skip_first=True)})"
-        overloaded = any(
-            isinstance(other, (ast.FunctionDef, ast.AsyncFunctionDef))
-            and other.name == name
-            and other is not node
-            for other in twin.node.body
-        )
-        if overloaded and inspect.iscoroutinefunction(static):
-            # The implementation's wider argument types match no single overload: call it
-            # untyped and state the implementation's result type.
-            assert node.returns is not None
-            ann.need("typing", "cast")
-            ann.need("typing", "Any")
-            result_type = ast.unparse(ann.map(node.returns, twin.module, qualify=True))
-            passed = call_args(node.args, api, ann, skip_first=True)
-            body = parse_stmts(
-                f"result: {result_type} = self._runner.run("
-                f"cast(Any, self._async).{name}({passed}))\n"
-                f"return {wrap_expr(node.returns, 'result', 'self._runner', api, ann)}"
-            )
-            return [make_function(target, args, returns, body, [], doc)]
-        if name == "__repr__":
-            body = parse_stmts('return repr(self._async).replace("Async", "")')
-        elif name == "__aenter__":
-            item = twin_of(node.returns, api) if node.returns is not None else None
-            if item is None:
-                raise GenerationError(f"{twin.name}.__aenter__ must return an async class")
-            body = parse_stmts(
-                f"""
-                entered = self._runner.run({call})
-                if entered is self._async:
-                    return self
-                return {sync_name(item)}._from_async(entered, self._runner)
-                """
-            )
-        else:
-            body = self.call_body(static, node, call, "self._runner")
-            if twin.name in LOOP_OWNERS and name in ("aclose", "__aexit__"):
-                inner = ast.unparse(ast.fix_missing_locations(ast.Module(body, [])))
-                body = parse_stmts(
-                    "if self._runner.closed:\n"
-                    "    return  # closed already: closing twice is harmless\n"
-                    "try:\n"
-                    + textwrap.indent(inner, "    ")
-                    + "\nfinally:\n    if self._owns_runner:\n        self._runner.close()\n"
-                )
-        return [make_function(target, args, returns, body, [], doc)]
-
-    def call_body(
-        self, func: Any, node: ast.FunctionDef | ast.AsyncFunctionDef, call: str, runner: str
-    ) -> list[ast.stmt]:
-        api, ann = self.api, self.ann
-        prefix = ""
-        if not runner.startswith("self."):
-            prefix = f"runner = {runner}\n"
-            runner = "runner"
-        if inspect.isasyncgenfunction(func):
-            item = iterator_item(node.returns)
-            if ann.mentions_twin(item):
-                wrap = wrap_expr(item, "item", runner, api, ann)
-                return parse_stmts(
-                    prefix
-                    + f"return _runner.iterate_wrapped({runner}, {call}, lambda item: {wrap})"
-                )
-            return parse_stmts(prefix + f"return _runner.iterate({runner}, {call})")
-        if inspect.iscoroutinefunction(func) or is_awaitable_context(node.returns):
-            result = strip_awaitable_context(node.returns)
-            if ann.mentions_twin(result):
-                return parse_stmts(
-                    prefix
-                    + f"result = {runner}.run({call})\n"
-                    + f"return {wrap_expr(result, 'result', runner, api, ann)}"
-                )
-            if isinstance(result, ast.Constant) and result.value is None:
-                return parse_stmts(prefix + f"{runner}.run({call})")
-            return parse_stmts(prefix + f"return {runner}.run({call})")
-        if ann.mentions_twin(node.returns):
-            return parse_stmts(
-                prefix
-                + f"result = {call}\n"
-                + f"return {wrap_expr(node.returns, 'result', runner, api, ann)}"
-            )
-        return parse_stmts(prefix + f"return {call}")
-
-    # .................................................................. one class
-    def klass(self, twin: Twin) -> ast.ClassDef:
-        doc = ast.get_docstring(twin.node, clean=False)
-        body: list[ast.stmt] = []
-        if doc:
-            body.append(ast.Expr(ast.Constant(sync_doc(doc))))
-        body.extend(parse_stmts(f"_async: _hopx_async.{twin.name}"))
-        for attr, cls_name in twin.attributes.items():
-            body.extend(parse_stmts(f"{attr}: {sync_name(cls_name)}"))
-        if twin.name in LOOP_OWNERS:
-            body.extend(parse_stmts("_owns_runner = False"))
-        # the constructor of twins made by the facade
-        init_attrs = "".join(
-            f"self.{attr} = {sync_name(c)}._from_async(obj.{attr}, runner)\n"
-            for attr, c in twin.attributes.items()
-        )
-        body.extend(
-            parse_stmts(
-                "@classmethod\n"
-                f"def _from_async(cls, obj: _hopx_async.{twin.name}, runner: _runner.Runner)"
-                f" -> {twin.sync}:\n"
-                "    self = cls.__new__(cls)\n"
-                "    self._async = obj\n"
-                "    self._runner = runner\n"
-                + textwrap.indent(init_attrs, "    ")
-                + "    return self\n"
-            )
-        )
-        for node in twin.node.body:
-            if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-                continue
-            name = node.name
-            if name == "__init__" and twin.name in LOOP_OWNERS:
-                body.append(self.owner_init(twin, node))
-                continue
-            if name in DUNDER_UNSUPPORTED:
-                raise GenerationError(f"{twin.name}.{name} has no mapping rule")
-            if name in DUNDER_SKIP:
-                continue
-            dunder = name.startswith("__") and name.endswith("__")
-            if dunder and name not in DUNDER_MAP and name not in DUNDER_FORWARD:
-                raise GenerationError(f"{twin.name}.{name}: add it to DUNDER_* in the generator")
-            if name.startswith("_") and not dunder:
-                continue
-            body.extend(self.member(twin, node))
-        return ast.ClassDef(
-            name=twin.sync,
-            bases=[ast.Name("_Twin", ast.Load())],
-            keywords=[],
-            body=body,
-            decorator_list=[],
-            **({"type_params": []} if sys.version_info >= (3, 12) else {}),
-        )
-
-    def owner_init(self, twin: Twin, node: ast.FunctionDef | ast.AsyncFunctionDef) -> ast.stmt:
-        args = map_arguments(node.args, twin.module, self.ann)
-        passed = call_args(node.args, self.api, self.ann, skip_first=True)
-        call = f"_hopx_async.{twin.name}({passed})"
-        attrs = "".join(
-            f"    self.{attr} = {sync_name(c)}._from_async(self._async.{attr}, self._runner)\n"
-            for attr, c in twin.attributes.items()
-        )
-        body = parse_stmts(
-            "self._runner = _runner.Runner()\n"
-            "try:\n"
-            f"    self._async = {call}\n" + attrs + "except BaseException:\n"
-            "    self._runner.close()\n"
-            "    raise\n"
-            "self._owns_runner = True\n"
-        )
-        doc = (
-            f"Start the client and the event loop (in a background thread) it runs on.\n\n"
-            f"Same parameters as :class:`hopx_async.{twin.name}`. Call :meth:`close`, or use "
-            "it\nwith ``with``, to close the connection pool and stop the thread.\n"
-        )
-        return make_function("__init__", args, ast.Constant(None), body, [], doc)
-
-    def function(
-        self, name: str, func: Any, node: ast.FunctionDef | ast.AsyncFunctionDef, module: str
-    ) -> ast.FunctionDef:
-        args = map_arguments(node.args, module, self.ann)
-        returns = self.ann.map(node.returns, module) if node.returns is not None else None
-        runner = runner_source(node.args, self.api, self.ann)
-        call = f"_hopx_async.{name}({call_args(node.args, self.api, self.ann, skip_first=False)})"
-        body = self.call_body(func, node, call, runner)
-        doc = ast.get_docstring(node, clean=False)
-        return make_function(
-            sync_name(name), args, returns, body, [], sync_doc(doc) if doc else None
-        )
-
-    # .................................................................. the modules
-    def generated_module(self) -> str:
-        classes = [self.klass(t) for t in self.api.twins.values()]
-        functions = [self.function(n, *spec) for n, spec in self.api.functions.items()]
-        exports = [t.sync for t in self.api.twins.values()] + [
-            sync_name(n) for n in self.api.functions
-        ]
-        imports = ["from __future__ import annotations", "", "import hopx_async as _hopx_async"]
-        imports += [f"import {m}" for m in sorted(self.ann.module_imports)]
-        for module in sorted(self.ann.imports):
-            names = ", ".join(sorted(self.ann.imports[module]))
-            imports.append(f"from {module} import {names}")
-        imports.append("from . import _runner")
-        base = textwrap.dedent(
-            '''
-            class _Twin:
-                """What every facade object shares: the async object and the loop it runs on."""
-
-                _async: object
-                _runner: _runner.Runner
-
-                def __eq__(self, other: object) -> bool:
-                    return isinstance(other, _Twin) and other._async is self._async
-
-                def __hash__(self) -> int:
-                    return hash(self._async)
-            '''
-        )
-        module = ast.fix_missing_locations(ast.Module([*classes, *functions], []))
-        body = ast.unparse(module)
-        doc = (
-            '"""The blocking twins of the hopx_async classes; generated, see scripts/gen_sync.py.'
-            '"""\n\n'
-        )
-        all_ = "__all__ = [" + ", ".join(repr(e) for e in exports) + "]\n"
-        return HEADER + doc + "\n".join(imports) + "\n\n" + all_ + base + "\n\n" + body + "\n"
-
-    def init_module(self) -> str:
-        lines = [
-            HEADER.rstrip("\n"),
-            '"""The blocking facade of hopx_async: the same API without ``await``.',
-            "",
-            "Each :class:`Hopx` runs its own event loop in a background thread; the standalone",
-            "forms (``Sandbox.create(...)``) share one default loop and client, configured from",
-            "``HOPX_API_KEY`` and ``HOPX_BASE_URL``.",
-            "",
-            ">>> from hopx_sync import Sandbox",
-            '>>> with Sandbox.create(template="code-interpreter") as sandbox:  # doctest: +SKIP',
-            "...     proc = sandbox.run_code_background(\"print('hello')\")",
-            "...     print(proc.wait().stdout)",
-            '"""',
-            "",
-        ]
-        if self.api.reexports:
-            lines.append(
-                f"from {ASYNC_PACKAGE} import " + "(" + ", ".join(self.api.reexports) + ",)"
-            )
-        generated = [t.sync for t in self.api.twins.values()] + [
-            sync_name(n) for n in self.api.functions
-        ]
-        lines.append("from ._generated import (" + ", ".join(generated) + ",)")
-        exported = [sync_name(n) for n in self.api.all if n not in EXCLUDED]
-        lines.append("")
-        lines.append("__all__ = [" + ", ".join(repr(n) for n in exported) + "]")
-        return "\n".join(lines) + "\n"
-
-
-def ruff(source: str, filename: str) -> str:
-    """Sort imports, then format, exactly as the project's ruff settings say."""
-    base = [sys.executable, "-m", "ruff"]
-    stdin = ["--quiet", "--stdin-filename", filename, "-"]
-    fixed = subprocess.run(
-        [*base, "check", "--fix", "--select", "I,F401", *stdin],
+def formatted(source: str, filename: str) -> str:
+    """``source`` after ``ruff format`` (as is when ruff is not installed)."""
+    ruff = shutil.which("ruff", path=str(Path(sys.executable).parent)) or shutil.which("ruff")
+    if ruff is None:
+        print(f"gen_sync: ruff not found, {filename} left unformatted", file=sys.stderr)
+        return source
+    done = subprocess.run(
+        [ruff, "format", "--quiet", "--stdin-filename", filename, "-"],
         input=source,
         capture_output=True,
         text=True,
         cwd=ROOT,
         check=False,
     )
-    if fixed.returncode not in (0, 1) or not fixed.stdout:
-        raise GenerationError(f"ruff check failed on {filename}:\n{fixed.stderr}")
-    formatted = subprocess.run(
-        [*base, "format", *stdin],
-        input=fixed.stdout,
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        check=False,
-    )
-    if formatted.returncode != 0:
-        raise GenerationError(f"ruff format failed on {filename}:\n{formatted.stderr}")
-    return formatted.stdout
+    if done.returncode != 0:
+        raise GenerationError(f"ruff format failed on {filename}:\n{done.stderr}\n{source}")
+    return done.stdout
 
 
 def generate() -> dict[str, str]:
-    """The generated files, by path relative to the repository root."""
+    """The generated files (unformatted), by path relative to the repository root."""
     sys.path.insert(0, str(ROOT))
-    gen = Generator(read_api())
-    generated = gen.generated_module()
-    init = gen.init_module()
-    return {
-        GENERATED[0]: ruff(generated, GENERATED[0]),
-        GENERATED[1]: ruff(init, GENERATED[1]),
-    }
+    gen = Generator()
+    files = {GENERATED[0]: gen.generated(), GENERATED[1]: gen.init()}
+    for rel, text in files.items():
+        try:
+            ast.parse(text)
+        except SyntaxError as exc:
+            raise GenerationError(f"generated {rel} does not parse: {exc}\n{text}") from exc
+    return files
 
 
 def main(argv: list[str] | None = None, *, root: Path = ROOT) -> int:
     """Write the generated files under ``root`` (or, with ``--check``, compare them)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--check", action="store_true", help="exit 1 if the checked-in files are stale"
-    )
+    parser.add_argument("--check", action="store_true", help="exit 1 if the files are stale")
     args = parser.parse_args(argv)
     try:
         files = generate()
@@ -838,26 +606,20 @@ def main(argv: list[str] | None = None, *, root: Path = ROOT) -> int:
     for rel, text in files.items():
         path = root / rel
         current = path.read_text(encoding="utf-8") if path.exists() else ""
-        if current == text:
-            continue
+        try:
+            if current.startswith(HEADER) and normalized(current) == normalized(text):
+                continue
+        except SyntaxError:
+            pass  # a broken checked-in file is stale
         stale.append(rel)
         if args.check:
-            sys.stdout.writelines(
-                difflib.unified_diff(
-                    current.splitlines(keepends=True),
-                    text.splitlines(keepends=True),
-                    f"{rel} (checked in)",
-                    f"{rel} (generated)",
-                )
-            )
+            new = formatted(text, rel).splitlines(keepends=True)
+            sys.stdout.writelines(difflib.unified_diff(current.splitlines(True), new, rel, rel))
         else:
-            path.write_text(text, encoding="utf-8")
+            path.write_text(formatted(text, rel), encoding="utf-8")
             print(f"wrote {rel}")
     if args.check and stale:
-        print(
-            f"gen_sync: {', '.join(stale)} out of date; run `python scripts/gen_sync.py`",
-            file=sys.stderr,
-        )
+        print(f"gen_sync: {', '.join(stale)} out of date; run scripts/gen_sync.py", file=sys.stderr)
         return 1
     return 0
 

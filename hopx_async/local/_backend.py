@@ -10,14 +10,14 @@ import os
 import secrets
 import shutil
 import tempfile
-import threading
-from collections.abc import Coroutine, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any
 
 from aiohttp import web
 
+from .._loopthread import LoopThread
 from ._app import make_app
 from ._service import Service
 from ._store import Store
@@ -28,7 +28,6 @@ __all__ = ["LocalBackend"]
 
 logger = logging.getLogger("hopx_async.local")
 
-_T = TypeVar("_T")
 _DB_NAME = "hopx-local.sqlite3"
 
 
@@ -199,7 +198,7 @@ class LocalBackend:
     ) -> Iterator[LocalBackend]:
         """Run the server on its own event loop in a daemon thread (for synchronous code)."""
         backend = cls(state_dir, api_key, host, port, rate_limit_per_minute, **kwargs)
-        thread = _LoopThread()
+        thread = LoopThread("hopx-local-backend")
         try:
             thread.run(backend.start())
             yield backend
@@ -208,22 +207,3 @@ class LocalBackend:
                 thread.run(backend.stop())
             finally:
                 thread.close()
-
-
-class _LoopThread:
-    def __init__(self) -> None:
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(
-            target=self._loop.run_forever, name="hopx-local-backend", daemon=True
-        )
-        self._thread.start()
-
-    def run(self, coro: Coroutine[Any, Any, _T]) -> _T:
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
-
-    def close(self) -> None:
-        self.run(self._loop.shutdown_asyncgens())
-        self.run(self._loop.shutdown_default_executor())
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join()
-        self._loop.close()

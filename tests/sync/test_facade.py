@@ -72,10 +72,10 @@ def test_wait_all_is_one_call_into_the_loop(
         hops = 0
         real = client._runner.run
 
-        def counting(aw: Any) -> Any:
+        def counting(aw: Any, **kwargs: Any) -> Any:
             nonlocal hops
             hops += 1
-            return real(aw)
+            return real(aw, **kwargs)
 
         monkeypatch.setattr(client._runner, "run", counting)
         progress: list[int] = []
@@ -124,14 +124,45 @@ def test_call_from_inside_a_running_event_loop(sandbox: Sandbox) -> None:
     assert asyncio.run(cell()) == "from a notebook\n"
 
 
-def test_call_from_the_facades_loop_thread_raises(client: Hopx, sandbox: Sandbox) -> None:
-    proc = sandbox.run_code_background("print(1)")
+def test_callbacks_run_on_the_callers_thread_and_may_call_the_api(
+    client: Hopx, sandbox: Sandbox
+) -> None:
+    """``on_progress`` may remove each finished process through the blocking API."""
+    procs = [sandbox.run_code_background(f"print({i})") for i in range(3)]
+    threads: list[threading.Thread] = []
+    removed: list[str] = []
 
     def progress(done: int, total: int, result: ProcessResult) -> None:
+        threads.append(threading.current_thread())
+        sandbox.remove_process(result.process_id)  # a blocking call from the callback
+        removed.append(result.process_id)
+
+    results = client.wait_all(procs, timeout=30, on_progress=progress)
+    assert threads == [threading.current_thread()] * 3
+    assert sorted(removed) == sorted(p.id for p in procs) == sorted(r.process_id for r in results)
+    left = {info.process_id for info in sandbox.list_processes()}
+    assert not left & set(removed)
+
+
+def test_a_failing_callback_ends_the_batch_with_its_error(client: Hopx, sandbox: Sandbox) -> None:
+    quick = sandbox.run_code_background("print('quick')")
+    slow = sandbox.run_code_background("import time; time.sleep(60)")
+
+    def progress(done: int, total: int, result: ProcessResult) -> None:
+        raise LookupError(result.process_id)
+
+    with pytest.raises(LookupError, match=quick.id):
+        client.wait_all([quick, slow], timeout=30, on_progress=progress)
+    assert slow.kill()  # still running: the batch stopped waiting, not the process
+    assert sandbox.get_info().id == sandbox.id  # the client is still usable
+
+
+def test_a_call_from_the_facades_loop_thread_raises(client: Hopx, sandbox: Sandbox) -> None:
+    async def on_the_loop() -> None:
         sandbox.get_info()  # a blocking call on the loop's own thread
 
     with pytest.raises(RuntimeError, match="own event-loop thread"):
-        client.wait_all([proc], timeout=30, on_progress=progress)
+        client._runner.run(on_the_loop())
     assert sandbox.get_info().id == sandbox.id  # still usable
 
 

@@ -267,3 +267,63 @@ def test_a_dropped_sync_iterator_is_closed_on_the_loop(runner: Runner) -> None:
     assert next(it) == 1
     del it
     assert closed.wait(10)
+
+
+def test_relayed_callbacks_run_on_the_waiting_thread_in_order(runner: Runner) -> None:
+    seen: list[tuple[int, threading.Thread]] = []
+    relay = _runner.Relay()
+
+    async def produce(report: Any) -> str:
+        for i in range(5):
+            report(i)
+            await asyncio.sleep(0)
+        return "done"
+
+    def record(i: int) -> None:
+        seen.append((i, threading.current_thread()))
+
+    assert runner.run(produce(relay(record)), relay=relay) == "done"
+    assert seen == [(i, threading.current_thread()) for i in range(5)]
+    assert relay(None) is None
+
+
+def test_a_failing_relayed_callback_cancels_the_call(runner: Runner) -> None:
+    cancelled = threading.Event()
+    relay = _runner.Relay()
+
+    async def produce(report: Any) -> None:
+        report()
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    def fail() -> None:
+        raise Boom("from the callback")
+
+    with pytest.raises(Boom, match="from the callback"):
+        runner.run(produce(relay(fail)), relay=relay)
+    assert cancelled.is_set(), "the call was cancelled before the error was raised"
+    assert runner.run(asyncio.sleep(0, result=1)) == 1
+
+
+def test_a_client_runner_closes_its_client_when_collected() -> None:
+    import gc
+    import warnings
+
+    from hopx_async import AsyncHopx
+
+    client = AsyncHopx(api_key="k", base_url="http://127.0.0.1:9")
+    r = Runner.for_client(client)
+    thread = r.thread
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        del r
+        gc.collect()
+        thread.join(10)
+    assert not thread.is_alive()
+    assert client.closed
+    assert [str(w.message).split(" created at ")[0] for w in caught] == [
+        "unclosed hopx_sync.Hopx client"
+    ]
