@@ -11,6 +11,7 @@ possible the backend runs plain processes and says so (``Isolation.mechanism == 
 from __future__ import annotations
 
 import contextlib
+import errno
 import importlib
 import logging
 import os
@@ -58,6 +59,8 @@ _INLINE_FLAG = {"python": ("-u", "-c"), "bash": ("-c",), "javascript": ("-e",)}
 _SOURCE_SUFFIX = {"python": ".py", "bash": ".sh", "javascript": ".js", "go": ".go"}
 #: Top-level directories never bound into a box (each gets its own or nothing).
 _NOT_BOUND = frozenset({"proc", "dev", "tmp", "run", "workspace"})
+#: Stands for the source file in an argv (its path differs in and out of the box).
+_SOURCE = "\x00source"
 
 
 @attrs.frozen
@@ -153,11 +156,6 @@ class Launcher:
     def boxed(self) -> bool:
         return self.isolation.mechanism == "bubblewrap"
 
-    @property
-    def home(self) -> str:
-        """HOME (and default working directory) of sandboxed code, as the code sees it."""
-        return "/workspace" if self.boxed else ""
-
     # -- sandboxes' directories -------------------------------------------------------------
 
     def prepare_sandbox(self, sandbox_id: str) -> None:
@@ -204,20 +202,31 @@ class Launcher:
         if real != root and not real.startswith(root + os.sep):
             raise bad_request(f"'working_dir' {value!r} leaves the sandbox's workspace")
         try:
-            for part in self._missing_dirs(path, workspace):
-                part.mkdir(mode=0o755)
-                self._give_to_box(part)
+            self._make_dirs(workspace, relative)
         except OSError as exc:
-            raise bad_request(f"'working_dir' {value!r} cannot be used: {exc.strerror}") from exc
+            reason = "a symbolic link is in the way" if exc.errno == errno.ELOOP else exc.strerror
+            raise bad_request(f"'working_dir' {value!r} cannot be used: {reason}") from exc
         return WorkDir(path, "/workspace" + ("/" + relative if relative else ""))
 
-    @staticmethod
-    def _missing_dirs(path: Path, workspace: Path) -> list[Path]:
-        missing: list[Path] = []
-        while path != workspace and not path.exists():
-            missing.append(path)
-            path = path.parent
-        return missing[::-1]
+    def _make_dirs(self, workspace: Path, relative: str) -> None:
+        """Create ``relative`` under ``workspace`` one component at a time, following no
+        symbolic link: sandboxed code may swap a directory for a link at any moment."""
+        flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(workspace, flags)
+        try:
+            for name in relative.split("/") if relative else ():
+                try:
+                    os.mkdir(name, 0o755, dir_fd=fd)
+                    created = True
+                except FileExistsError:
+                    created = False
+                child = os.open(name, flags, dir_fd=fd)
+                os.close(fd)
+                fd = child
+                if created and self.boxed and self._root_server:
+                    os.fchown(fd, BOX_ID, BOX_ID)
+        finally:
+            os.close(fd)
 
     def process_env(
         self, sandbox_id: str, sandbox_env: Mapping[str, str], extra: Mapping[str, str]
@@ -447,6 +456,3 @@ class Launcher:
                 "--",
             ]  # fmt: skip
         return argv
-
-
-_SOURCE = "\x00source"
