@@ -251,7 +251,7 @@ class Processes:
                     env=env,
                     internet=sbx.internet_access,
                 )
-            except OSError as exc:
+            except (OSError, ValueError) as exc:  # ValueError: a NUL in argv or env
                 self._could_not_start(sbx, rec, exc)
             else:
                 self._started(sbx, rec, run)
@@ -260,7 +260,9 @@ class Processes:
             spawned.set_result(None)
         return self.renderer.start_answer(rec)
 
-    def _could_not_start(self, sbx: SandboxRecord, rec: ProcessRecord, exc: OSError) -> None:
+    def _could_not_start(
+        self, sbx: SandboxRecord, rec: ProcessRecord, exc: OSError | ValueError
+    ) -> None:
         now = time.time()
         rec.status = "failed"
         rec.started_at = rec.completed_at = now
@@ -438,7 +440,7 @@ class Processes:
                 run = await self.launcher.launch(
                     sbx.id, scratch, spec, workdir=workdir, env=env, internet=sbx.internet_access
                 )
-            except OSError as exc:
+            except (OSError, ValueError) as exc:
                 return {
                     "success": False,
                     "stdout": "",
