@@ -174,7 +174,7 @@ class LocalBackend:
         launcher = self._launcher = Launcher(layout, catalog, supervisor, isolation)
         if launcher.boxed:
             failure = await asyncio.to_thread(launcher.self_test)
-            if failure and self.isolation_mode == "bubblewrap":
+            if failure and isolation.required:
                 raise RuntimeError(f"isolation 'bubblewrap' was required but {failure}")
             if failure:
                 launcher.disable(failure)

@@ -87,6 +87,8 @@ class Isolation:
     bwrap: str | None = None
     #: Why there is no box (empty when there is one).
     reason: str = ""
+    #: A box was required (``"bubblewrap"``): starting without one is an error.
+    required: bool = False
 
 
 @attrs.frozen
@@ -130,7 +132,7 @@ def detect_isolation(requested: IsolationMode = "auto") -> Isolation:
         if mode == "bubblewrap":
             raise RuntimeError(f"isolation 'bubblewrap' was required but {reason}")
         return Isolation("none", reason=reason)
-    return Isolation("bubblewrap", bwrap=bwrap)
+    return Isolation("bubblewrap", bwrap=bwrap, required=mode == "bubblewrap")
 
 
 def _under(path: str, roots: list[str]) -> bool:
