@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import os
 import sqlite3
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from hopx_async.local import LocalBackend
@@ -342,3 +344,17 @@ print(json.dumps(seen))
     finally:
         for sandbox in (online, offline):
             await api.cp("DELETE", f"/v1/sandboxes/{sandbox.id}")
+
+
+async def test_isolation_off_says_so_once(caplog: pytest.LogCaptureFixture) -> None:
+    with pytest.raises(ValueError, match="isolation"):
+        LocalBackend(isolation="sometimes")  # type: ignore[arg-type]
+    with caplog.at_level(logging.WARNING, logger="hopx_async.local"):
+        async with LocalBackend(isolation="none") as plain, aiohttp.ClientSession() as session:
+            assert plain.isolation == "none"
+            async with session.get(plain.base_url + "/health") as resp:
+                assert (await resp.json())["isolation"] == "none"
+    loud = [r for r in caplog.records if "NOT ISOLATED" in r.getMessage()]
+    assert len(loud) == 1
+    assert loud[0].levelno == logging.WARNING
+    assert "turned off" in loud[0].getMessage()
