@@ -300,7 +300,10 @@ class Launcher:
             # No source file to create: file creation is the slowest part of a start.
             return [program, *_INLINE_FLAG[spec.language], spec.code], None, source
         source = source.with_suffix(_SOURCE_SUFFIX[spec.language])
-        source.write_text(spec.code, encoding="utf-8")
+        data = spec.code.encode("utf-8")
+        fd = os.open(source, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        with open(fd, "wb") as f:
+            f.write(data)
         if spec.language == "python":
             # The code comes on stdin, so sys.path[0] is the working directory, as with -c.
             return [program, "-u", "-"], source, source

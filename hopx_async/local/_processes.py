@@ -325,7 +325,8 @@ class Processes:
         """Append a line of the server's own to a process's output file."""
         path = self.layout.output(rec.sandbox_id, rec.process_id, stream)
         try:
-            with open(path, "ab") as f:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+            with open(fd, "ab") as f:
                 if f.tell() > 0:
                     with open(path, "rb") as r:
                         r.seek(-1, os.SEEK_END)
