@@ -28,15 +28,16 @@ from ._records import SandboxRecord, iso
 from ._service import TEMPLATES, Service, StartSpec, find_template
 from ._tokens import TokenError
 from ._validate import (
+    is_header_text,
     opt_bool,
     opt_env,
     opt_int,
     opt_number,
     opt_str,
     opt_str_list,
-    parse_body,
     query_float,
     query_int,
+    read_body,
     req_str,
 )
 from ._version import __version__
@@ -113,7 +114,7 @@ def _check_api_key(request: web.Request, api_key: str) -> None:
     given = request.headers.get("X-API-Key") or _bearer(request)
     if not given:
         raise ApiError(401, "AUTHENTICATION_REQUIRED", "an API key is required (X-API-Key header)")
-    if not hmac.compare_digest(given.encode(), api_key.encode()):
+    if not is_header_text(given) or not hmac.compare_digest(given.encode(), api_key.encode()):
         raise ApiError(401, "AUTHENTICATION_REQUIRED", "invalid API key")
 
 
@@ -125,6 +126,8 @@ def _check_token(request: web.Request, service: Service, sandbox_id: str) -> Non
             "AUTHENTICATION_REQUIRED",
             "this sandbox's auth_token is required (Authorization: Bearer TOKEN)",
         )
+    if not is_header_text(token):
+        raise ApiError(401, "INVALID_TOKEN", "invalid token: malformed token")
     try:
         token_sandbox = service.signer.verify(token)
     except TokenError as exc:
@@ -205,7 +208,7 @@ def _sandbox(request: web.Request) -> SandboxRecord:
 
 
 async def _body(request: web.Request) -> dict[str, Any]:
-    return parse_body(await request.read())
+    return await read_body(request)
 
 
 # -- control plane -------------------------------------------------------------------------

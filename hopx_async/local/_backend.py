@@ -19,10 +19,12 @@ from typing import Any, TypeVar
 from aiohttp import web
 
 from ._app import make_app
+from ._connections import ConnectionCap, QuietServerLog
 from ._service import Service
 from ._store import Store
 from ._supervisor import GRACE_SECONDS, Supervisor
 from ._tokens import TokenSigner
+from ._validate import READ_TIMEOUT
 
 __all__ = ["LocalBackend"]
 
@@ -63,7 +65,16 @@ class LocalBackend:
     ``state_dir`` keeps sandboxes, process records and output across restarts; without it
     a temporary directory is used and removed at stop. ``api_key`` defaults to a random
     ``hopx_local_...`` key. ``rate_limit_per_minute`` turns on 429 answers (off by default).
+
+    Two class attributes bound what one client can hold (set them on an instance before
+    ``start()`` to change them): ``read_timeout``, the seconds a connection may stay idle or
+    take to send a request's headers, and separately its body; ``max_connections``, the
+    number of open connections, beyond which the oldest idle one is closed for a new one
+    (and a new one is refused while every one is busy).
     """
+
+    read_timeout: float = 60.0
+    max_connections: int = 1024
 
     def __init__(
         self,
@@ -92,6 +103,7 @@ class LocalBackend:
         self._store: Store | None = None
         self._service: Service | None = None
         self._runner: web.AppRunner | None = None
+        self._listener: asyncio.Server | None = None
         self._base_url: str | None = None
 
     def __repr__(self) -> str:
@@ -147,11 +159,25 @@ class LocalBackend:
         app = make_app(
             service, api_key=self.api_key, rate_limit_per_minute=self.rate_limit_per_minute
         )
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+        app[READ_TIMEOUT] = self.read_timeout
+        cap = ConnectionCap(self.max_connections)
+        app.middlewares.insert(0, cap.middleware)
+        self._runner = web.AppRunner(
+            app,
+            access_log=None,
+            shutdown_timeout=1.0,
+            # Idle, and still sending its headers, a connection is closed after this long.
+            keepalive_timeout=self.read_timeout,
+            # A client that goes away cancels its request's handler (which ends its code).
+            handler_cancellation=True,
+            logger=QuietServerLog(),
+        )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port)
-        await site.start()
-        port = self._runner.addresses[0][1]
+        assert self._runner.server is not None
+        self._listener = await asyncio.get_running_loop().create_server(
+            cap.protocol_factory(self._runner.server), self.host, self.port
+        )
+        port = self._listener.sockets[0].getsockname()[1]
         self._base_url = f"http://{_url_host(self.host)}:{port}"
         service.base_url = self._base_url
         service.start_reaper()
@@ -162,6 +188,9 @@ class LocalBackend:
         if self._service is not None:
             await self._service.close()
             self._service = None
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
