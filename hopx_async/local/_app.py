@@ -9,6 +9,7 @@ the optional rate limit, and turns every failure into the documented flat error 
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hmac
@@ -17,13 +18,13 @@ import secrets
 import shlex
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import attrs
 from aiohttp import web
 
 from ._errors import ApiError, bad_request, not_found
-from ._output import read_range
+from ._output import cap_list_output, read_range
 from ._records import SandboxRecord, iso
 from ._service import TEMPLATES, Service, StartSpec, find_template
 from ._tokens import TokenError
@@ -61,6 +62,7 @@ _MAX_MAX_BYTES = 8 * 1024 * 1024
 _MAX_BACKGROUND_TIMEOUT = 7 * 24 * 3600.0
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+_T = TypeVar("_T")
 
 
 @attrs.define
@@ -207,6 +209,21 @@ def _sandbox(request: web.Request) -> SandboxRecord:
     return _service(request).get_sandbox(request.match_info["sid"])
 
 
+async def _to_the_end(work: Awaitable[_T]) -> _T:
+    """Finish ``work`` even if the client goes away (its handler is cancelled then).
+
+    Used where stopping half-way would leave state behind: a start, a deletion.
+    """
+    task = asyncio.ensure_future(work)
+    task.add_done_callback(_retrieve)
+    return await asyncio.shield(task)
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()  # an error nobody waits for any more is not worth a warning
+
+
 async def _body(request: web.Request) -> dict[str, Any]:
     return await read_body(request)
 
@@ -284,13 +301,13 @@ async def get_sandbox(request: web.Request) -> web.Response:
 
 async def delete_sandbox(request: web.Request) -> web.Response:
     sbx = _sandbox_from_path(request)
-    await _service(request).delete_sandbox(sbx.id, reason="deleted through the API")
+    await _to_the_end(_service(request).delete_sandbox(sbx.id, reason="deleted through the API"))
     return _json({"status": "deleted", "id": sbx.id})
 
 
 async def kill_sandbox(request: web.Request) -> web.Response:
     sbx = _sandbox_from_path(request)
-    await _service(request).delete_sandbox(sbx.id, reason="killed through the API")
+    await _to_the_end(_service(request).delete_sandbox(sbx.id, reason="killed through the API"))
     return _json({"id": sbx.id, "status": "killed"})
 
 
@@ -429,7 +446,7 @@ async def _start(request: web.Request, spec: StartSpec) -> web.Response:
     key = request.headers.get("Idempotency-Key")
     if key is not None and not 0 < len(key) <= 255:
         raise bad_request("header 'Idempotency-Key' must be 1 to 255 characters")
-    return _json(await _service(request).start(_sandbox(request), spec, key))
+    return _json(await _to_the_end(_service(request).start(_sandbox(request), spec, key)))
 
 
 def _query_bool(request: web.Request, key: str, default: bool) -> bool:
@@ -456,6 +473,7 @@ async def list_processes(request: web.Request) -> web.Response:
     if since is not None:
         records = [rec for rec in records if rec.version > since]
     processes = [service.process_json(rec, output=output) for rec in records]
+    cap_list_output(processes)
     return _json({"processes": processes, "count": len(processes), "version": sbx.version})
 
 

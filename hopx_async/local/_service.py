@@ -829,14 +829,16 @@ class Service:
             finally:
                 runs.discard(run)
                 run.done.set()
-            out, _, _ = read_tail(stdout, SYNC_OUTPUT_CAP)
-            err, _, _ = read_tail(stderr, SYNC_OUTPUT_CAP)
+            out, out_cut, _ = read_tail(stdout, SYNC_OUTPUT_CAP)
+            err, err_cut, _ = read_tail(stderr, SYNC_OUTPUT_CAP)
             result: dict[str, Any] = {
                 "success": returncode == 0 and run.end_reason is None,
                 "stdout": out,
                 "stderr": err,
                 "exit_code": exit_code_of(returncode),
                 "execution_time": round(time.monotonic() - started, 4),
+                "stdout_truncated": out_cut,
+                "stderr_truncated": err_cut,
             }
             if run.end_reason == "timeout":
                 raise ApiError(

@@ -342,3 +342,47 @@ async def test_a_client_that_goes_away_ends_its_blocking_code(
     with pytest.raises(asyncio.CancelledError):
         await request
     await _until(lambda: not _pids_with(marker), "ended")
+
+
+# -- answer sizes -------------------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_run_code_output_past_8_mib_is_flagged(api: Api, sbx: Sandbox) -> None:
+    code = (
+        "import sys\nsys.stdout.write('x' * (9 * 1024 * 1024) + 'END')\n"
+        "print('small', file=sys.stderr)"
+    )
+    answer = await api.agent(sbx, "POST", "/execute", json={"code": code, "timeout": 60})
+    assert answer.status == 200, answer.body
+    assert answer.body["stdout_truncated"] is True
+    assert answer.body["stderr_truncated"] is False
+    assert len(answer.body["stdout"]) == 8 * 1024 * 1024
+    assert answer.body["stdout"].endswith("xEND"), "the tail is kept"
+    assert answer.body["stderr"] == "small\n"
+
+
+@pytest.mark.anyio
+async def test_one_list_answer_is_capped_in_total(api: Api, sbx: Sandbox) -> None:
+    """12 processes with 1 MiB of output each: 12 MiB of tails, cut to a fair share of 8 Mi."""
+    mib = 1024 * 1024
+    ids = []
+    for i in range(12):
+        code = f"import sys\nsys.stdout.write('o' * {mib - 8} + 'end{i:05d}')"
+        ids.append((await api.background(sbx, code))["process_id"])
+    small = (await api.background(sbx, "print('tiny')"))["process_id"]
+    for process_id in [*ids, small]:
+        assert (await api.wait_done(sbx, process_id))["status"] == "completed"
+    answer = await api.agent(sbx, "GET", "/execute/processes")
+    assert answer.status == 200
+    by_id = {p["process_id"]: p for p in answer.body["processes"]}
+    total = sum(len(p["stdout"]) + len(p["stderr"]) for p in by_id.values())
+    assert total <= 8 * mib
+    assert by_id[small]["stdout"] == "tiny\n" and by_id[small]["stdout_truncated"] is False
+    for i, process_id in enumerate(ids):
+        proc = by_id[process_id]
+        assert proc["stdout_truncated"] is True
+        assert proc["stdout"].endswith(f"end{i:05d}"), "each keeps the tail of its output"
+        assert len(proc["stdout"]) > 8 * mib // 13, "a fair share each"
+    whole = await api.process(sbx, ids[0], "?stdout_offset=0&max_bytes=2097152")
+    assert len(whole["stdout"]) == mib, "the whole output is still readable by offset"
