@@ -24,7 +24,7 @@ from ._service import Service
 from ._store import Store
 from ._supervisor import GRACE_SECONDS, Supervisor
 from ._tokens import TokenSigner
-from ._validate import READ_TIMEOUT
+from ._validate import READ_TIMEOUT, is_header_text
 
 __all__ = ["LocalBackend"]
 
@@ -91,6 +91,8 @@ class LocalBackend:
             raise ValueError("rate_limit_per_minute must be at least 1 (or None for no limit)")
         if api_key is not None and not api_key.strip():
             raise ValueError("api_key must not be empty (pass None for a random key)")
+        if api_key is not None and not is_header_text(api_key):
+            raise ValueError("api_key must be printable ASCII (it travels in an HTTP header)")
         self.api_key = api_key or "hopx_local_" + secrets.token_urlsafe(24)
         self.host = host
         self.port = port

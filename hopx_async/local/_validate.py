@@ -131,16 +131,20 @@ def opt_bool(body: Mapping[str, Any], key: str, default: bool) -> bool:
 def opt_number(
     body: Mapping[str, Any], key: str, default: float, *, maximum: float | None = None
 ) -> float:
-    """A positive number (int or float, not bool), at most ``maximum``."""
+    """A positive finite number (int or float, not bool), at most ``maximum``."""
     value = body.get(key)
     if value is None:
         return default
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise bad_request(f"'{key}' must be a number of seconds")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise bad_request(f"'{key}' must be a finite number of seconds")
     if value <= 0:
         raise bad_request(f"'{key}' must be greater than 0")
-    if maximum is not None and value > maximum:
-        raise bad_request(f"'{key}' must be at most {maximum:g}")
+    # ints are compared as they are: a 400-digit one does not fit in a float
+    limit = MAX_SECONDS if maximum is None else maximum
+    if value > limit:
+        raise bad_request(f"'{key}' must be at most {limit:g}")
     return float(value)
 
 

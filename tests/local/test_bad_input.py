@@ -24,7 +24,7 @@ from hopx_async.local import LocalBackend
 from .helpers import Answer, Api, Sandbox
 
 SURROGATE = "\ud800"
-TOO_BIG = [10**12, 10**20, 2**31, 2**64, -1, 0]
+TOO_BIG = [10**12, 10**20, 2**31, 2**64, 10**400, -1, 0]
 
 
 # -- ranges: refused before anything is written ----------------------------------------------
@@ -115,6 +115,9 @@ async def test_a_stored_out_of_range_timeout_is_read_without_error(tmp_path: Pat
 # -- text that no process can take --------------------------------------------------------------
 
 AGENT_CASES: list[tuple[str, str, dict[str, Any]]] = [
+    ("POST", "/execute", {"code": "print(1)", "timeout": 10**400}),
+    ("POST", "/execute/background", {"code": "print(1)", "timeout": 10**400}),
+    ("POST", "/commands/run", {"command": "true", "timeout": -(10**400)}),
     ("POST", "/execute", {"code": SURROGATE}),
     ("POST", "/execute", {"code": "print(1)", "env": {"A": SURROGATE}}),
     ("POST", "/execute", {"code": "print(1)", "working_dir": SURROGATE}),
@@ -138,7 +141,7 @@ AGENT_CASES: list[tuple[str, str, dict[str, Any]]] = [
 
 @pytest.mark.anyio
 @pytest.mark.parametrize(("method", "path", "body"), AGENT_CASES)
-async def test_unencodable_text_is_a_400(
+async def test_bad_values_are_a_400_and_start_nothing(
     api: Api, sbx: Sandbox, method: str, path: str, body: dict[str, Any]
 ) -> None:
     answer = await api.agent(sbx, method, path, json=body)
