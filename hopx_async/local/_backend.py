@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import ipaddress
 import logging
 import os
 import secrets
 import shutil
+import sys
 import tempfile
 import threading
 from collections.abc import Coroutine, Iterator
@@ -19,8 +21,14 @@ from typing import Any, TypeVar
 from aiohttp import web
 
 from ._app import make_app
+from ._catalog import Catalog
 from ._connections import ConnectionCap, QuietServerLog
-from ._service import Service
+from ._http import AppState, RateLimiter
+from ._launch import Isolation, IsolationMode, Launcher, detect_isolation
+from ._layout import Layout
+from ._processes import Processes
+from ._render import Renderer
+from ._sandboxes import Sandboxes
 from ._store import Store
 from ._supervisor import GRACE_SECONDS, Supervisor
 from ._tokens import TokenSigner
@@ -31,7 +39,18 @@ __all__ = ["LocalBackend"]
 logger = logging.getLogger("hopx_async.local")
 
 _T = TypeVar("_T")
-_DB_NAME = "hopx-local.sqlite3"
+_PR_SET_DUMPABLE = 4
+
+
+def _not_dumpable() -> None:
+    """``prctl(PR_SET_DUMPABLE, 0)``: no core dumps, no ptrace, ``/proc/<pid>`` root-owned."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0)
+    except (OSError, AttributeError):
+        logger.warning("could not make the server non-dumpable (prctl failed)")
 
 
 def is_loopback(host: str) -> bool:
@@ -71,6 +90,10 @@ class LocalBackend:
     take to send a request's headers, and separately its body; ``max_connections``, the
     number of open connections, beyond which the oldest idle one is closed for a new one
     (and a new one is refused while every one is busy).
+
+    ``isolation`` is ``"auto"`` (a bubblewrap box per process where possible), ``"none"``
+    (plain processes; also forced by ``HOPX_LOCAL_ISOLATION=none``) or ``"bubblewrap"``
+    (refuse to start without a box); ``backend.isolation`` tells which one is in use.
     """
 
     read_timeout: float = 60.0
@@ -86,7 +109,10 @@ class LocalBackend:
         *,
         token_ttl_seconds: float = 24 * 3600.0,
         grace_seconds: float = GRACE_SECONDS,
+        isolation: IsolationMode = "auto",
     ) -> None:
+        if isolation not in ("auto", "none", "bubblewrap"):
+            raise ValueError("isolation must be 'auto', 'none' or 'bubblewrap'")
         if rate_limit_per_minute is not None and rate_limit_per_minute < 1:
             raise ValueError("rate_limit_per_minute must be at least 1 (or None for no limit)")
         if api_key is not None and not api_key.strip():
@@ -99,11 +125,14 @@ class LocalBackend:
         self.rate_limit_per_minute = rate_limit_per_minute
         self.token_ttl_seconds = token_ttl_seconds
         self.grace_seconds = grace_seconds
+        self.isolation_mode: IsolationMode = isolation
+        self._isolation: Isolation | None = None
         self._given_state_dir = None if state_dir is None else Path(state_dir)
         self._temp_dir: Path | None = None
         self._state_dir: Path | None = None
         self._store: Store | None = None
-        self._service: Service | None = None
+        self._sandboxes: Sandboxes | None = None
+        self._launcher: Launcher | None = None
         self._runner: web.AppRunner | None = None
         self._listener: asyncio.Server | None = None
         self._base_url: str | None = None
@@ -123,6 +152,13 @@ class LocalBackend:
     def state_dir(self) -> Path | None:
         return self._state_dir or self._given_state_dir
 
+    @property
+    def isolation(self) -> str:
+        """``"bubblewrap"`` or ``"none"`` once started (what ``/health`` advertises)."""
+        if self._isolation is None:
+            raise RuntimeError("the LocalBackend is not started")
+        return self._isolation.mechanism
+
     async def start(self) -> None:
         if self._runner is not None:
             raise RuntimeError("the LocalBackend is already started")
@@ -137,7 +173,6 @@ class LocalBackend:
             self._state_dir = self._temp_dir
         else:
             self._state_dir = self._given_state_dir.resolve()
-            self._state_dir.mkdir(parents=True, exist_ok=True)
         try:
             await self._start(self._state_dir)
         except BaseException:
@@ -145,21 +180,60 @@ class LocalBackend:
             raise
 
     async def _start(self, state_dir: Path) -> None:
-        store = self._store = Store(state_dir / _DB_NAME)
+        _not_dumpable()
+        layout = Layout(state_dir)
+        layout.make_root()
+        isolation = await asyncio.to_thread(detect_isolation, self.isolation_mode)
+        catalog = Catalog()
+        supervisor = Supervisor(self.grace_seconds)
+        launcher = self._launcher = Launcher(layout, catalog, supervisor, isolation)
+        if launcher.boxed:
+            failure = await asyncio.to_thread(launcher.self_test)
+            if failure and self.isolation_mode == "bubblewrap":
+                raise RuntimeError(f"isolation 'bubblewrap' was required but {failure}")
+            if failure:
+                launcher.disable(failure)
+        isolation = self._isolation = launcher.isolation
+        if isolation.mechanism == "none":
+            logger.warning(
+                "SANDBOXED CODE IS NOT ISOLATED: %s; every process runs as this user with "
+                "access to everything it can reach (see docs/local-backend.md)",
+                isolation.reason,
+            )
+        if not layout.db.exists():
+            os.close(os.open(layout.db, os.O_WRONLY | os.O_CREAT, 0o600))
+        os.chmod(layout.db, 0o600)
+        store = self._store = Store(layout.db)
         store.bind_loop(asyncio.get_running_loop())
         secret = store.get_meta("token_secret")
         if secret is None:
             secret = secrets.token_hex(32)
             store.set_meta("token_secret", secret)
-        service = self._service = Service(
-            state_dir=state_dir,
+        signer = TokenSigner(bytes.fromhex(secret), self.token_ttl_seconds)
+        renderer = Renderer(layout, signer)
+        processes = Processes(
+            layout=layout,
             store=store,
-            signer=TokenSigner(bytes.fromhex(secret), self.token_ttl_seconds),
-            supervisor=Supervisor(self.grace_seconds),
+            launcher=launcher,
+            supervisor=supervisor,
+            renderer=renderer,
         )
-        service.load()
+        sandboxes = self._sandboxes = Sandboxes(
+            layout=layout, store=store, launcher=launcher, processes=processes
+        )
+        sandboxes.load()
+        limit = self.rate_limit_per_minute
         app = make_app(
-            service, api_key=self.api_key, rate_limit_per_minute=self.rate_limit_per_minute
+            AppState(
+                sandboxes=sandboxes,
+                processes=processes,
+                renderer=renderer,
+                catalog=catalog,
+                signer=signer,
+                isolation=isolation,
+                api_key=self.api_key,
+                limiter=None if limit is None else RateLimiter(limit),
+            )
         )
         app[READ_TIMEOUT] = self.read_timeout
         cap = ConnectionCap(self.max_connections)
@@ -181,21 +255,29 @@ class LocalBackend:
         )
         port = self._listener.sockets[0].getsockname()[1]
         self._base_url = f"http://{_url_host(self.host)}:{port}"
-        service.base_url = self._base_url
-        service.start_reaper()
-        logger.info("local backend listening on %s (state in %s)", self._base_url, state_dir)
+        renderer.base_url = self._base_url
+        sandboxes.start_reaper()
+        logger.info(
+            "local backend listening on %s (state in %s); isolation: %s",
+            self._base_url,
+            state_dir,
+            isolation.mechanism,
+        )
 
     async def stop(self) -> None:
         """Kill every running process group (marked killed), flush the store, clean up."""
-        if self._service is not None:
-            await self._service.close()
-            self._service = None
+        if self._sandboxes is not None:
+            await self._sandboxes.close()
+            self._sandboxes = None
         if self._listener is not None:
             self._listener.close()
             self._listener = None
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        if self._launcher is not None:
+            self._launcher.close()
+            self._launcher = None
         if self._store is not None:
             self._store.close()
             self._store = None

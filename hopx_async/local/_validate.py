@@ -32,7 +32,7 @@ __all__ = [
     "parse_body",
     "query_float",
     "query_int",
-    "read_body",
+    "read_json_body",
     "req_str",
 ]
 
@@ -48,7 +48,7 @@ _DEFAULT_READ_TIMEOUT = 60.0
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
-async def read_body(request: web.Request) -> dict[str, Any]:
+async def read_json_body(request: web.Request) -> dict[str, Any]:
     """The JSON object of the body, read within the server's read deadline.
 
     A body that does not arrive in time is answered 408; one cut off by a disconnect is

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import secrets
 import sys
+import time
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -104,3 +109,39 @@ class Api:
                 return proc
             loop_until -= 10
         raise AssertionError(f"{process_id} did not finish: {proc}")
+
+
+def marker() -> str:
+    """A unique extra ``sleep`` argument (``sleep 60 0.0123456781`` sleeps 60.01... s).
+
+    It finds the process on the host from its command line, whatever PID namespace it is in.
+    """
+    return f"0.0{secrets.randbelow(10**8):08d}1"
+
+
+def pids_with_arg(arg: str) -> list[int]:
+    """Host pids of live (non-zombie) processes that have ``arg`` in their argv."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+            with open(f"/proc/{entry}/stat") as f:
+                state = f.read().rpartition(")")[2].split()[0]
+        except OSError:
+            continue
+        if arg.encode() in argv and state != "Z":
+            found.append(int(entry))
+    return found
+
+
+async def eventually(check: Callable[[], bool], seconds: float = 10.0) -> bool:
+    """Poll ``check`` until it is true (True) or ``seconds`` pass (False)."""
+    deadline = time.monotonic() + seconds
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.02)
+    return True

@@ -10,6 +10,8 @@ import time
 
 import pytest
 
+from hopx_async.local import LocalBackend
+
 from .helpers import Api, Sandbox
 
 pytestmark = pytest.mark.anyio
@@ -184,25 +186,22 @@ async def test_big_output_kept_byte_for_byte_and_capped_in_lists(api: Api, sbx: 
     assert digest.hexdigest() == expected
 
 
-async def test_delete_process(api: Api, sbx: Sandbox) -> None:
+async def test_delete_process(api: Api, sbx: Sandbox, backend: LocalBackend) -> None:
     running = await api.command(sbx, "sleep 30")
     conflict = await api.agent(sbx, "DELETE", f"/execute/processes/{running['process_id']}")
     conflict.expect_error(409, "CONFLICT")
     await api.agent(sbx, "POST", f"/execute/kill/{running['process_id']}")
     finished = await api.background(sbx, "print('bye')")
     await api.wait_done(sbx, finished["process_id"])
-    workspace = os.path.dirname(
-        (await api.agent(sbx, "POST", "/commands/run", json={"command": "pwd"}))
-        .body["stdout"]
-        .strip()
-    )
-    outputs = glob.glob(os.path.join(workspace, "output", f"{finished['process_id']}.*"))
+    assert backend.state_dir is not None
+    sandbox_dir = str(backend.state_dir / "sandboxes" / sbx.id)
+    outputs = glob.glob(os.path.join(sandbox_dir, "output", f"{finished['process_id']}.*"))
     assert outputs
     for proc in (running, finished):
         answer = await api.agent(sbx, "DELETE", f"/execute/processes/{proc['process_id']}")
         assert answer.status == 200
         assert answer.body == {"process_id": proc["process_id"], "status": "deleted"}
-    assert not glob.glob(os.path.join(workspace, "output", f"{finished['process_id']}.*"))
+    assert not glob.glob(os.path.join(sandbox_dir, "output", f"{finished['process_id']}.*"))
     listed = await api.agent(sbx, "GET", "/execute/processes")
     assert listed.body["processes"] == []
     again = await api.agent(sbx, "DELETE", f"/execute/processes/{finished['process_id']}")

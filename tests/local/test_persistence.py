@@ -14,7 +14,7 @@ import aiohttp
 import attrs
 import pytest
 
-from .helpers import PY, Api, Sandbox
+from .helpers import PY, Api, Sandbox, eventually, marker, pids_with_arg
 
 pytestmark = pytest.mark.anyio
 
@@ -85,10 +85,16 @@ async def test_restart_after_sigkill_and_sigterm(tmp_path: Path, servers: list[S
         sbx = await api.create(env_vars={"KEPT": "yes"})
         quick = await api.background(sbx, "import os; print('done', os.environ['KEPT'])")
         await api.wait_done(sbx, quick["process_id"])
-        slow = await api.command(sbx, "sleep 60")
-        slow_pid = (await api.process(sbx, slow["process_id"]))["pid"]
+        health = await api.raw("GET", first.base_url + "/health")
+        boxed = health.body["isolation"] == "bubblewrap"
+        slow_arg = marker()
+        slow = await api.command(sbx, f"sleep 60 {slow_arg}")
+        assert await eventually(lambda: bool(pids_with_arg(slow_arg)))
         assert first.stop(signal.SIGKILL) == -signal.SIGKILL
-        assert pid_alive(slow_pid)  # its own session: it outlived the server
+        if boxed:  # --die-with-parent: the box ended with the server
+            assert await eventually(lambda: not pids_with_arg(slow_arg))
+        else:  # its own session: it outlived the server
+            assert pids_with_arg(slow_arg)
 
     second = serve(*args, log=log)
     servers.append(second)
@@ -110,7 +116,7 @@ async def test_restart_after_sigkill_and_sigterm(tmp_path: Path, servers: list[S
         assert "stopped" in lost["stderr"]
         assert lost["completed_at"] is not None
         assert lost["execution_time"] < 30
-        assert not pid_alive(slow_pid)  # the orphaned group was ended at restart
+        assert pids_with_arg(slow_arg) == []  # an orphaned group was ended at restart
         version = listed.body["version"]
         assert lost["version"] <= version
 

@@ -1,0 +1,320 @@
+"""Every sandbox's agent (``/sandboxes/{sid}``), behind that sandbox's own token."""
+
+from __future__ import annotations
+
+import shlex
+from typing import Any
+
+from aiohttp import web
+
+from ._errors import ApiError, bad_request
+from ._http import Handler, bearer, json_answer, read_body, state, to_the_end
+from ._launch import StartSpec
+from ._output import cap_list_output, read_range
+from ._records import SandboxRecord
+from ._tokens import TokenError
+from ._validate import (
+    is_header_text,
+    opt_env,
+    opt_number,
+    opt_str,
+    opt_str_list,
+    query_float,
+    query_int,
+    req_str,
+)
+from ._version import __version__
+
+__all__ = ["FEATURES", "make_agent_app"]
+
+FEATURES = {
+    "process_get": True,
+    "output_offsets": True,
+    "process_delete": True,
+    "long_poll": True,
+    "list_since": True,
+    "idempotency_keys": True,
+}
+
+_MAX_WAIT = 30.0
+_DEFAULT_MAX_BYTES = 1024 * 1024
+_MAX_MAX_BYTES = 8 * 1024 * 1024
+_MAX_BACKGROUND_TIMEOUT = 7 * 24 * 3600.0
+_SHELLS = frozenset({"bash", "sh", "/bin/bash", "/bin/sh", "/usr/bin/bash"})
+
+
+@web.middleware
+async def _token_auth(request: web.Request, handler: Handler) -> web.StreamResponse:
+    sandbox_id = request.match_info.get("sid")
+    if sandbox_id is None:  # no route matched: the root answers 404/405
+        return await handler(request)
+    app_state = state(request)
+    token = bearer(request)
+    if token is None:
+        raise ApiError(
+            401,
+            "AUTHENTICATION_REQUIRED",
+            "this sandbox's auth_token is required (Authorization: Bearer TOKEN)",
+        )
+    if not is_header_text(token):
+        raise ApiError(401, "INVALID_TOKEN", "invalid token: malformed token")
+    try:
+        token_sandbox = app_state.signer.verify(token)
+    except TokenError as exc:
+        raise ApiError(401, "INVALID_TOKEN", f"invalid token: {exc}") from None
+    if token_sandbox != sandbox_id:
+        raise ApiError(403, "FORBIDDEN", "this token belongs to another sandbox")
+    sbx = app_state.sandboxes.get(sandbox_id)
+    if sbx.status == "paused":
+        raise ApiError(
+            409,
+            "CONFLICT",
+            f"sandbox {sandbox_id} is paused; resume it (POST /v1/sandboxes/{sandbox_id}/resume)",
+        )
+    headers = {} if app_state.limiter is None else app_state.limiter.hit(f"sbx:{sandbox_id}")
+    try:
+        response = await handler(request)
+    except ApiError as exc:
+        exc.headers.update(headers)
+        raise
+    response.headers.update(headers)
+    return response
+
+
+def _sandbox(request: web.Request) -> SandboxRecord:
+    # The middleware authenticated the request for this sandbox already.
+    return state(request).sandboxes.get(request.match_info["sid"])
+
+
+async def agent_health(request: web.Request) -> web.Response:
+    sbx = _sandbox(request)
+    return json_answer(
+        {
+            "status": "healthy",
+            "version": __version__,
+            "features": dict(FEATURES),
+            "sandbox_id": sbx.id,
+            "languages": sorted(state(request).catalog.languages),
+        }
+    )
+
+
+def _working_dir(body: dict[str, Any]) -> str | None:
+    value = opt_str(body, "working_dir")
+    return value if value is not None else opt_str(body, "workdir")
+
+
+def _code_spec(
+    request: web.Request, body: dict[str, Any], *, default_timeout: float, maximum: float
+) -> StartSpec:
+    code = req_str(body, "code")
+    language = state(request).catalog.resolve_language(opt_str(body, "language") or "python")
+    return StartSpec(
+        kind="code",
+        language=language,
+        timeout=opt_number(body, "timeout", default_timeout, maximum=maximum),
+        working_dir=_working_dir(body),
+        env=opt_env(body, "env"),
+        name=opt_str(body, "name"),
+        code=code,
+    )
+
+
+def _command_spec(body: dict[str, Any], *, default_timeout: float, maximum: float) -> StartSpec:
+    command = req_str(body, "command")
+    args = opt_str_list(body, "args")
+    if "\x00" in command or any("\x00" in arg for arg in args or ()):
+        raise bad_request("'command' and 'args' must not contain NUL characters")
+    if args is None:
+        argv, text = ["/bin/sh", "-c", command], command
+    else:
+        argv = [command, *args]
+        shell_form = command in _SHELLS and len(args) == 2 and args[0] == "-c"
+        text = args[1] if shell_form else shlex.join(argv)
+    return StartSpec(
+        kind="command",
+        language="bash",
+        timeout=opt_number(body, "timeout", default_timeout, maximum=maximum),
+        working_dir=_working_dir(body),
+        env=opt_env(body, "env"),
+        name=opt_str(body, "name"),
+        argv=argv,
+        command=text,
+    )
+
+
+async def execute(request: web.Request) -> web.Response:
+    spec = _code_spec(request, await read_body(request), default_timeout=60, maximum=300)
+    return json_answer(await state(request).processes.run_sync(_sandbox(request), spec))
+
+
+async def execute_background(request: web.Request) -> web.Response:
+    body = await read_body(request)
+    spec = _code_spec(request, body, default_timeout=300, maximum=_MAX_BACKGROUND_TIMEOUT)
+    return await _start(request, spec)
+
+
+async def commands_run(request: web.Request) -> web.Response:
+    spec = _command_spec(await read_body(request), default_timeout=30, maximum=3600)
+    return json_answer(await state(request).processes.run_sync(_sandbox(request), spec))
+
+
+async def commands_background(request: web.Request) -> web.Response:
+    body = await read_body(request)
+    spec = _command_spec(body, default_timeout=300, maximum=_MAX_BACKGROUND_TIMEOUT)
+    return await _start(request, spec)
+
+
+async def _start(request: web.Request, spec: StartSpec) -> web.Response:
+    key = request.headers.get("Idempotency-Key")
+    if key is not None and not 0 < len(key) <= 255:
+        raise bad_request("header 'Idempotency-Key' must be 1 to 255 characters")
+    started = state(request).processes.start(_sandbox(request), spec, key)
+    return json_answer(await to_the_end(started))
+
+
+def _query_bool(request: web.Request, key: str, default: bool) -> bool:
+    raw = request.query.get(key)
+    if raw is None:
+        return default
+    lowered = raw.lower()
+    if lowered in ("true", "1", "yes"):
+        return True
+    if lowered in ("false", "0", "no"):
+        return False
+    raise bad_request(f"query parameter '{key}' must be true or false")
+
+
+async def list_processes(request: web.Request) -> web.Response:
+    app_state = state(request)
+    sbx = _sandbox(request)
+    output = _query_bool(request, "output", True)
+    since = query_int(request.query, "since", minimum=0, maximum=2**63 - 1)
+    wait = query_float(request.query, "wait", maximum=_MAX_WAIT)
+    if since is not None and wait is not None:
+        await app_state.processes.wait_for_change(sbx, since, wait)
+    records = app_state.processes.of_sandbox(sbx.id)
+    if since is not None:
+        records = [rec for rec in records if rec.version > since]
+    processes = [app_state.renderer.process(rec, output=output) for rec in records]
+    cap_list_output(processes)
+    return json_answer({"processes": processes, "count": len(processes), "version": sbx.version})
+
+
+async def get_process(request: web.Request) -> web.Response:
+    app_state = state(request)
+    sbx = _sandbox(request)
+    rec = app_state.processes.get(sbx.id, request.match_info["pid"])
+    query = request.query
+    stdout_offset = query_int(query, "stdout_offset", minimum=0, maximum=2**62)
+    stderr_offset = query_int(query, "stderr_offset", minimum=0, maximum=2**62)
+    max_bytes = query_int(query, "max_bytes", minimum=1, maximum=_MAX_MAX_BYTES)
+    wait = query_float(query, "wait", maximum=_MAX_WAIT)
+    with_offsets = stdout_offset is not None or stderr_offset is not None
+    offsets = (stdout_offset or 0, stderr_offset or 0) if with_offsets else None
+    if wait is not None:
+        await app_state.processes.wait_for_process(rec, wait, offsets)
+    data = app_state.renderer.process(rec, output=offsets is None)
+    if offsets is not None:
+        final = rec.finished
+        for stream, offset in zip(("stdout", "stderr"), offsets, strict=True):
+            text, next_offset, size = read_range(
+                app_state.renderer.layout.output(rec.sandbox_id, rec.process_id, stream),
+                offset,
+                max_bytes or _DEFAULT_MAX_BYTES,
+                final=final,
+            )
+            data[stream] = text
+            data[f"{stream}_next_offset"] = next_offset
+            data[f"{stream}_size"] = size
+    return json_answer(data)
+
+
+async def delete_process(request: web.Request) -> web.Response:
+    pid = request.match_info["pid"]
+    state(request).processes.delete(_sandbox(request).id, pid)
+    return json_answer({"process_id": pid, "status": "deleted"})
+
+
+async def _kill(request: web.Request, process_id: str) -> web.Response:
+    rec = await state(request).processes.kill(_sandbox(request).id, process_id)
+    return json_answer(
+        {
+            "process_id": rec.process_id,
+            "status": rec.status,
+            "message": f"process {rec.process_id} {rec.status}; its process group was ended",
+        }
+    )
+
+
+async def kill_by_body(request: web.Request) -> web.Response:
+    body = await read_body(request)
+    process_id = opt_str(body, "process_id") or request.query.get("process_id")
+    if not process_id:
+        raise bad_request("'process_id' is required")
+    return await _kill(request, process_id)
+
+
+async def kill_by_path(request: web.Request) -> web.Response:
+    return await _kill(request, request.match_info["pid"])
+
+
+async def os_processes(request: web.Request) -> web.Response:
+    found = state(request).processes.os_processes(_sandbox(request).id)
+    return json_answer({"processes": found, "count": len(found)})
+
+
+async def get_env(request: web.Request) -> web.Response:
+    return json_answer(state(request).renderer.env_vars(_sandbox(request)))
+
+
+async def _set_env(request: web.Request, *, merge: bool) -> web.Response:
+    body = await read_body(request)
+    if body.get("env_vars") is None:
+        raise bad_request("'env_vars' is required")
+    state(request).sandboxes.set_env(_sandbox(request), opt_env(body, "env_vars"), merge=merge)
+    return web.Response(status=204)
+
+
+async def put_env(request: web.Request) -> web.Response:
+    return await _set_env(request, merge=False)
+
+
+async def patch_env(request: web.Request) -> web.Response:
+    return await _set_env(request, merge=True)
+
+
+async def delete_env(request: web.Request) -> web.Response:
+    body = await read_body(request)
+    names: list[str] | None = None
+    for key in ("keys", "names", "env_vars"):
+        value = body.get(key)
+        if value is None:
+            continue
+        names = list(value) if isinstance(value, dict) else opt_str_list(body, key)
+        break
+    state(request).sandboxes.delete_env(_sandbox(request), names)
+    return web.Response(status=204)
+
+
+def make_agent_app() -> web.Application:
+    """The ``/sandboxes`` sub-application (the root app holds the shared state)."""
+    app = web.Application(middlewares=[_token_auth])
+    agent = "/{sid}"
+    app.router.add_get(agent + "/health", agent_health)
+    app.router.add_post(agent + "/execute", execute)
+    app.router.add_post(agent + "/execute/background", execute_background)
+    app.router.add_get(agent + "/execute/processes", list_processes)
+    app.router.add_get(agent + "/execute/processes/{pid}", get_process)
+    app.router.add_delete(agent + "/execute/processes/{pid}", delete_process)
+    app.router.add_delete(agent + "/execute/kill", kill_by_body)
+    app.router.add_post(agent + "/execute/kill/{pid}", kill_by_path)
+    app.router.add_post(agent + "/processes/{pid}/kill", kill_by_path)
+    app.router.add_get(agent + "/processes", os_processes)
+    app.router.add_post(agent + "/commands/run", commands_run)
+    app.router.add_post(agent + "/commands/background", commands_background)
+    app.router.add_get(agent + "/env", get_env)
+    app.router.add_put(agent + "/env", put_env)
+    app.router.add_patch(agent + "/env", patch_env)
+    app.router.add_delete(agent + "/env", delete_env)
+    return app

@@ -1,0 +1,505 @@
+"""Processes of every sandbox: starting (durably, idempotently), following, killing, waiting.
+
+A background start is crash-safe: its record, with its idempotency key, is committed as
+``queued`` before the child can run, and committed again with its pid once it runs. After a
+crash every unfinished record is marked ``failed`` at load, and its process tree (which died
+with the server when boxed) is killed if still there, so nothing runs untracked and nothing
+runs twice for one key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from typing import Any
+
+from ._errors import ApiError, process_not_found
+from ._launch import Launcher, StartSpec
+from ._layout import Layout
+from ._output import file_size, read_tail
+from ._procfs import all_stats, command_line, descendants, owner, read_stat
+from ._records import ProcessRecord, SandboxRecord, new_id
+from ._render import Renderer, number
+from ._store import Store
+from ._supervisor import Running, Supervisor, exit_code_of
+
+__all__ = ["SYNC_OUTPUT_CAP", "Processes"]
+
+logger = logging.getLogger("hopx_async.local")
+
+#: Per stream, a synchronous execution answers at most this many trailing bytes.
+SYNC_OUTPUT_CAP = 8 * 1024 * 1024
+
+
+class Processes:
+    """Records and running trees of every sandbox's processes."""
+
+    def __init__(
+        self,
+        *,
+        layout: Layout,
+        store: Store,
+        launcher: Launcher,
+        supervisor: Supervisor,
+        renderer: Renderer,
+    ) -> None:
+        self.layout = layout
+        self.store = store
+        self.launcher = launcher
+        self.supervisor = supervisor
+        self.renderer = renderer
+        #: sandbox id -> process id -> record; a sandbox is absent once deleted.
+        self.procs: dict[str, dict[str, ProcessRecord]] = {}
+        self.runs: dict[str, Running] = {}
+        self._sync_runs: dict[str, set[Running]] = {}
+        self._spawning: dict[str, asyncio.Future[None]] = {}
+        self._changed: dict[str, asyncio.Event] = {}
+        self._idempotent: dict[tuple[str, str], asyncio.Future[dict[str, Any]]] = {}
+        self._followers: set[asyncio.Task[None]] = set()
+        self._seq = 0
+        self._ending: set[str] = set()
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def add_sandbox(self, sandbox_id: str) -> None:
+        self.procs.setdefault(sandbox_id, {})
+
+    def load(self, sandboxes: dict[str, SandboxRecord]) -> None:
+        """Read the records; those that were unfinished when the server died become failed."""
+        for sandbox_id in sandboxes:
+            self.add_sandbox(sandbox_id)
+        now = time.time()
+        loop = asyncio.get_running_loop()
+        for rec in self.store.processes():
+            procs = self.procs.get(rec.sandbox_id)
+            if procs is None:
+                continue
+            procs[rec.process_id] = rec
+            self._seq = max(self._seq, rec.seq)
+            if rec.idempotency_key:
+                done: asyncio.Future[dict[str, Any]] = loop.create_future()
+                done.set_result(self.renderer.start_answer(rec, status="running"))
+                self._idempotent[(rec.sandbox_id, rec.idempotency_key)] = done
+            if rec.finished:
+                continue
+            self._kill_orphan(rec)
+            rec.status = "failed"
+            rec.completed_at = now
+            rec.error = (
+                "the local backend stopped while this process was "
+                f"{'running' if rec.pid else 'starting'}; its outcome is unknown"
+            )
+            self._note(rec, "stderr", f"hopx-local: {rec.error}")
+            self._bump(sandboxes[rec.sandbox_id], rec)
+        self.store.flush()
+
+    @staticmethod
+    def _kill_orphan(rec: ProcessRecord) -> None:
+        # Its tree may still run (without a box it had its own session and outlived the
+        # server); only touch it if the pid still belongs to the same process (same start
+        # time), never a recycled pid.
+        if not rec.pid or not rec.pid_start:
+            return
+        leader = read_stat(rec.pid)
+        if leader is None or leader.start_ticks != rec.pid_start:
+            return
+        stats = all_stats()
+        doomed = {s.pid for s in descendants({rec.pid}, stats)}
+        doomed.update(s.pid for s in stats if s.pgid == rec.pid)
+        for pid in doomed:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, 9)
+
+    async def close(self) -> None:
+        """End every running tree (marking them killed)."""
+        runs = list(self.runs.values())
+        for run in runs:
+            if run.end_reason is None:
+                run.end_reason = "shutdown"
+            self.supervisor.terminate_soon(run)
+        for sync_runs in self._sync_runs.values():
+            for run in sync_runs:
+                run.end_reason = run.end_reason or "shutdown"
+                self.supervisor.terminate_soon(run)
+        await _all_done(runs, timeout=10)
+        if self._followers:
+            await asyncio.wait(list(self._followers), timeout=5)
+
+    # -- per sandbox ---------------------------------------------------------------------
+
+    def _runs_of(self, sandbox_id: str) -> list[Running]:
+        procs = self.procs.get(sandbox_id, {})
+        runs = [run for pid, run in self.runs.items() if pid in procs]
+        runs.extend(self._sync_runs.get(sandbox_id, ()))
+        return runs
+
+    async def end_sandbox(self, sandbox_id: str) -> None:
+        """Kill every tree of a sandbox being deleted, then forget its processes."""
+        self._ending.add(sandbox_id)
+        try:
+            runs = self._runs_of(sandbox_id)
+            for run in runs:
+                if run.end_reason is None:
+                    run.end_reason = "killed"
+                self.supervisor.terminate_soon(run)
+            await _all_done(runs, timeout=5)
+        finally:
+            self._ending.discard(sandbox_id)
+        for process_id in self.procs.pop(sandbox_id, {}):
+            self.renderer.forget(process_id)
+        self._sync_runs.pop(sandbox_id, None)
+        for key in [k for k in self._idempotent if k[0] == sandbox_id]:
+            del self._idempotent[key]
+        self._wake(sandbox_id)
+
+    def pause_sandbox(self, sandbox_id: str) -> None:
+        for run in self._runs_of(sandbox_id):
+            self.supervisor.pause(run)
+
+    def resume_sandbox(self, sandbox_id: str) -> None:
+        for run in self._runs_of(sandbox_id):
+            self.supervisor.resume(run)
+
+    def os_processes(self, sandbox_id: str) -> list[dict[str, Any]]:
+        """The OS view: every live process of the sandbox's running trees (boxes excluded)."""
+        runs = self._runs_of(sandbox_id)
+        if not runs:
+            return []
+        stats = all_stats()
+        carriers: set[int] = set()
+        roots = set()
+        for run in runs:
+            roots.add(run.pid)
+            if run.carriers:
+                carriers.add(run.pid)
+                if run.carriers > 1:
+                    carriers.update(s.pid for s in stats if s.ppid == run.pid)
+        sessions = {run.pid for run in runs}
+        tree = {s.pid: s for s in descendants(roots, stats)}
+        tree.update({s.pid: s for s in stats if s.session in sessions})
+        return [
+            {"pid": s.pid, "command": command_line(s), "user": owner(s.pid), "ppid": s.ppid}
+            for s in tree.values()
+            if s.pid not in carriers and not s.zombie
+        ]
+
+    # -- starting ------------------------------------------------------------------------
+
+    async def start(
+        self, sbx: SandboxRecord, spec: StartSpec, idempotency_key: str | None
+    ) -> dict[str, Any]:
+        """Start a background process; answer the documented start body."""
+        if idempotency_key is None:
+            return await self._start(sbx, spec, None)
+        key = (sbx.id, idempotency_key)
+        existing = self._idempotent.get(key)
+        if existing is not None:
+            return dict(await asyncio.shield(existing))
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._idempotent[key] = future
+        try:
+            answer = await self._start(sbx, spec, idempotency_key)
+        except BaseException as exc:
+            del self._idempotent[key]
+            future.set_exception(exc)
+            future.exception()  # retrieved: waiters re-raise it, nobody else needs to
+            raise
+        future.set_result(answer)
+        return dict(answer)
+
+    async def _start(
+        self, sbx: SandboxRecord, spec: StartSpec, idempotency_key: str | None
+    ) -> dict[str, Any]:
+        workdir = self.launcher.resolve_working_dir(sbx.id, spec.working_dir)
+        env = self.launcher.process_env(sbx.id, sbx.env_vars, spec.env)
+        self._seq += 1
+        rec = ProcessRecord(
+            process_id=new_id("proc"),
+            execution_id=new_id("exec"),
+            sandbox_id=sbx.id,
+            seq=self._seq,
+            kind=spec.kind,
+            language=spec.language,
+            timeout=spec.timeout,
+            created_at=time.time(),
+            name=spec.name,
+            command=spec.command,
+            idempotency_key=idempotency_key,
+        )
+        self.procs[sbx.id][rec.process_id] = rec
+        self._bump(sbx, rec)
+        # Durable before the child can run: a crash from here on leaves a record (and the
+        # idempotency key) behind, so the process is known at restart and never run twice.
+        self.store.flush()
+        spawned: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._spawning[rec.process_id] = spawned
+        try:
+            try:
+                run = await self.launcher.launch(
+                    sbx.id,
+                    rec.process_id,
+                    spec,
+                    workdir=workdir,
+                    env=env,
+                    internet=sbx.internet_access,
+                )
+            except OSError as exc:
+                self._could_not_start(sbx, rec, exc)
+            else:
+                self._started(sbx, rec, run)
+        finally:
+            del self._spawning[rec.process_id]
+            spawned.set_result(None)
+        return self.renderer.start_answer(rec)
+
+    def _could_not_start(self, sbx: SandboxRecord, rec: ProcessRecord, exc: OSError) -> None:
+        now = time.time()
+        rec.status = "failed"
+        rec.started_at = rec.completed_at = now
+        rec.duration = 0.0
+        rec.exit_code = 127 if isinstance(exc, FileNotFoundError) else 126
+        rec.error = f"could not start: {exc}"
+        self._note(rec, "stderr", f"hopx-local: {rec.error}")
+        self._bump(sbx, rec)
+
+    def _started(self, sbx: SandboxRecord, rec: ProcessRecord, run: Running) -> None:
+        rec.status = "running"
+        rec.started_at = time.time()
+        rec.pid = run.pid
+        rec.pid_start = run.start_ticks
+        self.runs[rec.process_id] = run
+        self._bump(sbx, rec)
+        self.store.flush()  # the pid is durable: a restart can end this tree
+        if sbx.id not in self.procs or sbx.id in self._ending:
+            # The sandbox went away while this process was being started.
+            run.end_reason = "killed"
+            self.supervisor.terminate_soon(run)
+        elif sbx.status == "paused":  # paused while it was being started
+            self.supervisor.pause(run)
+        task = asyncio.ensure_future(self._follow(sbx, rec, run, time.monotonic()))
+        self._followers.add(task)
+        task.add_done_callback(self._followers.discard)
+
+    async def _follow(
+        self, sbx: SandboxRecord, rec: ProcessRecord, run: Running, started: float
+    ) -> None:
+        try:
+            returncode = await self.supervisor.watch(run, rec.timeout)
+            rec.exit_code = exit_code_of(returncode)
+            rec.completed_at = time.time()
+            rec.duration = time.monotonic() - started
+            reason = run.end_reason
+            if reason == "timeout":
+                rec.status = "timeout"
+                rec.error = f"timed out after {number(rec.timeout)} seconds"
+                self._note(
+                    rec,
+                    "stderr",
+                    f"hopx-local: process timed out after {number(rec.timeout)} seconds;"
+                    " its process group was killed",
+                )
+            elif reason == "shutdown":
+                rec.status = "killed"
+                rec.error = "killed because the local backend shut down"
+                self._note(rec, "stderr", f"hopx-local: {rec.error}")
+            elif reason == "killed":
+                rec.status = "killed"
+            else:
+                rec.status = "completed" if returncode == 0 else "failed"
+            self._bump(sbx, rec)
+        finally:
+            self.runs.pop(rec.process_id, None)
+            run.done.set()
+
+    def _note(self, rec: ProcessRecord, stream: str, line: str) -> None:
+        """Append a line of the server's own to a process's output file."""
+        path = self.layout.output(rec.sandbox_id, rec.process_id, stream)
+        try:
+            with open(path, "ab") as f:
+                if f.tell() > 0:
+                    with open(path, "rb") as r:
+                        r.seek(-1, os.SEEK_END)
+                        if r.read(1) != b"\n":
+                            f.write(b"\n")
+                f.write(line.encode() + b"\n")
+        except OSError:
+            logger.warning("could not write to %s", path)
+
+    def _bump(self, sbx: SandboxRecord, rec: ProcessRecord) -> None:
+        if sbx.id not in self.procs:  # deleted meanwhile: never write it back
+            return
+        sbx.version += 1
+        rec.version = sbx.version
+        self.store.put_process(rec)
+        self.store.put_sandbox(sbx)
+        self._wake(sbx.id)
+
+    def _wake(self, sandbox_id: str) -> None:
+        event = self._changed.pop(sandbox_id, None)
+        if event is not None:
+            event.set()
+
+    # -- reading, killing, deleting --------------------------------------------------------
+
+    def of_sandbox(self, sandbox_id: str) -> list[ProcessRecord]:
+        return list(self.procs.get(sandbox_id, {}).values())
+
+    def get(self, sandbox_id: str, process_id: str) -> ProcessRecord:
+        rec = self.procs.get(sandbox_id, {}).get(process_id)
+        if rec is None:
+            raise process_not_found(process_id)
+        return rec
+
+    async def kill(self, sandbox_id: str, process_id: str) -> ProcessRecord:
+        rec = self.get(sandbox_id, process_id)
+        spawning = self._spawning.get(process_id)
+        if spawning is not None:
+            await asyncio.shield(spawning)
+        run = self.runs.get(process_id)
+        if rec.finished or run is None:
+            raise process_not_found(process_id, ended=True)
+        if run.end_reason is None:
+            run.end_reason = "killed"
+        self.supervisor.terminate_soon(run)
+        await asyncio.wait_for(asyncio.shield(run.done.wait()), 10)
+        return rec
+
+    def delete(self, sandbox_id: str, process_id: str) -> None:
+        rec = self.get(sandbox_id, process_id)
+        if not rec.finished:
+            raise ApiError(
+                409,
+                "CONFLICT",
+                f"process {process_id!r} is {rec.status}; kill it before deleting it",
+            )
+        del self.procs[sandbox_id][process_id]
+        self.store.delete_process(process_id)
+        self.renderer.forget(process_id)
+        for path in self.layout.output_dir(sandbox_id).glob(f"{process_id}.*"):
+            with contextlib.suppress(OSError):
+                path.unlink()
+
+    async def wait_for_change(self, sbx: SandboxRecord, since: int, wait: float) -> None:
+        """Return once the sandbox's counter exceeds ``since``, or after ``wait`` seconds."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        while sbx.id in self.procs and sbx.version <= since:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return
+            event = self._changed.setdefault(sbx.id, asyncio.Event())
+            try:
+                await asyncio.wait_for(event.wait(), remaining)
+            except asyncio.TimeoutError:
+                return
+
+    async def wait_for_process(
+        self, rec: ProcessRecord, wait: float, offsets: tuple[int, int] | None
+    ) -> None:
+        """Return when ``rec`` ended, has output past ``offsets``, or ``wait`` elapsed."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        out = self.layout.output(rec.sandbox_id, rec.process_id, "stdout")
+        err = self.layout.output(rec.sandbox_id, rec.process_id, "stderr")
+        while not rec.finished:
+            if offsets is not None and (file_size(out) > offsets[0] or file_size(err) > offsets[1]):
+                return
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return
+            run = self.runs.get(rec.process_id)
+            step = remaining if offsets is None else min(remaining, 0.05)
+            if run is None:
+                await asyncio.sleep(min(step, 0.05))
+                continue
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.shield(run.done.wait()), step)
+
+    # -- synchronous execution -------------------------------------------------------------
+
+    def _end_unwanted_launch(self, launching: asyncio.Future[Running]) -> None:
+        """A synchronous run whose client went away while it was starting: end it now."""
+        if launching.cancelled() or launching.exception() is not None:
+            return
+        run = launching.result()
+        run.end_reason = "killed"
+        self.supervisor.terminate_soon(run)
+
+    async def run_sync(self, sbx: SandboxRecord, spec: StartSpec) -> dict[str, Any]:
+        """Run to the end (or the timeout) and answer stdout/stderr/exit_code."""
+        workdir = self.launcher.resolve_working_dir(sbx.id, spec.working_dir)
+        env = self.launcher.process_env(sbx.id, sbx.env_vars, spec.env)
+        scratch = new_id("sync")
+        stdout = self.layout.output(sbx.id, scratch, "stdout")
+        stderr = self.layout.output(sbx.id, scratch, "stderr")
+        started = time.monotonic()
+        try:
+            launching = asyncio.ensure_future(
+                self.launcher.launch(
+                    sbx.id, scratch, spec, workdir=workdir, env=env, internet=sbx.internet_access
+                )
+            )
+            try:
+                run = await asyncio.shield(launching)
+            except asyncio.CancelledError:
+                launching.add_done_callback(self._end_unwanted_launch)
+                raise
+            except OSError as exc:
+                return {
+                    "success": False,
+                    "stdout": "",
+                    "stderr": f"hopx-local: could not start: {exc}\n",
+                    "exit_code": 127 if isinstance(exc, FileNotFoundError) else 126,
+                    "execution_time": 0.0,
+                }
+            runs = self._sync_runs.setdefault(sbx.id, set())
+            runs.add(run)
+            try:
+                returncode = await self.supervisor.watch(run, spec.timeout)
+            except BaseException:
+                run.end_reason = run.end_reason or "killed"
+                self.supervisor.terminate_soon(run)
+                raise
+            finally:
+                runs.discard(run)
+                run.done.set()
+            out, out_cut, _ = read_tail(stdout, SYNC_OUTPUT_CAP)
+            err, err_cut, _ = read_tail(stderr, SYNC_OUTPUT_CAP)
+            result: dict[str, Any] = {
+                "success": returncode == 0 and run.end_reason is None,
+                "stdout": out,
+                "stderr": err,
+                "exit_code": exit_code_of(returncode),
+                "execution_time": round(time.monotonic() - started, 4),
+                "stdout_truncated": out_cut,
+                "stderr_truncated": err_cut,
+            }
+            if run.end_reason == "timeout":
+                raise ApiError(
+                    408,
+                    "EXECUTION_TIMEOUT",
+                    f"execution timed out after {number(spec.timeout)} seconds",
+                    extra={**result, "exit_code": None},
+                )
+            if run.end_reason is not None:
+                raise ApiError(
+                    409, "CONFLICT", "execution was killed (sandbox deleted or server stopping)"
+                )
+            return result
+        finally:
+            for path in self.layout.output_dir(sbx.id).glob(f"{scratch}.*"):
+                with contextlib.suppress(OSError):
+                    path.unlink()
+
+
+async def _all_done(runs: list[Running], *, timeout: float) -> None:
+    """Wait until every run's record is final (or ``timeout``); leave no waiter behind."""
+    if not runs:
+        return
+    waiters = [asyncio.ensure_future(run.done.wait()) for run in runs]
+    _, pending = await asyncio.wait(waiters, timeout=timeout)
+    for waiter in pending:
+        waiter.cancel()

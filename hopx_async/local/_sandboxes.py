@@ -1,0 +1,173 @@
+"""Sandboxes: create, list, pause/resume, timeouts and expiry, env, delete.
+
+Processes are the ``Processes`` part's business; a sandbox asks it to pause, resume or end
+them. Records live in memory, the store is write-through persistence.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+import time
+from typing import Any
+
+from ._errors import ApiError, not_found
+from ._launch import Launcher
+from ._layout import Layout
+from ._processes import Processes
+from ._records import SandboxRecord, new_id
+from ._store import Store
+
+__all__ = ["Sandboxes"]
+
+logger = logging.getLogger("hopx_async.local")
+
+
+class Sandboxes:
+    def __init__(
+        self, *, layout: Layout, store: Store, launcher: Launcher, processes: Processes
+    ) -> None:
+        self.layout = layout
+        self.store = store
+        self.launcher = launcher
+        self.processes = processes
+        self.records: dict[str, SandboxRecord] = {}
+        self._deleting: set[str] = set()
+        self._seq = 0
+        self._reaper: asyncio.Task[None] | None = None
+
+    def load(self) -> None:
+        for sbx in self.store.sandboxes():
+            self.records[sbx.id] = sbx
+            self.launcher.prepare_sandbox(sbx.id)
+            self._seq = max(self._seq, sbx.seq)
+        self.processes.load(self.records)
+
+    def start_reaper(self) -> None:
+        self._reaper = asyncio.ensure_future(self._reap_expired())
+
+    async def close(self) -> None:
+        if self._reaper is not None:
+            self._reaper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reaper
+        await self.processes.close()
+        self.store.flush()
+
+    async def _reap_expired(self) -> None:
+        while True:
+            now = time.time()
+            for sbx in list(self.records.values()):
+                if sbx.expires_at is not None and sbx.expires_at <= now:
+                    logger.info("sandbox %s reached its timeout; deleting it", sbx.id)
+                    try:
+                        await self.delete(sbx.id, reason="the sandbox's timeout expired")
+                    except ApiError:
+                        pass  # deleted meanwhile
+                    except Exception:
+                        logger.exception("could not delete expired sandbox %s", sbx.id)
+            await asyncio.sleep(0.25)
+
+    def get(self, sandbox_id: str) -> SandboxRecord:
+        sbx = self.records.get(sandbox_id)
+        if sbx is None:
+            raise not_found("sandbox", sandbox_id)
+        return sbx
+
+    def create(
+        self,
+        *,
+        template: dict[str, Any],
+        region: str | None,
+        timeout_seconds: int | None,
+        internet_access: bool,
+        env_vars: dict[str, str],
+    ) -> SandboxRecord:
+        now = time.time()
+        self._seq += 1
+        sbx = SandboxRecord(
+            id=new_id("sbx"),
+            seq=self._seq,
+            template_name=template["name"],
+            template_id=template["id"],
+            region=region or "local",
+            internet_access=internet_access,
+            created_at=now,
+            updated_at=now,
+            timeout_seconds=timeout_seconds,
+            expires_at=None if timeout_seconds is None else now + timeout_seconds,
+            env_vars=dict(env_vars),
+        )
+        self.launcher.prepare_sandbox(sbx.id)
+        self.records[sbx.id] = sbx
+        self.processes.add_sandbox(sbx.id)
+        self.store.put_sandbox(sbx)
+        return sbx
+
+    def page(
+        self, *, limit: int, after_seq: int, status: str | None, region: str | None
+    ) -> tuple[list[SandboxRecord], bool]:
+        matching = [
+            sbx
+            for sbx in self.records.values()
+            if sbx.seq > after_seq
+            and (status is None or sbx.status == status)
+            and (region is None or sbx.region == region)
+        ]
+        matching.sort(key=lambda s: s.seq)
+        return matching[:limit], len(matching) > limit
+
+    async def delete(self, sandbox_id: str, *, reason: str) -> None:
+        self.get(sandbox_id)
+        if sandbox_id in self._deleting:
+            return
+        self._deleting.add(sandbox_id)
+        try:
+            await self.processes.end_sandbox(sandbox_id)
+            self.records.pop(sandbox_id, None)
+            self.store.delete_sandbox(sandbox_id)
+            logger.info("sandbox %s deleted (%s)", sandbox_id, reason)
+            await asyncio.to_thread(shutil.rmtree, self.layout.sandbox_dir(sandbox_id), True)
+        finally:
+            self._deleting.discard(sandbox_id)
+
+    def pause(self, sandbox_id: str) -> SandboxRecord:
+        sbx = self.get(sandbox_id)
+        if sbx.status != "paused":
+            self.processes.pause_sandbox(sandbox_id)
+            sbx.status = "paused"
+            self._touch(sbx)
+        return sbx
+
+    def resume(self, sandbox_id: str) -> SandboxRecord:
+        sbx = self.get(sandbox_id)
+        if sbx.status == "paused":
+            self.processes.resume_sandbox(sandbox_id)
+            sbx.status = "running"
+            self._touch(sbx)
+        return sbx
+
+    def set_timeout(self, sandbox_id: str, seconds: int) -> SandboxRecord:
+        sbx = self.get(sandbox_id)
+        sbx.timeout_seconds = seconds
+        sbx.expires_at = time.time() + seconds
+        self._touch(sbx)
+        return sbx
+
+    def set_env(self, sbx: SandboxRecord, env: dict[str, str], *, merge: bool) -> None:
+        sbx.env_vars = {**sbx.env_vars, **env} if merge else dict(env)
+        self._touch(sbx)
+
+    def delete_env(self, sbx: SandboxRecord, names: list[str] | None) -> None:
+        if names is None:
+            sbx.env_vars = {}
+        else:
+            for name in names:
+                sbx.env_vars.pop(name, None)
+        self._touch(sbx)
+
+    def _touch(self, sbx: SandboxRecord) -> None:
+        sbx.updated_at = time.time()
+        self.store.put_sandbox(sbx)
