@@ -2,12 +2,16 @@
 
     .venv/bin/python benchmarks/bench_local_backend.py [--starts 200] [--finished 1000]
 
-It starts ``python -m hopx_async.local serve`` as a subprocess (so the client does not share
-the server's interpreter), then measures with a plain aiohttp client:
+It starts ``python -m hopx_async.local serve`` as a subprocess twice (so the client does not
+share the server's interpreter): once with the default isolation (a bubblewrap box per
+process where possible) and once with ``HOPX_LOCAL_ISOLATION=none``, and measures with a
+plain aiohttp client:
 
-- start latency: from sending ``POST /execute/background`` to the process being ``running``
-  (the answer's status, or the first poll that shows it), one at a time (``--starts``/4)
-  and ``--concurrency`` at a time (``--starts``);
+- start latency, on both servers: from sending ``POST /execute/background`` to the process
+  being ``running`` (the answer's status, or the first poll that shows it), one at a time
+  (``--starts``/4) and ``--concurrency`` at a time (``--starts``); and from sending a bash
+  ``echo`` to its end (a long poll), one at a time, which includes making and tearing down
+  the box;
 - list latency with ``--finished`` finished processes in one sandbox: the documented full
   list, the ``output=false`` extension and a ``since`` delta with nothing new;
 - the same full list through the official ``hopx_ai`` SDK's ``list_processes()`` (the peer,
@@ -71,6 +75,21 @@ async def bounded(concurrency: int, jobs: list[Callable[[], Awaitable[Any]]]) ->
             return await job()
 
     return await asyncio.gather(*[one(job) for job in jobs])
+
+
+async def measure_round_trips(client: Client, count: int) -> list[float]:
+    sbx = await client.create_sandbox()
+    samples = []
+    for _ in range(count):
+        t0 = time.perf_counter()
+        answer = await client.agent(
+            sbx, "POST", "/commands/background", json={"command": "echo hi"}
+        )
+        path = f"/execute/processes/{answer['process_id']}?wait=10"
+        while (await client.agent(sbx, "GET", path))["status"] in ("queued", "running"):
+            pass
+        samples.append(time.perf_counter() - t0)
+    return samples
 
 
 async def measure_starts(client: Client, count: int, concurrency: int) -> list[float]:
@@ -140,8 +159,9 @@ def official_sdk_list(base_url: str, api_key: str, sandbox_id: str, repeat: int)
     return samples
 
 
-def start_server() -> tuple[subprocess.Popen[str], str, str]:
+def start_server(isolation: str) -> tuple[subprocess.Popen[str], str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HOPX_")}
+    env["HOPX_LOCAL_ISOLATION"] = isolation
     proc = subprocess.Popen(
         [sys.executable, "-m", "hopx_async.local", "serve", "--log-level", "WARNING"],
         stdout=subprocess.PIPE,
@@ -154,16 +174,27 @@ def start_server() -> tuple[subprocess.Popen[str], str, str]:
     return proc, base_url, api_key
 
 
-async def run(args: argparse.Namespace, base_url: str, api_key: str) -> list[tuple[Any, ...]]:
+async def isolation_of(session: aiohttp.ClientSession, base_url: str) -> str:
+    async with session.get(base_url + "/health") as resp:
+        return str((await resp.json()).get("isolation", "?"))
+
+
+async def run(args: argparse.Namespace, servers: list[tuple[str, str]]) -> list[tuple[Any, ...]]:
     rows: list[tuple[Any, ...]] = []
     connector = aiohttp.TCPConnector(limit=args.concurrency + 4)
     async with aiohttp.ClientSession(connector=connector) as session:
+        for base_url, api_key in servers:
+            client = Client(session, base_url, api_key)
+            box = await isolation_of(session, base_url)
+            alone = await measure_starts(client, args.starts // 4, 1)
+            rows.append((f"start -> running, one at a time [{box}]", "aiohttp", len(alone), alone))
+            starts = await measure_starts(client, args.starts, args.concurrency)
+            label = f"start -> running, {args.concurrency} in flight [{box}]"
+            rows.append((label, "aiohttp", len(starts), starts))
+            trips = await measure_round_trips(client, args.starts // 4)
+            rows.append((f"start -> ended, bash echo [{box}]", "aiohttp", len(trips), trips))
+        base_url, api_key = servers[0]
         client = Client(session, base_url, api_key)
-        alone = await measure_starts(client, args.starts // 4, 1)
-        rows.append(("start -> running, one at a time", "aiohttp", len(alone), alone))
-        starts = await measure_starts(client, args.starts, args.concurrency)
-        label = f"start -> running, {args.concurrency} in flight"
-        rows.append((label, "aiohttp", len(starts), starts))
         sbx = await fill(client, args.finished, args.concurrency)
         listed = await client.agent(sbx, "GET", "/execute/processes")
         size_kib = len(str(listed)) // 1024
@@ -194,25 +225,26 @@ def main() -> int:
     args = parser.parse_args()
 
     t0 = time.perf_counter()
-    server, base_url, api_key = start_server()
+    started = [start_server("auto"), start_server("none")]
     try:
-        rows = asyncio.run(run(args, base_url, api_key))
+        rows = asyncio.run(run(args, [(url, key) for _, url, key in started]))
     finally:
-        server.terminate()
-        server.wait(timeout=15)
-        if server.stdout is not None:
-            server.stdout.close()
+        for server, _, _ in started:
+            server.terminate()
+            server.wait(timeout=15)
+            if server.stdout is not None:
+                server.stdout.close()
     print(f"local backend benchmark ({os.cpu_count()} CPUs, Python {sys.version.split()[0]})")
-    header = f"{'measurement':44} {'client':12} {'n':>5} {'p50 ms':>9} {'p99 ms':>9} {'mean ms':>9}"
+    header = f"{'measurement':54} {'client':12} {'n':>5} {'p50 ms':>9} {'p99 ms':>9} {'mean ms':>9}"
     print(header)
     print("-" * len(header))
     for label, client, count, samples in rows:
         if not samples:
-            print(f"{label:44} {client:12} {'skipped (hopx-ai not installed)':>34}")
+            print(f"{label:54} {client:12} {'skipped (hopx-ai not installed)':>34}")
             continue
         p50, p99 = percentile(samples, 50) * 1000, percentile(samples, 99) * 1000
         mean = statistics.fmean(samples) * 1000
-        print(f"{label:44} {client:12} {count:5d} {p50:9.1f} {p99:9.1f} {mean:9.1f}")
+        print(f"{label:54} {client:12} {count:5d} {p50:9.1f} {p99:9.1f} {mean:9.1f}")
     print(f"total run time {time.perf_counter() - t0:.1f} s")
     return 0
 

@@ -29,7 +29,15 @@ from ._errors import bad_request
 from ._layout import Layout
 from ._supervisor import Running, SpawnArgs, Supervisor
 
-__all__ = ["ISOLATION_ENV", "Isolation", "Launcher", "StartSpec", "WorkDir", "detect_isolation"]
+__all__ = [
+    "ISOLATION_ENV",
+    "PROCESS_TAG_ENV",
+    "Isolation",
+    "Launcher",
+    "StartSpec",
+    "WorkDir",
+    "detect_isolation",
+]
 
 logger = logging.getLogger("hopx_async.local")
 
@@ -37,6 +45,9 @@ logger = logging.getLogger("hopx_async.local")
 #: ``bubblewrap`` (fail to start without it).
 ISOLATION_ENV = "HOPX_LOCAL_ISOLATION"
 IsolationMode = Literal["auto", "none", "bubblewrap"]
+#: Without a box, each process carries its id in this variable, so that a restart finds
+#: what a crash left running even when the crash came before its pid was recorded.
+PROCESS_TAG_ENV = "HOPX_LOCAL_PROCESS_ID"
 
 _BASE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 #: The uid/gid of sandboxed code inside the box (and outside it when the server is root).
@@ -242,8 +253,9 @@ class Launcher:
         argv, stdin, source = self._argv(sandbox_id, process_id, spec)
         if not self.boxed:
             host_argv = [str(source) if a == _SOURCE else a for a in argv]
+            tagged = {**env, PROCESS_TAG_ENV: process_id}
             return await self.supervisor.spawn(
-                SpawnArgs(host_argv, workdir.host, env, stdout, stderr, stdin)
+                SpawnArgs(host_argv, workdir.host, tagged, stdout, stderr, stdin)
             )
         with self._box_fds(sandbox_id, source) as fds:
             inside_source = f"/run/hopx/code{source.suffix}"

@@ -17,10 +17,10 @@ import time
 from typing import Any
 
 from ._errors import ApiError, process_not_found
-from ._launch import Launcher, StartSpec
+from ._launch import PROCESS_TAG_ENV, Launcher, StartSpec
 from ._layout import Layout
 from ._output import file_size, read_tail
-from ._procfs import all_stats, command_line, descendants, owner, read_stat
+from ._procfs import all_stats, command_line, descendants, owner, pids_by_env, read_stat
 from ._records import ProcessRecord, SandboxRecord, new_id
 from ._render import Renderer, number
 from ._store import Store
@@ -73,7 +73,10 @@ class Processes:
             self.add_sandbox(sandbox_id)
         now = time.time()
         loop = asyncio.get_running_loop()
-        for rec in self.store.processes():
+        records = self.store.processes()
+        unfinished = {rec.process_id for rec in records if not rec.finished}
+        tagged = pids_by_env(PROCESS_TAG_ENV, unfinished)
+        for rec in records:
             procs = self.procs.get(rec.sandbox_id)
             if procs is None:
                 continue
@@ -85,7 +88,7 @@ class Processes:
                 self._idempotent[(rec.sandbox_id, rec.idempotency_key)] = done
             if rec.finished:
                 continue
-            self._kill_orphan(rec)
+            self._kill_orphan(rec, tagged.get(rec.process_id, []))
             rec.status = "failed"
             rec.completed_at = now
             rec.error = (
@@ -97,18 +100,20 @@ class Processes:
         self.store.flush()
 
     @staticmethod
-    def _kill_orphan(rec: ProcessRecord) -> None:
+    def _kill_orphan(rec: ProcessRecord, tagged: list[int]) -> None:
         # Its tree may still run (without a box it had its own session and outlived the
-        # server); only touch it if the pid still belongs to the same process (same start
+        # server). ``tagged`` are the processes carrying its id in their environment; the
+        # recorded pid is only touched if it still belongs to the same process (same start
         # time), never a recycled pid.
-        if not rec.pid or not rec.pid_start:
-            return
-        leader = read_stat(rec.pid)
-        if leader is None or leader.start_ticks != rec.pid_start:
-            return
         stats = all_stats()
-        doomed = {s.pid for s in descendants({rec.pid}, stats)}
-        doomed.update(s.pid for s in stats if s.pgid == rec.pid)
+        roots = set(tagged)
+        leader = read_stat(rec.pid) if rec.pid else None
+        if leader is not None and leader.start_ticks == rec.pid_start:
+            roots.add(leader.pid)
+        if not roots:
+            return
+        doomed = {s.pid for s in descendants(roots, stats)}
+        doomed.update(s.pid for s in stats if s.pgid in roots)
         for pid in doomed:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, 9)

@@ -12,7 +12,15 @@ import shlex
 
 import attrs
 
-__all__ = ["ProcStat", "all_stats", "command_line", "descendants", "owner", "read_stat"]
+__all__ = [
+    "ProcStat",
+    "all_stats",
+    "command_line",
+    "descendants",
+    "owner",
+    "pids_by_env",
+    "read_stat",
+]
 
 
 @attrs.frozen
@@ -116,3 +124,26 @@ def owner(pid: int) -> str:
         return pwd.getpwuid(uid).pw_name
     except KeyError:
         return str(uid)
+
+
+def pids_by_env(name: str, values: set[str]) -> dict[str, list[int]]:
+    """Live processes whose initial environment has ``name`` set to one of ``values``."""
+    found: dict[str, list[int]] = {}
+    if not values:
+        return found
+    prefix = name.encode() + b"="
+    for stat in all_stats():
+        if stat.zombie:
+            continue
+        try:
+            with open(f"/proc/{stat.pid}/environ", "rb") as f:
+                entries = f.read().split(b"\0")
+        except OSError:
+            continue
+        for entry in entries:
+            if entry.startswith(prefix):
+                value = entry[len(prefix) :].decode("utf-8", "replace")
+                if value in values:
+                    found.setdefault(value, []).append(stat.pid)
+                break
+    return found

@@ -120,7 +120,10 @@ def marker() -> str:
 
 
 def pids_with_arg(arg: str) -> list[int]:
-    """Host pids of live (non-zombie) processes that have ``arg`` in their argv."""
+    """Host pids of live (non-zombie) processes that have ``arg`` in their argv.
+
+    The ``bwrap`` processes carrying a box (whose argv holds the command) do not count.
+    """
     found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -132,7 +135,7 @@ def pids_with_arg(arg: str) -> list[int]:
                 state = f.read().rpartition(")")[2].split()[0]
         except OSError:
             continue
-        if arg.encode() in argv and state != "Z":
+        if arg.encode() in argv and state != "Z" and not argv[0].endswith(b"bwrap"):
             found.append(int(entry))
     return found
 

@@ -11,7 +11,7 @@ import pytest
 
 from hopx_async.local import LocalBackend
 
-from .helpers import Api, Sandbox
+from .helpers import Api, Sandbox, eventually, marker, pids_with_arg
 
 pytestmark = pytest.mark.anyio
 
@@ -209,8 +209,10 @@ async def test_delete_and_kill_end_processes(api: Api) -> None:
 
 async def test_pause_and_resume(api: Api, sbx: Sandbox) -> None:
     # No shell: dash would vfork sleep, and a vfork parent whose child is stopped shows "D".
-    started = await api.command(sbx, "sleep", args=["30"])
-    pid = (await api.process(sbx, started["process_id"]))["pid"]
+    arg = marker()
+    started = await api.command(sbx, "sleep", args=["30", arg])
+    assert await eventually(lambda: bool(pids_with_arg(arg)))
+    (pid,) = pids_with_arg(arg)  # the sandbox's own process (inside its box, if any)
     paused = await api.cp("POST", f"/v1/sandboxes/{sbx.id}/pause")
     assert paused.status == 200
     assert paused.body == {"id": sbx.id, "status": "paused"}
@@ -223,6 +225,20 @@ async def test_pause_and_resume(api: Api, sbx: Sandbox) -> None:
     assert resumed.body == {"id": sbx.id, "status": "running"}
     assert await eventual_state(pid, "S") == "S"
     assert (await api.agent(sbx, "GET", "/execute/processes")).status == 200
+    await api.agent(sbx, "POST", f"/execute/kill/{started['process_id']}")
+
+
+async def test_paused_time_does_not_count_against_a_process_timeout(api: Api, sbx: Sandbox) -> None:
+    arg = marker()
+    started = await api.command(sbx, f"sleep 1 {arg}; echo finished", timeout=2)
+    assert await eventually(lambda: bool(pids_with_arg(arg)))
+    assert (await api.cp("POST", f"/v1/sandboxes/{sbx.id}/pause")).status == 200
+    # Paused longer than the whole timeout: it must not count.
+    await asyncio.sleep(2.5)
+    assert (await api.cp("POST", f"/v1/sandboxes/{sbx.id}/resume")).status == 200
+    done = await api.wait_done(sbx, started["process_id"])
+    assert done["status"] == "completed", done
+    assert done["stdout"] == "finished\n"
 
 
 async def test_set_timeout_deletes_sandbox_at_expiry(api: Api) -> None:
