@@ -19,7 +19,7 @@ import attrs
 
 from ._procfs import ProcStat, all_stats, descendants, read_stat
 
-__all__ = ["GRACE_SECONDS", "Running", "Supervisor", "exit_code_of"]
+__all__ = ["GRACE_SECONDS", "Running", "SpawnArgs", "Supervisor", "exit_code_of"]
 
 #: Seconds between SIGTERM and SIGKILL when a process tree is ended.
 GRACE_SECONDS = 1.0
@@ -157,7 +157,7 @@ class Supervisor:
                 run.changed.clear()
                 changed = asyncio.ensure_future(run.changed.wait())
                 await asyncio.wait(
-                    {exited, changed}, timeout=remaining, return_when="FIRST_COMPLETED"
+                    {exited, changed}, timeout=remaining, return_when=asyncio.FIRST_COMPLETED
                 )
                 changed.cancel()
             returncode = await exited
