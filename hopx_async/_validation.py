@@ -20,6 +20,8 @@ MAX_SYNC_TIMEOUT = 300
 MAX_SECONDS = 2**31 - 1
 #: the largest whole number any count accepts
 _MAX_INT = 2**63 - 1
+#: whole-number arguments that count seconds, so that they get ``MAX_SECONDS`` as maximum
+_SECONDS_ARGUMENTS = frozenset({"seconds", "timeout_seconds"})
 #: environment variable names, matched in full (a trailing newline is refused too)
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -76,7 +78,10 @@ def positive_number(argument: str, value: Any, *, maximum: float | None = None) 
     if not value > 0:
         raise ValidationError(argument, f"expected a number of seconds > 0, got {_shown(value)}")
     if value > limit:
-        raise ValidationError(argument, f"expected at most {limit:g} seconds, got {_shown(value)}")
+        shown_limit = int(limit) if float(limit).is_integer() else limit
+        raise ValidationError(
+            argument, f"expected at most {shown_limit} seconds, got {_shown(value)}"
+        )
     return float(value)
 
 
@@ -93,10 +98,6 @@ def positive_int(argument: str, value: Any, *, maximum: int | None = None) -> in
     if value > maximum:
         raise ValidationError(argument, f"expected at most {maximum}, got {_shown(value)}")
     return value
-
-
-#: whole-number arguments that count seconds, so that they get ``MAX_SECONDS`` as maximum
-_SECONDS_ARGUMENTS = frozenset({"seconds", "timeout_seconds"})
 
 
 def optional_timeout(argument: str, value: Any) -> float | None:
