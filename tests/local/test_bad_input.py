@@ -269,6 +269,46 @@ async def test_hundreds_of_idle_connections_do_not_lock_out_a_real_request(
             writer.close()
 
 
+@pytest.mark.anyio
+async def test_a_new_connection_is_refused_while_every_one_is_busy() -> None:
+    """Cap 2, two requests running: a third connection gets the documented 503 body."""
+    backend = LocalBackend()
+    backend.max_connections = 2
+    async with backend:
+        async with aiohttp.ClientSession() as session:
+            sbx = await Api(session, backend.base_url, backend.api_key).create()
+        markers = [f"hopx-test-{uuid.uuid4().hex}" for _ in range(2)]
+        sessions = [aiohttp.ClientSession() for _ in range(2)]
+        try:
+            busy = [
+                asyncio.ensure_future(
+                    Api(s, backend.base_url, backend.api_key).agent(
+                        sbx,
+                        "POST",
+                        "/execute",
+                        json={"code": f"import time\n# {m}\ntime.sleep(100)", "timeout": 120},
+                    )
+                )
+                for s, m in zip(sessions, markers, strict=True)
+            ]
+            await _until(lambda: all(_pids_with(m) for m in markers), "both running")
+            status, body = await _raw_http(backend.base_url, _request("GET", "/health", {}))
+            assert status == 503, body
+            assert body["code"] == "SERVICE_UNAVAILABLE" and body["error"]
+            for request in busy:
+                request.cancel()
+            await asyncio.gather(*busy, return_exceptions=True)
+        finally:
+            for s in sessions:
+                await s.close()
+        await _until(lambda: not any(_pids_with(m) for m in markers), "ended")
+        async with aiohttp.ClientSession() as session:
+            answer = await Api(session, backend.base_url, backend.api_key).cp(
+                "GET", "/v1/sandboxes"
+            )
+            assert answer.status == 200, "served again once the busy ones are gone"
+
+
 # -- logging ------------------------------------------------------------------------------------
 
 
