@@ -14,14 +14,15 @@ import pytest
 from hopx_async import AsyncHopx, AsyncSandbox, SandboxInfo, ValidationError
 from hopx_async._validation import MAX_SECONDS, env_vars, positive_int, positive_number
 
-# Nothing listens here: any I/O would raise NetworkError instead of ValidationError.
+# Nothing listens here (the client checks before it connects anywhere).
 NOWHERE = "http://127.0.0.1:9"
 SURROGATE = "\ud800"
 
 
-def offline_sandbox() -> AsyncSandbox:
-    client = AsyncHopx(api_key="k", base_url=NOWHERE)
-    info = SandboxInfo.from_wire({"id": "sbx_x", "status": "running", "public_host": NOWHERE})
+def offline_sandbox(url: str) -> AsyncSandbox:
+    """A sandbox whose every request would go through the counting proxy at ``url``."""
+    client = AsyncHopx(api_key="k", base_url=url)
+    info = SandboxInfo.from_wire({"id": "sbx_x", "status": "running", "public_host": url})
     return AsyncSandbox(client, info, token="t")
 
 
@@ -58,13 +59,13 @@ CASES: list[tuple[str, Call]] = [
 
 @pytest.mark.anyio
 @pytest.mark.parametrize(("argument", "call"), CASES)
-async def test_refused_before_io(argument: str, call: Call) -> None:
-    sandbox = offline_sandbox()
+async def test_refused_before_io(argument: str, call: Call, proxy: Any) -> None:
+    sandbox = offline_sandbox(proxy.url)
     with pytest.raises(ValidationError) as err:
         await call(sandbox)
     assert err.value.argument == argument
     assert len(str(err.value)) < 300, "the message stays short, even for a 400-digit number"
-    assert not sandbox.client._transport.opened, "no connection may be opened"
+    assert not proxy.counts, "no request may be sent"
 
 
 @pytest.mark.anyio
@@ -78,12 +79,12 @@ async def test_refused_before_io(argument: str, call: Call) -> None:
         ({"region": SURROGATE}, "region"),
     ],
 )
-async def test_create_refused_before_io(kwargs: dict[str, Any], argument: str) -> None:
-    client = AsyncHopx(api_key="k", base_url=NOWHERE)
+async def test_create_refused_before_io(kwargs: dict[str, Any], argument: str, proxy: Any) -> None:
+    client = AsyncHopx(api_key="k", base_url=proxy.url)
     with pytest.raises(ValidationError) as err:
         await client.sandboxes.create("code-interpreter", **kwargs)
     assert err.value.argument == argument
-    assert not client._transport.opened
+    assert not proxy.counts, "no request may be sent"
 
 
 @pytest.mark.parametrize(
