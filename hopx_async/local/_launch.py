@@ -408,7 +408,7 @@ class Launcher:
             "--bind-fd", str(fds["tmp"]), "/tmp",
         ]  # fmt: skip
         if "source" in fds:
-            argv += ["--ro-bind-data", str(fds["source"]), source]
+            argv += ["--perms", "0444", "--ro-bind-data", str(fds["source"]), source]
         argv += ["--remount-ro", "/"]
         if self._root_server:
             # No user namespace: bwrap (as root) builds the box, keeps only the three

@@ -198,6 +198,10 @@ class Supervisor:
             if stat.pid not in carriers:
                 _send(stat.pid, signal.SIGTERM)
             _send(stat.pid, signal.SIGCONT)
+        setting_up = carriers and all(stat.pid in carriers for stat in members)
+        if setting_up and run.proc.returncode is None:
+            # The box is still being set up: no code to give a grace period to.
+            _send(run.pid, signal.SIGKILL)
         if run.paused_since is not None:
             run.paused_total += asyncio.get_running_loop().time() - run.paused_since
             run.paused_since = None

@@ -415,3 +415,24 @@ async def test_bad_json_and_unknown_route(api: Api, sbx: Sandbox) -> None:
     (await api.agent(sbx, "GET", "/no/such/route")).expect_error(404, "NOT_FOUND")
     wrong_method = await api.agent(sbx, "PUT", "/execute/processes")
     wrong_method.expect_error(405, "METHOD_NOT_ALLOWED")
+
+
+@pytest.mark.parametrize(
+    ("language", "code", "expected"),
+    [
+        (
+            "python",
+            "#" + "x" * 40_000 + "\nimport os; print('long', os.getcwd())",
+            "long /",
+        ),
+        ("bash", "#" + "x" * 40_000 + "\necho long $(pwd)", "long /"),
+    ],
+)
+async def test_code_longer_than_a_command_line(
+    api: Api, sbx: Sandbox, language: str, code: str, expected: str
+) -> None:
+    # Past 32 Ki characters the code goes through a file (Python: on stdin), not argv.
+    answer = await api.agent(sbx, "POST", "/execute", json={"code": code, "language": language})
+    assert answer.status == 200, answer.body
+    assert answer.body["stdout"].startswith(expected), answer.body
+    assert answer.body["exit_code"] == 0

@@ -83,8 +83,6 @@ async def test_state_dir_and_token_secret_out_of_reach(
     assert state is not None
     with sqlite3.connect(state / "hopx-local.sqlite3") as db:
         secret = db.execute("SELECT value FROM meta WHERE key = 'token_secret'").fetchone()[0]
-    assert (state.stat().st_mode & 0o777) == 0o700
-    assert ((state / "hopx-local.sqlite3").stat().st_mode & 0o777) == 0o600
     paths = [
         str(state / "hopx-local.sqlite3"),
         str(state),
@@ -308,3 +306,39 @@ async def test_not_root_outside_the_box(api: Api, sbx: Sandbox, boxed: bool) -> 
     if boxed:
         assert seen["uid"] == 65534
     await api.agent(sbx, "POST", f"/execute/kill/{started['process_id']}")
+
+
+async def test_state_files_are_owner_only(api: Api, sbx: Sandbox, backend: LocalBackend) -> None:
+    done = await api.background(sbx, "print('x')")
+    await api.wait_done(sbx, done["process_id"])
+    state = backend.state_dir
+    assert state is not None
+    assert (state.stat().st_mode & 0o777) == 0o700
+    assert ((state / "hopx-local.sqlite3").stat().st_mode & 0o777) == 0o600
+    outputs = list((state / "sandboxes" / sbx.id / "output").iterdir())
+    assert outputs
+    assert {path.stat().st_mode & 0o777 for path in outputs} == {0o600}
+
+
+async def test_no_network_without_internet_access(
+    api: Api, backend: LocalBackend, boxed: bool
+) -> None:
+    need_box(boxed)
+    port = int(backend.base_url.rsplit(":", 1)[1])
+    code = f"""
+import json, socket
+try:
+    socket.create_connection(("127.0.0.1", {port}), timeout=5).close()
+    seen = "connected"
+except OSError as exc:
+    seen = "refused:" + type(exc).__name__
+print(json.dumps(seen))
+"""
+    online = await api.create()
+    offline = await api.create(internet_access=False)
+    try:
+        assert await observe(api, online, code) == "connected"
+        assert (await observe(api, offline, code)).startswith("refused:")
+    finally:
+        for sandbox in (online, offline):
+            await api.cp("DELETE", f"/v1/sandboxes/{sandbox.id}")
