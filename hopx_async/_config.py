@@ -8,7 +8,7 @@ from typing import Any
 
 import attrs
 
-from ._errors import ConfigurationError
+from ._errors import ConfigurationError, ValidationError
 
 __all__ = [
     "DEFAULT_BASE_URL",
@@ -101,6 +101,8 @@ class PollPolicy:
 def resolve_api_key(api_key: str | None, env: Mapping[str, str] | None = None) -> str:
     """The key from the argument, else ``HOPX_API_KEY``; a clear error when neither is set."""
     env = os.environ if env is None else env
+    if api_key is not None and not isinstance(api_key, str):
+        raise ValidationError("api_key", f"expected a string, got {type(api_key).__name__}")
     key = api_key if api_key is not None else env.get("HOPX_API_KEY")
     if key is None or not key.strip():
         raise ConfigurationError(
@@ -108,7 +110,14 @@ def resolve_api_key(api_key: str | None, env: Mapping[str, str] | None = None) -
             "environment variable (for the local backend, `python -m hopx_async.local serve` "
             "prints both HOPX_BASE_URL and HOPX_API_KEY)."
         )
-    return key.strip()
+    key = key.strip()
+    if not all(" " <= char <= "~" for char in key):
+        # It goes into an HTTP header: a newline would split it, non-ASCII would not encode.
+        argument = "api_key" if api_key is not None else "HOPX_API_KEY"
+        raise ValidationError(
+            argument, "expected printable ASCII characters only (no control characters)"
+        )
+    return key
 
 
 def resolve_base_url(base_url: str | None, env: Mapping[str, str] | None = None) -> str:

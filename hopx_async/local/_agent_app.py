@@ -8,12 +8,13 @@ from typing import Any
 from aiohttp import web
 
 from ._errors import ApiError, bad_request
-from ._http import Handler, bearer, json_answer, read_body, state
+from ._http import Handler, bearer, json_answer, read_body, state, to_the_end
 from ._launch import StartSpec
-from ._output import read_range
+from ._output import cap_list_output, read_range
 from ._records import SandboxRecord
 from ._tokens import TokenError
 from ._validate import (
+    is_header_text,
     opt_env,
     opt_number,
     opt_str,
@@ -55,6 +56,8 @@ async def _token_auth(request: web.Request, handler: Handler) -> web.StreamRespo
             "AUTHENTICATION_REQUIRED",
             "this sandbox's auth_token is required (Authorization: Bearer TOKEN)",
         )
+    if not is_header_text(token):
+        raise ApiError(401, "INVALID_TOKEN", "invalid token: malformed token")
     try:
         token_sandbox = app_state.signer.verify(token)
     except TokenError as exc:
@@ -166,7 +169,8 @@ async def _start(request: web.Request, spec: StartSpec) -> web.Response:
     key = request.headers.get("Idempotency-Key")
     if key is not None and not 0 < len(key) <= 255:
         raise bad_request("header 'Idempotency-Key' must be 1 to 255 characters")
-    return json_answer(await state(request).processes.start(_sandbox(request), spec, key))
+    started = state(request).processes.start(_sandbox(request), spec, key)
+    return json_answer(await to_the_end(started))
 
 
 def _query_bool(request: web.Request, key: str, default: bool) -> bool:
@@ -193,6 +197,7 @@ async def list_processes(request: web.Request) -> web.Response:
     if since is not None:
         records = [rec for rec in records if rec.version > since]
     processes = [app_state.renderer.process(rec, output=output) for rec in records]
+    cap_list_output(processes)
     return json_answer({"processes": processes, "count": len(processes), "version": sbx.version})
 
 

@@ -22,6 +22,7 @@ from aiohttp import web
 from .._loopthread import LoopThread
 from ._app import make_app
 from ._catalog import Catalog
+from ._connections import ConnectionCap, QuietServerLog
 from ._http import AppState, RateLimiter
 from ._launch import Isolation, IsolationMode, Launcher, detect_isolation
 from ._layout import Layout
@@ -31,6 +32,7 @@ from ._sandboxes import Sandboxes
 from ._store import Store
 from ._supervisor import GRACE_SECONDS, Supervisor
 from ._tokens import TokenSigner
+from ._validate import READ_TIMEOUT, is_header_text
 
 __all__ = ["LocalBackend"]
 
@@ -81,10 +83,20 @@ class LocalBackend:
     ``state_dir`` keeps sandboxes, process records and output across restarts; without it
     a temporary directory is used and removed at stop. ``api_key`` defaults to a random
     ``hopx_local_...`` key. ``rate_limit_per_minute`` turns on 429 answers (off by default).
+
+    Two class attributes bound what one client can hold (set them on an instance before
+    ``start()`` to change them): ``read_timeout``, the seconds a connection may stay idle or
+    take to send a request's headers, and separately its body; ``max_connections``, the
+    number of open connections, beyond which the oldest idle one is closed for a new one
+    (and a new one is refused while every one is busy).
+
     ``isolation`` is ``"auto"`` (a bubblewrap box per process where possible), ``"none"``
     (plain processes; also forced by ``HOPX_LOCAL_ISOLATION=none``) or ``"bubblewrap"``
     (refuse to start without a box); ``backend.isolation`` tells which one is in use.
     """
+
+    read_timeout: float = 60.0
+    max_connections: int = 1024
 
     def __init__(
         self,
@@ -104,6 +116,8 @@ class LocalBackend:
             raise ValueError("rate_limit_per_minute must be at least 1 (or None for no limit)")
         if api_key is not None and not api_key.strip():
             raise ValueError("api_key must not be empty (pass None for a random key)")
+        if api_key is not None and not is_header_text(api_key):
+            raise ValueError("api_key must be printable ASCII (it travels in an HTTP header)")
         self.api_key = api_key or "hopx_local_" + secrets.token_urlsafe(24)
         self.host = host
         self.port = port
@@ -119,6 +133,7 @@ class LocalBackend:
         self._sandboxes: Sandboxes | None = None
         self._launcher: Launcher | None = None
         self._runner: web.AppRunner | None = None
+        self._listener: asyncio.Server | None = None
         self._base_url: str | None = None
 
     def __repr__(self) -> str:
@@ -219,11 +234,25 @@ class LocalBackend:
                 limiter=None if limit is None else RateLimiter(limit),
             )
         )
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+        app[READ_TIMEOUT] = self.read_timeout
+        cap = ConnectionCap(self.max_connections)
+        app.middlewares.insert(0, cap.middleware)
+        self._runner = web.AppRunner(
+            app,
+            access_log=None,
+            shutdown_timeout=1.0,
+            # Idle, and still sending its headers, a connection is closed after this long.
+            keepalive_timeout=self.read_timeout,
+            # A client that goes away cancels its request's handler (which ends its code).
+            handler_cancellation=True,
+            logger=QuietServerLog(),
+        )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port)
-        await site.start()
-        port = self._runner.addresses[0][1]
+        assert self._runner.server is not None
+        self._listener = await asyncio.get_running_loop().create_server(
+            cap.protocol_factory(self._runner.server), self.host, self.port
+        )
+        port = self._listener.sockets[0].getsockname()[1]
         self._base_url = f"http://{_url_host(self.host)}:{port}"
         renderer.base_url = self._base_url
         sandboxes.start_reaper()
@@ -239,6 +268,9 @@ class LocalBackend:
         if self._sandboxes is not None:
             await self._sandboxes.close()
             self._sandboxes = None
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None

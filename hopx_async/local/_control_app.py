@@ -10,9 +10,9 @@ from aiohttp import web
 
 from ._catalog import TEMPLATES, template_or_404
 from ._errors import ApiError, bad_request
-from ._http import Handler, bearer, json_answer, read_body, state
+from ._http import Handler, bearer, json_answer, read_body, state, to_the_end
 from ._records import SandboxRecord, iso
-from ._validate import opt_bool, opt_env, opt_int, opt_str, query_int
+from ._validate import is_header_text, opt_bool, opt_env, opt_int, opt_str, query_int
 
 __all__ = ["make_control_app"]
 
@@ -23,7 +23,9 @@ async def _api_key_auth(request: web.Request, handler: Handler) -> web.StreamRes
     given = request.headers.get("X-API-Key") or bearer(request)
     if not given:
         raise ApiError(401, "AUTHENTICATION_REQUIRED", "an API key is required (X-API-Key header)")
-    if not hmac.compare_digest(given.encode(), app_state.api_key.encode()):
+    if not is_header_text(given) or not hmac.compare_digest(
+        given.encode(), app_state.api_key.encode()
+    ):
         raise ApiError(401, "AUTHENTICATION_REQUIRED", "invalid API key")
     headers = {} if app_state.limiter is None else app_state.limiter.hit("api")
     try:
@@ -100,13 +102,13 @@ async def get_sandbox(request: web.Request) -> web.Response:
 
 async def delete_sandbox(request: web.Request) -> web.Response:
     sbx = _sandbox_from_path(request)
-    await state(request).sandboxes.delete(sbx.id, reason="deleted through the API")
+    await to_the_end(state(request).sandboxes.delete(sbx.id, reason="deleted through the API"))
     return json_answer({"status": "deleted", "id": sbx.id})
 
 
 async def kill_sandbox(request: web.Request) -> web.Response:
     sbx = _sandbox_from_path(request)
-    await state(request).sandboxes.delete(sbx.id, reason="killed through the API")
+    await to_the_end(state(request).sandboxes.delete(sbx.id, reason="killed through the API"))
     return json_answer({"id": sbx.id, "status": "killed"})
 
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import attrs
 from aiohttp import web
@@ -16,7 +17,7 @@ from ._processes import Processes
 from ._render import Renderer
 from ._sandboxes import Sandboxes
 from ._tokens import TokenSigner
-from ._validate import parse_body
+from ._validate import read_json_body
 
 __all__ = [
     "STATE",
@@ -27,9 +28,11 @@ __all__ = [
     "json_answer",
     "read_body",
     "state",
+    "to_the_end",
 ]
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+_T = TypeVar("_T")
 
 
 @attrs.define
@@ -93,7 +96,23 @@ def json_answer(data: Any, status: int = 200) -> web.Response:
 
 
 async def read_body(request: web.Request) -> dict[str, Any]:
-    return parse_body(await request.read())
+    """The JSON object of the body, read within the server's read deadline."""
+    return await read_json_body(request)
+
+
+async def to_the_end(work: Awaitable[_T]) -> _T:
+    """Finish ``work`` even if the client goes away (its handler is cancelled then).
+
+    For what would leave state behind if stopped half-way: a start, a deletion.
+    """
+    task = asyncio.ensure_future(work)
+    task.add_done_callback(_retrieve)
+    return await asyncio.shield(task)
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()  # an error nobody waits for any more is not worth a warning
 
 
 def bearer(request: web.Request) -> str | None:

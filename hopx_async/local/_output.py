@@ -4,8 +4,17 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
-__all__ = ["file_size", "read_range", "read_tail", "utf8_safe_end"]
+__all__ = [
+    "LIST_ANSWER_BUDGET",
+    "cap_list_output",
+    "fair_share",
+    "file_size",
+    "read_range",
+    "read_tail",
+    "utf8_safe_end",
+]
 
 
 def file_size(path: Path) -> int:
@@ -83,3 +92,48 @@ def read_range(path: Path, offset: int, max_bytes: int, *, final: bool) -> tuple
     if not (final and at_end):
         data = data[: utf8_safe_end(data)]
     return data.decode("utf-8", "replace"), offset + len(data), size
+
+
+#: All the output in one process-list answer, in characters (stdout and stderr of every
+#: process together): past it, each stream keeps a fair share of its tail.
+LIST_ANSWER_BUDGET = 8 * 1024 * 1024
+
+
+def fair_share(sizes: list[int], budget: int) -> int:
+    """The largest ``cap`` with ``sum(min(size, cap)) <= budget``.
+
+    Small outputs are kept whole; what they leave is shared equally among the large ones.
+
+    >>> fair_share([10, 10, 100, 1000], 220)
+    100
+    """
+    remaining, left = budget, len(sizes)
+    for size in sorted(sizes):
+        if size * left > remaining:
+            return remaining // left
+        remaining -= size
+        left -= 1
+    return max(sizes, default=0)
+
+
+def cap_list_output(processes: list[dict[str, Any]], budget: int = LIST_ANSWER_BUDGET) -> None:
+    """Cut ``stdout``/``stderr`` of list entries to their tails so that all fit in ``budget``.
+
+    A stream that is cut gets ``stdout_truncated``/``stderr_truncated`` set; its whole output
+    stays readable with ``GET /execute/processes/{id}?stdout_offset=0``.
+    """
+    streams = [
+        (data, stream)
+        for data in processes
+        for stream in ("stdout", "stderr")
+        if isinstance(data.get(stream), str)
+    ]
+    sizes = [len(data[stream]) for data, stream in streams]
+    if sum(sizes) <= budget:
+        return
+    cap = fair_share(sizes, budget)
+    for data, stream in streams:
+        text = data[stream]
+        if len(text) > cap:
+            data[stream] = text[len(text) - cap :] if cap else ""
+            data[f"{stream}_truncated"] = True

@@ -428,6 +428,14 @@ class Processes:
 
     # -- synchronous execution -------------------------------------------------------------
 
+    def _end_unwanted_launch(self, launching: asyncio.Future[Running]) -> None:
+        """A synchronous run whose client went away while it was starting: end it now."""
+        if launching.cancelled() or launching.exception() is not None:
+            return
+        run = launching.result()
+        run.end_reason = "killed"
+        self.supervisor.terminate_soon(run)
+
     async def run_sync(self, sbx: SandboxRecord, spec: StartSpec) -> dict[str, Any]:
         """Run to the end (or the timeout) and answer stdout/stderr/exit_code."""
         workdir = self.launcher.resolve_working_dir(sbx.id, spec.working_dir)
@@ -437,10 +445,16 @@ class Processes:
         stderr = self.layout.output(sbx.id, scratch, "stderr")
         started = time.monotonic()
         try:
-            try:
-                run = await self.launcher.launch(
+            launching = asyncio.ensure_future(
+                self.launcher.launch(
                     sbx.id, scratch, spec, workdir=workdir, env=env, internet=sbx.internet_access
                 )
+            )
+            try:
+                run = await asyncio.shield(launching)
+            except asyncio.CancelledError:
+                launching.add_done_callback(self._end_unwanted_launch)
+                raise
             except (OSError, ValueError) as exc:
                 return {
                     "success": False,
@@ -460,14 +474,16 @@ class Processes:
             finally:
                 runs.discard(run)
                 run.done.set()
-            out, _, _ = read_tail(stdout, SYNC_OUTPUT_CAP)
-            err, _, _ = read_tail(stderr, SYNC_OUTPUT_CAP)
+            out, out_cut, _ = read_tail(stdout, SYNC_OUTPUT_CAP)
+            err, err_cut, _ = read_tail(stderr, SYNC_OUTPUT_CAP)
             result: dict[str, Any] = {
                 "success": returncode == 0 and run.end_reason is None,
                 "stdout": out,
                 "stderr": err,
                 "exit_code": exit_code_of(returncode),
                 "execution_time": round(time.monotonic() - started, 4),
+                "stdout_truncated": out_cut,
+                "stderr_truncated": err_cut,
             }
             if run.end_reason == "timeout":
                 raise ApiError(

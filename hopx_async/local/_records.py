@@ -28,10 +28,16 @@ def new_id(prefix: str) -> str:
 
 
 def iso(ts: float | None) -> str | None:
-    """ISO-8601 UTC with milliseconds, ending in ``Z`` (``None`` stays ``None``)."""
+    """ISO-8601 UTC with milliseconds, ending in ``Z`` (``None`` stays ``None``).
+
+    A time that is no date (a value stored before ranges were checked) is ``None`` too.
+    """
     if ts is None:
         return None
-    moment = datetime.datetime.fromtimestamp(ts, datetime.timezone.utc)
+    try:
+        moment = datetime.datetime.fromtimestamp(ts, datetime.timezone.utc)
+    except (OverflowError, OSError, ValueError):
+        return None
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 

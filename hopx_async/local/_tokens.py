@@ -13,6 +13,7 @@ import binascii
 import hashlib
 import hmac
 import json
+import math
 import secrets
 import time
 
@@ -47,7 +48,8 @@ class TokenSigner:
 
     def issue(self, sandbox_id: str, *, now: float | None = None) -> tuple[str, float]:
         """Return ``(token, expires_at)`` for ``sandbox_id``."""
-        expires_at = (time.time() if now is None else now) + self.ttl_seconds
+        # rounded up: a token lives at least ttl_seconds
+        expires_at = math.ceil((time.time() if now is None else now) + self.ttl_seconds)
         payload = json.dumps(
             {"sid": sandbox_id, "exp": int(expires_at), "n": secrets.token_hex(6)},
             separators=(",", ":"),

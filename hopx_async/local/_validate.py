@@ -1,16 +1,28 @@
-"""Reading request bodies and query strings: every bad value is a 400 naming the field."""
+"""Reading request bodies and query strings: every bad value is a 400 naming the field.
+
+Text must be valid Unicode (JSON allows a lone surrogate such as ``"\\ud800"``, which no
+file name, argument or environment can hold), numbers must be finite and in range, and a
+body must arrive within ``READ_TIMEOUT`` seconds.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import math
 import re
 from collections.abc import Mapping
 from typing import Any
 
-from ._errors import bad_request
+from aiohttp import web
+
+from ._errors import ApiError, bad_request
 
 __all__ = [
+    "MAX_SECONDS",
+    "READ_TIMEOUT",
+    "is_header_text",
     "opt_bool",
     "opt_env",
     "opt_int",
@@ -20,10 +32,59 @@ __all__ = [
     "parse_body",
     "query_float",
     "query_int",
+    "read_json_body",
     "req_str",
 ]
 
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+logger = logging.getLogger("hopx_async.local")
+
+#: The largest whole number of seconds a sandbox timeout takes (about 68 years): beyond it
+#: ``expires_at`` is no longer a date.
+MAX_SECONDS = 2**31 - 1
+#: Where the server keeps its read deadline, in seconds (set by ``LocalBackend``).
+READ_TIMEOUT = web.AppKey("read_timeout", float)
+_DEFAULT_READ_TIMEOUT = 60.0
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+async def read_json_body(request: web.Request) -> dict[str, Any]:
+    """The JSON object of the body, read within the server's read deadline.
+
+    A body that does not arrive in time is answered 408; one cut off by a disconnect is
+    logged as one line (no traceback) and answered 400, which nobody will read.
+    """
+    timeout = request.config_dict.get(READ_TIMEOUT, _DEFAULT_READ_TIMEOUT)
+    try:
+        raw = await asyncio.wait_for(request.read(), timeout)
+    except asyncio.TimeoutError:
+        logger.info(
+            "%s %s: request body not received within %gs", request.method, request.path, timeout
+        )
+        raise ApiError(
+            408, "REQUEST_TIMEOUT", f"the request body did not arrive within {timeout:g} seconds"
+        ) from None
+    except (ConnectionError, web.RequestPayloadError) as exc:
+        logger.info("%s %s: request body cut off: %s", request.method, request.path, exc)
+        raise bad_request(f"the request body could not be read: {exc}") from None
+    except asyncio.CancelledError:
+        where = f"{request.method} {request.path}"
+        logger.info("%s: the client went away while sending the body", where)
+        raise
+    return parse_body(raw)
+
+
+def is_header_text(value: str) -> bool:
+    """Whether a credential header holds only printable ASCII (anything else never matches)."""
+    return all(" " <= char <= "~" for char in value)
+
+
+def _text(key: str, value: str) -> str:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise bad_request(f"'{key}' must be valid Unicode text (it has a lone surrogate)") from None
+    return value
 
 
 def parse_body(raw: bytes) -> dict[str, Any]:
@@ -46,7 +107,7 @@ def opt_str(body: Mapping[str, Any], key: str) -> str | None:
         return None
     if not isinstance(value, str):
         raise bad_request(f"'{key}' must be a string")
-    return value
+    return _text(key, value)
 
 
 def req_str(body: Mapping[str, Any], key: str) -> str:
@@ -70,27 +131,34 @@ def opt_bool(body: Mapping[str, Any], key: str, default: bool) -> bool:
 def opt_number(
     body: Mapping[str, Any], key: str, default: float, *, maximum: float | None = None
 ) -> float:
-    """A positive number (int or float, not bool), at most ``maximum``."""
+    """A positive finite number (int or float, not bool), at most ``maximum``."""
     value = body.get(key)
     if value is None:
         return default
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise bad_request(f"'{key}' must be a number of seconds")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise bad_request(f"'{key}' must be a finite number of seconds")
     if value <= 0:
         raise bad_request(f"'{key}' must be greater than 0")
-    if maximum is not None and value > maximum:
-        raise bad_request(f"'{key}' must be at most {maximum:g}")
+    # ints are compared as they are: a 400-digit one does not fit in a float
+    limit = MAX_SECONDS if maximum is None else maximum
+    if value > limit:
+        raise bad_request(f"'{key}' must be at most {limit:g}")
     return float(value)
 
 
-def opt_int(body: Mapping[str, Any], key: str, *, minimum: int = 1) -> int | None:
+def opt_int(
+    body: Mapping[str, Any], key: str, *, minimum: int = 1, maximum: int = MAX_SECONDS
+) -> int | None:
+    """A whole number from ``minimum`` to ``maximum`` (by default a count of seconds)."""
     value = body.get(key)
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int):
         raise bad_request(f"'{key}' must be an integer")
-    if value < minimum:
-        raise bad_request(f"'{key}' must be at least {minimum}")
+    if not minimum <= value <= maximum:
+        raise bad_request(f"'{key}' must be between {minimum} and {maximum}")
     return value
 
 
@@ -102,11 +170,14 @@ def opt_env(body: Mapping[str, Any], key: str) -> dict[str, str]:
         raise bad_request(f"'{key}' must be an object of string names to string values")
     env: dict[str, str] = {}
     for name, item in value.items():
-        if not _ENV_NAME.match(name):
-            raise bad_request(f"'{key}' has an invalid variable name {name!r}")
+        if not _ENV_NAME.fullmatch(name):
+            raise bad_request(
+                f"'{key}' has an invalid variable name {name!r} "
+                "(letters, digits and '_', not starting with a digit)"
+            )
         if not isinstance(item, str) or "\x00" in item:
-            raise bad_request(f"'{key}.{name}' must be a string")
-        env[name] = item
+            raise bad_request(f"'{key}.{name}' must be a string without NUL characters")
+        env[name] = _text(f"{key}.{name}", item)
     return env
 
 
@@ -116,7 +187,7 @@ def opt_str_list(body: Mapping[str, Any], key: str) -> list[str] | None:
         return None
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise bad_request(f"'{key}' must be a list of strings")
-    return list(value)
+    return [_text(key, v) for v in value]
 
 
 def query_int(query: Mapping[str, str], key: str, *, minimum: int, maximum: int) -> int | None:
