@@ -21,6 +21,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     >>> main(["--version"])  # doctest: +SKIP
     """
+    code = _main(list(sys.argv[1:] if argv is None else argv))
+    if argv is None:
+        sys.exit(code)
+    return code
+
+
+def _main(argv: list[str]) -> int:
     try:
         import click  # noqa: F401
         import rich  # noqa: F401
@@ -29,7 +36,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     from ._app import execute
 
-    code: int = execute(list(sys.argv[1:] if argv is None else argv))
-    if argv is None:
-        sys.exit(code)
+    code: int = execute(argv)
     return code

@@ -1008,21 +1008,18 @@ async def _map(
             ]
         )
     else:
-        if interactive():
-            rows = [
-                [
-                    str(i),
-                    item,
-                    r.status,
-                    fmt_exit(r.exit_code),
-                    fmt_duration(r.execution_time),
-                    _first_line(r.stdout if r.ok else r.stderr or r.stdout),
-                ]
-                for i, (item, r) in enumerate(zip(items, results, strict=True))
+        rows = [
+            [
+                str(i),
+                item,
+                r.status,
+                fmt_exit(r.exit_code),
+                fmt_duration(r.execution_time),
+                _first_line(r.stdout if r.ok else r.stderr or r.stdout),
             ]
-            print_table(
-                ("#", "INPUT", "STATUS", "EXIT", "DURATION", "OUTPUT"), rows, status_column=2
-            )
+            for i, (item, r) in enumerate(zip(items, results, strict=True))
+        ]
+        print_table(("#", "INPUT", "STATUS", "EXIT", "DURATION", "OUTPUT"), rows, status_column=2)
         print(
             f"{plural(len(results), 'task')} on {plural(len(sandboxes), 'sandbox')} in "
             f"{fmt_duration(elapsed)}: {_tally(results)}"

@@ -280,8 +280,6 @@ def start(
     if rate_limit is not None:
         command += ["--rate-limit", str(rate_limit)]
     env = dict(os.environ, HOPX_API_KEY=api_key)
-    with contextlib.suppress(OSError):
-        (state_dir / SERVER_FILE).unlink()
     log_fd = os.open(state_dir / LOG_FILE, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     try:
         proc = subprocess.Popen(
