@@ -613,10 +613,8 @@ def wait(
                     _collect(client, handles, timeout, results, by_id, quiet=as_json)
                 )
             except Interrupted:
-                note(
-                    f"stopped waiting; {plural(len(targets) - len(results), 'process')} "
-                    "keep running"
-                )
+                left = len(targets) - len(results)
+                note(f"stopped waiting; {left} of {len(targets)} still running (not killed)")
                 return EXIT_INTERRUPTED
             except WaitTimeoutError:
                 _summary(targets, results, as_json=as_json)
@@ -649,6 +647,8 @@ async def _collect(
 ) -> None:
     """Wait for every handle; show progress; fill ``results`` as they end."""
     total = len(handles)
+    if not interactive():
+        note(f"waiting for {plural(total, 'process')}")
     if quiet:
         async for result in client.as_completed(handles, timeout=timeout):
             results[result.process_id] = result

@@ -225,6 +225,22 @@ def test_wait_timeout_exits_124_and_the_process_keeps_running(hopx: Hopx, sandbo
     hopx.ok("kill", ref)
 
 
+def test_ctrl_c_during_wait_stops_waiting_and_the_process_keeps_running(
+    hopx: Hopx, sandbox_id: str
+) -> None:
+    ref = hopx.ok("run", "-b", "--sandbox", sandbox_id, "-c", "import time; time.sleep(60)")
+    ref = ref.strip()
+    proc = hopx.popen("wait", ref)
+    assert proc.stderr is not None
+    assert proc.stderr.readline() == "hopx: waiting for 1 process\n"
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert (proc.returncode, out) == (130, "")
+    assert err == "hopx: stopped waiting; 1 of 1 still running (not killed)\n"
+    assert status_of(hopx, ref) == "running"
+    hopx.ok("kill", ref)
+
+
 def test_logs_follow_prints_each_byte_once_while_it_runs(hopx: Hopx, sandbox_id: str) -> None:
     ref = hopx.ok("run", "-b", "--sandbox", sandbox_id, "-c", WAITS_FOR_GO).strip()
     follow = hopx.popen("logs", "--follow", ref)
