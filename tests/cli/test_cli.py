@@ -288,7 +288,7 @@ def test_wait_on_a_terminal_shows_a_progress_bar_and_a_table(hopx: Hopx, sandbox
     assert code == 0, out
     assert "━" in out  # the bar
     assert "2/2" in out
-    assert "\x1b[" in out  # redrawn in place
+    assert "\r\x1b[2K" in out  # the bar's line is redrawn in place
     for ref in refs:
         assert re.search(rf"{re.escape(ref)}\s+completed\s+0", ANSI.sub("", out)), out
     assert "2 processes: 2 completed" in out
