@@ -235,7 +235,8 @@ def status(state_dir: Path) -> dict[str, Any]:
     """What is known about the server of ``state_dir``: running, pid, base_url."""
     pid = _running_pid(state_dir)
     record = _server_record(state_dir) or {}
-    running = pid is not None and record.get("pid") == pid
+    # the pid file alone could name a recycled pid: the recorded server must also answer
+    running = pid is not None and record.get("pid") == pid and _healthy(str(record.get("base_url")))
     return {
         "running": running,
         "pid": pid if running else None,
