@@ -6,6 +6,7 @@ import asyncio
 import sys
 from collections.abc import Sequence
 from datetime import datetime
+from typing import TypeVar
 
 import click
 from rich.live import Live
@@ -16,6 +17,7 @@ from hopx_async import (
     AsyncBackgroundProcess,
     AsyncHopx,
     AsyncSandbox,
+    NotFoundError,
     ProcessInfo,
     ProcessNotFoundError,
     ProcessResult,
@@ -56,6 +58,8 @@ from ._output import (
     tally,
 )
 
+T = TypeVar("T")
+
 
 # -------------------------------------------------------------------------------------- ps
 async def _scope(
@@ -66,17 +70,31 @@ async def _scope(
     if chosen:
         return [await client.sandboxes.connect(chosen)]
     ids = [info.id async for info in client.sandboxes.list() if info.status == "running"]
-    return list(await asyncio.gather(*(client.sandboxes.connect(i) for i in ids)))
+    found = await asyncio.gather(
+        *(client.sandboxes.connect(i) for i in ids), return_exceptions=True
+    )
+    return [_value_or_raise(s) for s in found if not isinstance(s, NotFoundError)]
+
+
+def _value_or_raise(value: T | BaseException) -> T:
+    """``value``, or raise it if it is an error (from ``gather(return_exceptions=True)``)."""
+    if isinstance(value, BaseException):
+        raise value
+    return value
 
 
 async def _listing(
     sandboxes: Sequence[AsyncSandbox], status: str | None, name: str | None
 ) -> list[tuple[Ref, ProcessInfo]]:
-    lists = await asyncio.gather(*(s.list_processes(status=status, name=name) for s in sandboxes))
+    """Every process of ``sandboxes``; a sandbox killed meanwhile counts as having none."""
+    lists = await asyncio.gather(
+        *(s.list_processes(status=status, name=name) for s in sandboxes), return_exceptions=True
+    )
     return [
         (Ref(s.id, info.process_id), info)
         for s, infos in zip(sandboxes, lists, strict=True)
-        for info in infos
+        if not isinstance(infos, NotFoundError)
+        for info in _value_or_raise(infos)
     ]
 
 
