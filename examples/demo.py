@@ -47,13 +47,22 @@ async def server() -> AsyncIterator[tuple[str, str | None]]:
         yield backend.base_url, backend.api_key
 
 
-def progress_bar(done: int, total: int, result: ProcessResult) -> None:
-    width = 30
-    filled = width * done // total
-    mark = "ok " if result.ok else "ERR"
-    line = f"\r[{'#' * filled}{'.' * (width - filled)}] {done:3d}/{total} last: {mark}"
-    sys.stdout.write(line + ("\n" if done == total else ""))
-    sys.stdout.flush()
+class ProgressBar:
+    """One line updated in place on a terminal; a plain line every 10% when piped."""
+
+    def __init__(self) -> None:
+        self.failed = 0
+
+    def __call__(self, done: int, total: int, result: ProcessResult) -> None:
+        self.failed += not result.ok
+        if sys.stdout.isatty():
+            width = 30
+            filled = width * done // total
+            bar = f"[{'#' * filled}{'.' * (width - filled)}] {done:3d}/{total}"
+            sys.stdout.write(f"\r{bar}, {self.failed} failed" + ("\n" if done == total else ""))
+        elif done == total or done % max(1, total // 10) == 0:
+            sys.stdout.write(f"{done}/{total} done, {self.failed} failed\n")
+        sys.stdout.flush()
 
 
 async def main() -> None:
@@ -83,7 +92,7 @@ async def main() -> None:
             )
             print(f"{TASKS} background tasks started; waiting for them:")
             t0 = time.monotonic()
-            results = await client.wait_all(procs, timeout=120, on_progress=progress_bar)
+            results = await client.wait_all(procs, timeout=120, on_progress=ProgressBar())
             elapsed = time.monotonic() - t0
             print_summary(sandboxes, procs, results, elapsed)
         finally:

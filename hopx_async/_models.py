@@ -92,9 +92,26 @@ class _DictAccess:
     def __iter__(self) -> Iterator[str]:
         return iter(self.keys())
 
-    def to_dict(self) -> dict[str, Any]:
-        """A plain dict of the fields (datetimes stay datetimes)."""
-        return {k: getattr(self, k) for k in self.keys()}
+    def to_dict(self, *, json_ready: bool = False) -> dict[str, Any]:
+        """A plain dict of the fields.
+
+        Datetimes stay datetimes; with ``json_ready=True`` they become ISO-8601 strings and
+        nested records dicts, so that ``json.dumps(info.to_dict(json_ready=True))`` works.
+
+        >>> ProcessInfo.from_wire({"process_id": "proc_1", "status": "running",
+        ...     "started_at": 0}).to_dict(json_ready=True)["started_at"]
+        '1970-01-01T00:00:00+00:00'
+        """
+        data = {k: getattr(self, k) for k in self.keys()}
+        return {k: _json_ready(v) for k, v in data.items()} if json_ready else data
+
+
+def _json_ready(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if attrs.has(type(value)):
+        return {k: _json_ready(v) for k, v in attrs.asdict(value, recurse=False).items()}
+    return value
 
 
 def parse_time(value: Any) -> datetime | None:
