@@ -251,7 +251,7 @@ class LocalBackend:
         )
         app[READ_TIMEOUT] = self.read_timeout
         hooks = self._webhooks = Webhooks(
-            state_dir / "webhooks",
+            layout.webhooks,
             processes,
             self.callback_hosts,
             attempts=self.callback_attempts,
