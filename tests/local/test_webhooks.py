@@ -244,3 +244,21 @@ def test_serve_documents_the_callback_host_flag() -> None:
         [PY, "-m", "hopx_async.local", "serve", "--help"], capture_output=True, text=True
     )
     assert "--callback-host" in out.stdout
+
+
+async def test_timeout_and_deleted_sandbox_are_reported(api: Api) -> None:
+    async with Receiver() as receiver:
+        sbx = await api.create()
+        timed = await _start(api, sbx, "import time; time.sleep(60)", receiver.url, timeout=1)
+        (hit,) = await receiver.hits_to("/", 1)
+        result = json.loads(hit.body)
+        assert result["execution_id"] == timed["execution_id"]
+        assert result["status"] == "timeout"
+        assert "timed out" in result["error"]
+        cut = await _start(api, sbx, "import time; time.sleep(600)", f"{receiver.url}/gone")
+        await api.cp("DELETE", f"/v1/sandboxes/{sbx.id}")
+        (hit,) = await receiver.hits_to("/gone", 1)
+    result = json.loads(hit.body)
+    assert result["execution_id"] == cut["execution_id"]
+    assert result["status"] == "killed"
+    assert result["success"] is False
