@@ -262,3 +262,11 @@ async def test_timeout_and_deleted_sandbox_are_reported(api: Api) -> None:
     assert result["execution_id"] == cut["execution_id"]
     assert result["status"] == "killed"
     assert result["success"] is False
+
+
+def test_the_secret_and_headers_stay_out_of_reprs() -> None:
+    from hopx_async.local._webhooks import Callback
+
+    callback = Callback("http://127.0.0.1/h", {"Authorization": "Bearer hdr-secret"}, SECRET)
+    assert SECRET not in repr(callback)
+    assert "hdr-secret" not in repr(callback)
