@@ -52,12 +52,15 @@ from hopx_async import (
     ValidationError,
     WaitTimeoutError,
     WatcherStats,
+    WebhookVerificationError,
     __version__,
+    verify_webhook,
 )
 
 from ._generated import (
     BackgroundProcess,
     Commands,
+    Execution,
     Hopx,
     Sandbox,
     Sandboxes,
@@ -70,6 +73,7 @@ __all__ = [
     "Sandbox",
     "Commands",
     "BackgroundProcess",
+    "Execution",
     "close_default_client",
     "Task",
     "ProgressCallback",
@@ -88,6 +92,7 @@ __all__ = [
     "Resources",
     "Template",
     "WatcherStats",
+    "verify_webhook",
     "HopxError",
     "ValidationError",
     "ConfigurationError",
@@ -111,5 +116,6 @@ __all__ = [
     "WaitTimeoutError",
     "ProcessFailedError",
     "ClientClosedError",
+    "WebhookVerificationError",
     "__version__",
 ]
