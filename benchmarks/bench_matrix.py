@@ -32,7 +32,9 @@ Measured per client run, between the first start and the last task detected:
   KiB of the answers' bodies to them;
 - client CPU (user + sys of the client process, all its threads) per task;
 - the client process's peak RSS (``ru_maxrss``, imports included);
-- detection latency p50 and p99.
+- detection latency p50 and p99;
+- the server process's CPU per task over the same phase (its threads, not the tasks it runs),
+  and the most threads it had during the client run (Linux ``/proc``; 0 elsewhere).
 
 The table shows medians of ``--repeat`` runs (the client order rotates between repeats), and
 for each figure its ratio to raw aiohttp's median in the same invocation. Timings on a shared
@@ -107,7 +109,9 @@ class CountingProxy:
         self.hide_features = hide_features
         self.counts: Counter[str] = Counter()
         self.sizes: Counter[str] = Counter()
-        self.marks: dict[str, tuple[Counter[str], Counter[str]]] = {}
+        self.marks: dict[str, tuple[Counter[str], Counter[str], dict[str, float]]] = {}
+        #: called at each mark; its figures are stored with the counters
+        self.probe: Callable[[], dict[str, float]] = dict
         self.url = ""
         self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
@@ -133,15 +137,16 @@ class CountingProxy:
         if self._runner is not None:
             await self._runner.cleanup()
 
-    def phase(self) -> tuple[Counter[str], Counter[str]]:
-        """Requests and answer bytes by route between the marks ``begin`` and ``end``."""
-        (c0, s0), (c1, s1) = self.marks["begin"], self.marks["end"]
-        return c1 - c0, s1 - s0
+    def phase(self) -> tuple[Counter[str], Counter[str], dict[str, float]]:
+        """Requests, answer bytes by route and the probe's figures between the marks
+        ``begin`` and ``end``."""
+        (c0, s0, p0), (c1, s1, p1) = self.marks["begin"], self.marks["end"]
+        return c1 - c0, s1 - s0, {k: p1[k] - p0[k] for k in p0.keys() & p1.keys()}
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         if request.path.startswith(MARK_PREFIX):
             name = request.path[len(MARK_PREFIX) :]
-            self.marks[name] = (Counter(self.counts), Counter(self.sizes))
+            self.marks[name] = (Counter(self.counts), Counter(self.sizes), self.probe())
             return web.Response(text="ok")
         key = route_key(request.method, request.path)
         self.counts[key] += 1
@@ -188,6 +193,9 @@ class Sample:
     p50_ms: float
     p99_ms: float
     wall: float
+    server_cpu_ms_per_task: float
+    server_threads: float
+    proxy_cpu_ms_per_task: float
 
 
 @dataclass
@@ -203,6 +211,33 @@ def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
     return ordered[index]
+
+
+def process_cpu(pid: int) -> float:
+    """User + sys seconds of process ``pid`` (its threads, not its children); 0 off Linux."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def process_threads(pid: int) -> int:
+    """The number of threads of process ``pid`` now; 0 off Linux."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("Threads:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def own_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def start_server() -> tuple[subprocess.Popen[str], str, str]:
@@ -242,7 +277,12 @@ async def live_sandboxes(base_url: str, api_key: str) -> int:
 
 
 async def run_client(
-    name: str, proxy: CountingProxy, api_key: str, tasks: int, args: argparse.Namespace
+    name: str,
+    proxy: CountingProxy,
+    server: int,
+    api_key: str,
+    tasks: int,
+    args: argparse.Namespace,
 ) -> Sample:
     """One client run in a subprocess of its own; its figures plus the proxy's counts."""
     env = dict(os.environ, HOPX_API_KEY=api_key, HOPX_BASE_URL=proxy.url)
@@ -265,6 +305,16 @@ async def run_client(
         str(args.doc_threads),
     ]
     proxy.marks.clear()
+    proxy.probe = lambda: {"server": process_cpu(server), "proxy": own_cpu()}
+    threads = 0
+
+    async def count_threads() -> None:
+        nonlocal threads
+        while True:
+            threads = max(threads, process_threads(server))
+            await asyncio.sleep(0.05)
+
+    sampler = asyncio.ensure_future(count_threads())
     child = await asyncio.create_subprocess_exec(
         *command, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
     )
@@ -274,11 +324,13 @@ async def run_client(
         child.kill()
         await child.wait()
         raise RuntimeError(f"no result after {RUN_LIMIT:g} s") from None
+    finally:
+        sampler.cancel()
     if child.returncode != 0:
         tail = err.decode(errors="replace").strip().splitlines()[-12:]
         raise RuntimeError(f"exit status {child.returncode}:\n    " + "\n    ".join(tail))
     result = json.loads(out.decode().strip().splitlines()[-1])
-    counts, sizes = proxy.phase()
+    counts, sizes, cpu = proxy.phase()
     starts = counts[START_ROUTE]
     if starts != tasks:
         raise RuntimeError(f"the proxy saw {starts} starts for {tasks} tasks")
@@ -291,6 +343,9 @@ async def run_client(
         p50_ms=percentile(latencies, 50) * 1000,
         p99_ms=percentile(latencies, 99) * 1000,
         wall=result["wall"],
+        server_cpu_ms_per_task=cpu.get("server", 0.0) * 1000 / tasks,
+        server_threads=threads,
+        proxy_cpu_ms_per_task=cpu.get("proxy", 0.0) * 1000 / tasks,
     )
 
 
@@ -325,7 +380,7 @@ async def run_matrix(
                             continue
                         proxy = hidden if name == "hopx_async-noext" else plain
                         try:
-                            sample = await run_client(name, proxy, api_key, tasks, args)
+                            sample = await run_client(name, proxy, server.pid, api_key, tasks, args)
                         except RuntimeError as exc:
                             cell.error = str(exc)
                             print(f"  N={tasks} {name}: FAILED, {exc}", flush=True)
@@ -336,7 +391,10 @@ async def run_matrix(
                             f"{sample.wall:6.2f} s {sample.requests:7d} req "
                             f"{sample.kib:9.1f} KiB {sample.cpu_ms_per_task:6.3f} ms/task "
                             f"{sample.rss_mib:6.1f} MiB p50 {sample.p50_ms:6.1f} ms "
-                            f"p99 {sample.p99_ms:7.1f} ms",
+                            f"p99 {sample.p99_ms:7.1f} ms; server "
+                            f"{sample.server_cpu_ms_per_task:6.3f} ms/task "
+                            f"{sample.server_threads:4.0f} threads; proxy "
+                            f"{sample.proxy_cpu_ms_per_task:6.3f} ms/task",
                             flush=True,
                         )
             remaining = await live_sandboxes(base_url, api_key)
@@ -360,6 +418,8 @@ def table(cells: dict[tuple[int, str], Cell], sizes: list[int], clients: list[st
         ("rss_mib", "peak RSS MiB", 1),
         ("p50_ms", "detect p50 ms", 1),
         ("p99_ms", "detect p99 ms", 1),
+        ("server_cpu_ms_per_task", "server CPU ms/task", 3),
+        ("server_threads", "server threads", 0),
     ]
     head = ["N", "sandboxes", "client", "runs", "wall s", *(c[1] for c in columns)]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
@@ -419,8 +479,10 @@ def driver(args: argparse.Namespace) -> int:
         "requests and KiB: what the proxy received and answered between the first start and "
         "the last detection, the N starts excluded (KiB: answer bodies); CPU: user+sys of the "
         "client process over the same phase; peak RSS: the client process's maximum; "
-        f"detect: client's moment of knowing minus the server's completed_at; (x): ratio to "
-        f"{CLIENTS[BASELINE]} in this invocation."
+        "detect: client's moment of knowing minus the server's completed_at; server CPU: "
+        "user+sys of the server process (not of the tasks) over the same phase; server "
+        "threads: the most seen in the server process (sampled every 50 ms) during the client "
+        f"run; (x): ratio to {CLIENTS[BASELINE]} in this invocation."
     )
     hard = [
         f"N={n} {c}"
@@ -468,15 +530,10 @@ class Meter:
     _t0: float = 0.0
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    @staticmethod
-    def cpu() -> float:
-        usage = resource.getrusage(resource.RUSAGE_SELF)
-        return usage.ru_utime + usage.ru_stime
-
     def begin(self) -> None:
         self.config.mark("begin")
         self._t0 = time.perf_counter()
-        self._cpu0 = self.cpu()
+        self._cpu0 = own_cpu()
 
     def seen(self, completed_at: str | datetime | None, status: str) -> None:
         now = time.time()
@@ -484,7 +541,7 @@ class Meter:
             self.detected.append((now, completed_at, status))
 
     def end(self) -> dict[str, Any]:
-        cpu = self.cpu() - self._cpu0
+        cpu = own_cpu() - self._cpu0
         wall = time.perf_counter() - self._t0
         self.config.mark("end")
         if len(self.detected) != self.config.tasks:
