@@ -15,7 +15,8 @@ task it notes when it learned that the task ended; detection latency is that mom
 task's ``completed_at`` as the server wrote it (same machine, same clock, millisecond
 resolution). Clients:
 
-- ``hopx_async``: ``AsyncHopx``; one ``client.wait_all(batch, on_progress=...)`` per batch;
+- ``hopx_async``: ``AsyncHopx``; ``proc.wait()`` on each handle as soon as its start is
+  answered (what ``client.wait_all`` does for a list);
 - ``hopx_async-noext``: the same through a proxy that hides ``features`` in ``/health``
   (what the client does against the real service);
 - ``raw``: raw aiohttp, one session, one ``GET /execute/processes`` per sandbox every
@@ -578,25 +579,23 @@ async def client_hopx_async(cfg: Config) -> dict[str, Any]:
                     raise s
             await asyncio.gather(*(s.list_processes() for s in sandboxes))
 
-            def progress(done: int, total: int, result: Any) -> None:
+            async def watch(proc: Any) -> None:
+                result = await proc.wait(timeout=RUN_LIMIT)
                 meter.seen(result.completed_at, str(result.status))
 
             meter.begin()
-            waits: list[asyncio.Future[Any]] = []
+            waits: list[asyncio.Future[None]] = []
             for batch in cfg.batches():
-                procs = await asyncio.gather(
-                    *(
-                        sandboxes[i % len(sandboxes)].run_code_background(
-                            cfg.command, language="bash", name=f"task-{i}"
-                        )
-                        for i in batch
+                starts = [
+                    sandboxes[i % len(sandboxes)].run_code_background(
+                        cfg.command, language="bash", name=f"task-{i}"
                     )
-                )
-                waits.append(
-                    asyncio.ensure_future(
-                        client.wait_all(procs, timeout=RUN_LIMIT, on_progress=progress)
-                    )
-                )
+                    for i in batch
+                ]
+                # wait on each process from the moment its start is answered, as the
+                # other clients do, not from the end of its batch
+                for started in asyncio.as_completed(starts):
+                    waits.append(asyncio.ensure_future(watch(await started)))
             await asyncio.gather(*waits)
             return meter.end()
         finally:
