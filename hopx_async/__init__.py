@@ -49,6 +49,7 @@ from ._models import (
     ProcessStatus,
     Resources,
     SandboxInfo,
+    StreamEvent,
     Template,
 )
 from ._process import AsyncBackgroundProcess
@@ -82,6 +83,7 @@ __all__ = [
     "ExecutionResult",
     "CommandResult",
     "OutputChunk",
+    "StreamEvent",
     "SandboxInfo",
     "Resources",
     "Template",

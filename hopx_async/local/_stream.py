@@ -250,17 +250,14 @@ async def _run_streamed(
     try:
         try:
             spec = spec_of(request, await _first_message(ws))
-        except ApiError as exc:
+            async with state(request).processes.attached(sbx, spec) as attached:
+                await _serve(ws, _stream_attached(sender, attached, spec))
+        except ApiError as exc:  # after the upgrade an error is a message, not an answer
             body = exc.body(request.headers.get("X-Request-ID", ""))
             await sender.send({"type": "error", **{k: v for k, v in body.items() if v}})
-            return ws
-        processes = state(request).processes
-        try:
-            async with processes.attached(sbx, spec) as attached:
-                await _serve(ws, _stream_attached(sender, attached, spec))
         except (OSError, ValueError) as exc:
             if isinstance(exc, ConnectionError):
-                return ws
+                raise
             code = 127 if isinstance(exc, FileNotFoundError) else 126
             await sender.send({"type": "stderr", "data": f"hopx-local: could not start: {exc}\n"})
             await sender.send(
