@@ -415,8 +415,13 @@ class Agent:
         """
         ws = await self.open_websocket(path, params=params, resource=resource)
         try:
-            if request is not None:
-                await ws.send_str(jsonlib.dumps(request))
+            try:
+                if request is not None:
+                    await ws.send_str(jsonlib.dumps(request))
+            except (aiohttp.ClientError, ConnectionError) as exc:
+                raise NetworkError(
+                    f"the stream {path} of sandbox {self.sandbox_id}: {exc}"
+                ) from exc
             async for msg in ws:
                 if msg.type not in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
                     break

@@ -16,13 +16,12 @@ import anyio
 from . import _validation as validate
 from ._agent import Agent
 from ._errors import (
+    APIError,
     ConflictError,
     HopxError,
     NetworkError,
-    NotFoundError,
     ProcessFailedError,
     ProcessNotFoundError,
-    ServerError,
     WaitTimeoutError,
 )
 from ._models import OutputChunk, ProcessInfo, ProcessResult, ProcessStatus
@@ -264,7 +263,7 @@ class AsyncBackgroundProcess:
             except ConflictError as exc:
                 await agent.wait_while_paused(exc)
                 continue
-            except (NetworkError, ServerError, NotFoundError):
+            except (NetworkError, APIError):
                 pass  # no push here after all (or it broke off): read on by offsets
             break
         async for chunk in self._offset_output(interval, cursor, collected):

@@ -254,6 +254,10 @@ class Transport:
                 timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=10),
             )
         except aiohttp.WSServerHandshakeError as exc:
+            if exc.status < 400:  # answered, but not upgraded (e.g. a proxy in between)
+                raise NetworkError(
+                    f"WebSocket {url}: not upgraded (HTTP {exc.status} {exc.message})"
+                ) from exc
             request_id = exc.headers.get("X-Request-ID") if exc.headers else None
             raise error_from_response(
                 exc.status,
