@@ -112,6 +112,11 @@ class Agent:
         """Whether the agent advertised ``name`` (known after the first request)."""
         return bool(self._features and self._features.get(name) is True)
 
+    def forget_feature(self, name: str) -> None:
+        """Stop using an advertised feature that turned out not to work (e.g. behind a proxy)."""
+        if self._features is not None:
+            self._features.pop(name, None)
+
     def min_poll_interval(self) -> float:
         """The shortest polling interval the agent's rate limit allows."""
         return self.control.transport.min_interval(self.sandbox_id)

@@ -252,10 +252,12 @@ class AsyncBackgroundProcess:
         collected: dict[str, list[str]] = {"stdout": [], "stderr": []}
         path = f"/execute/processes/{segment(self._id, 'process_id')}/stream"
         while True:
+            received = False
             try:
                 async for data in agent.stream_messages(
                     path, params=cursor.params(), resource="process"
                 ):
+                    received = True
                     chunk = pushed_chunk(data, cursor)
                     if chunk is not None:
                         collected[chunk.stream].append(chunk.text)
@@ -264,7 +266,10 @@ class AsyncBackgroundProcess:
                 await agent.wait_while_paused(exc)
                 continue
             except (NetworkError, APIError):
-                pass  # no push here after all (or it broke off): read on by offsets
+                # No push here after all (a proxy that does not upgrade, a missing route),
+                # or it broke off: read on by offsets; never try a push that never worked.
+                if not received:
+                    agent.forget_feature("output_push")
             break
         async for chunk in self._offset_output(interval, cursor, collected):
             yield chunk

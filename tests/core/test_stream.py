@@ -139,6 +139,9 @@ async def test_output_falls_back_to_offsets_when_push_fails(backend: Any) -> Non
         assert proxy.count("GET", "/execute/processes/{proc}/stream") == 1
         assert proxy.count("GET", "/execute/processes/{proc}") >= 1
         assert (await proc.wait()).stdout == text
+        again = await sandbox.run_code_background("print('again')")
+        assert "".join([c.text async for c in again.output()]) == "again\n"
+        assert proxy.count("GET", "/execute/processes/{proc}/stream") == 1, "not tried again"
 
 
 async def test_leaving_a_stream_early_ends_the_code(sandbox: AsyncSandbox) -> None:

@@ -235,3 +235,33 @@ async def test_process_stream_of_unknown_process_is_404(api: Api, sbx: Sandbox) 
         ):
             pass
     assert info.value.status == 404
+
+
+async def test_stream_of_a_paused_sandbox_is_refused(api: Api, sbx: Sandbox) -> None:
+    assert (await api.cp("POST", f"/v1/sandboxes/{sbx.id}/pause")).status == 200
+    headers = {"Authorization": f"Bearer {sbx.token}"}
+    for url in (_root(sbx) + "/execute/stream", sbx.host + "/execute/stream"):
+        with pytest.raises(aiohttp.WSServerHandshakeError) as info:
+            async with api.session.ws_connect(url, headers=headers):
+                pass
+        assert info.value.status == 409
+    assert (await api.cp("POST", f"/v1/sandboxes/{sbx.id}/resume")).status == 200
+    async with api.session.ws_connect(_root(sbx) + "/execute/stream", headers=headers) as ws:
+        await ws.send_json({"code": "print('back')"})
+        messages = await _messages(ws)
+    assert _text(messages, "stdout") == "back\n"
+
+
+async def test_root_stream_runs_in_the_sandbox_the_token_names(api: Api, sbx: Sandbox) -> None:
+    other = await api.create(env_vars={"WHO": "other"})
+    try:
+        for box, expected in ((sbx, "\n"), (other, "other\n")):
+            headers = {"Authorization": f"Bearer {box.token}"}
+            async with api.session.ws_connect(
+                _root(sbx) + "/commands/stream", headers=headers
+            ) as ws:
+                await ws.send_json({"command": "echo $WHO"})
+                messages = await _messages(ws)
+            assert _text(messages, "stdout") == expected
+    finally:
+        await api.cp("DELETE", f"/v1/sandboxes/{other.id}")
