@@ -39,6 +39,7 @@ from ._errors import (
     ValidationError,
     WaitTimeoutError,
 )
+from ._execution import AsyncExecution
 from ._fanout import ProgressCallback, Task
 from ._models import (
     CommandResult,
@@ -57,6 +58,7 @@ from ._sandbox import AsyncCommands, AsyncSandbox
 from ._utils import AwaitableContext
 from ._version import __version__
 from ._watcher import WatcherStats
+from ._webhooks import WebhookVerificationError, verify_webhook
 
 __all__ = [
     # clients and handles (each has a blocking twin in hopx_sync)
@@ -65,6 +67,7 @@ __all__ = [
     "AsyncSandbox",
     "AsyncCommands",
     "AsyncBackgroundProcess",
+    "AsyncExecution",
     "AwaitableContext",
     "aclose_default_client",
     # fan-out
@@ -88,6 +91,8 @@ __all__ = [
     "Resources",
     "Template",
     "WatcherStats",
+    # webhooks
+    "verify_webhook",
     # errors
     "HopxError",
     "ValidationError",
@@ -112,5 +117,6 @@ __all__ = [
     "WaitTimeoutError",
     "ProcessFailedError",
     "ClientClosedError",
+    "WebhookVerificationError",
     "__version__",
 ]

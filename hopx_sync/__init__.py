@@ -53,12 +53,15 @@ from hopx_async import (
     ValidationError,
     WaitTimeoutError,
     WatcherStats,
+    WebhookVerificationError,
     __version__,
+    verify_webhook,
 )
 
 from ._generated import (
     BackgroundProcess,
     Commands,
+    Execution,
     Hopx,
     Sandbox,
     Sandboxes,
@@ -71,6 +74,7 @@ __all__ = [
     "Sandbox",
     "Commands",
     "BackgroundProcess",
+    "Execution",
     "close_default_client",
     "Task",
     "ProgressCallback",
@@ -90,6 +94,7 @@ __all__ = [
     "Resources",
     "Template",
     "WatcherStats",
+    "verify_webhook",
     "HopxError",
     "ValidationError",
     "ConfigurationError",
@@ -113,5 +118,6 @@ __all__ = [
     "WaitTimeoutError",
     "ProcessFailedError",
     "ClientClosedError",
+    "WebhookVerificationError",
     "__version__",
 ]

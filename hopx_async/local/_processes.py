@@ -26,7 +26,7 @@ from ._layout import Layout
 from ._output import file_size, read_tail
 from ._procfs import all_stats, command_line, descendants, owner, pids_by_env, read_stat
 from ._records import ProcessRecord, SandboxRecord, new_id
-from ._render import Renderer, number
+from ._render import Renderer, seconds
 from ._store import Store
 from ._supervisor import Running, Supervisor, exit_code_of
 
@@ -318,11 +318,11 @@ class Processes:
             reason = run.end_reason
             if reason == "timeout":
                 rec.status = "timeout"
-                rec.error = f"timed out after {number(rec.timeout)} seconds"
+                rec.error = f"timed out after {seconds(rec.timeout)}"
                 self._note(
                     rec,
                     "stderr",
-                    f"hopx-local: process timed out after {number(rec.timeout)} seconds;"
+                    f"hopx-local: process timed out after {seconds(rec.timeout)};"
                     " its process group was killed",
                 )
             elif reason == "shutdown":
@@ -506,7 +506,7 @@ class Processes:
                 raise ApiError(
                     408,
                     "EXECUTION_TIMEOUT",
-                    f"execution timed out after {number(spec.timeout)} seconds",
+                    f"execution timed out after {seconds(spec.timeout)}",
                     extra={**result, "exit_code": None},
                 )
             if run.end_reason is not None:

@@ -254,7 +254,7 @@ async def test_timeout_ends_the_whole_group(api: Api, sbx: Sandbox) -> None:
     proc = await api.process(sbx, started["process_id"])
     done = await api.wait_done(sbx, started["process_id"])
     assert done["status"] == "timeout"
-    assert "timed out after 1 seconds" in done["stderr"]
+    assert "timed out after 1 second" in done["stderr"]
     assert "never" not in done["stdout"]
     assert pids_with_arg(child) == []
     assert not pid_alive(proc["pid"])

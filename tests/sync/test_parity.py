@@ -30,6 +30,7 @@ TWINS = {
     "AsyncSandbox": "Sandbox",
     "AsyncCommands": "Commands",
     "AsyncBackgroundProcess": "BackgroundProcess",
+    "AsyncExecution": "Execution",
     "aclose_default_client": "close_default_client",
 }
 #: async-only names, with no twin
@@ -175,6 +176,9 @@ def instances() -> Iterator[Callable[[str], tuple[Any, Any]]]:
         "AsyncSandbox": sandbox,
         "AsyncCommands": sandbox.commands,
         "AsyncBackgroundProcess": sandbox.process("proc_1"),
+        "AsyncExecution": hopx_async.AsyncExecution(
+            sandbox, "exec_1", callback_url="http://127.0.0.1:9/hook", process_id="proc_1"
+        ),
     }
 
     def pair(name: str) -> tuple[Any, Any]:
