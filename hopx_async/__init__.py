@@ -50,6 +50,7 @@ from ._models import (
     ProcessStatus,
     Resources,
     SandboxInfo,
+    StreamEvent,
     Template,
 )
 from ._process import AsyncBackgroundProcess
@@ -85,6 +86,7 @@ __all__ = [
     "ExecutionResult",
     "CommandResult",
     "OutputChunk",
+    "StreamEvent",
     "SandboxInfo",
     "Resources",
     "Template",

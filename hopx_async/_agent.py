@@ -9,15 +9,20 @@ features the agent advertises (long polls, offsets, idempotency keys, ...).
 from __future__ import annotations
 
 import asyncio
+import json as jsonlib
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlencode
+
+import aiohttp
 
 from ._control import ControlPlane
 from ._errors import (
     APIError,
+    AuthenticationError,
     ConflictError,
     HopxError,
     NetworkError,
@@ -25,6 +30,7 @@ from ._errors import (
     SandboxNotFoundError,
     ServerError,
     TokenExpiredError,
+    error_from_response,
 )
 from ._models import ProcessInfo, ProcessResult, SandboxInfo
 from ._transport import Response
@@ -105,6 +111,11 @@ class Agent:
     def has_feature(self, name: str) -> bool:
         """Whether the agent advertised ``name`` (known after the first request)."""
         return bool(self._features and self._features.get(name) is True)
+
+    def forget_feature(self, name: str) -> None:
+        """Stop using an advertised feature that turned out not to work (e.g. behind a proxy)."""
+        if self._features is not None:
+            self._features.pop(name, None)
 
     def min_poll_interval(self) -> float:
         """The shortest polling interval the agent's rate limit allows."""
@@ -356,3 +367,82 @@ class Agent:
         if not await self.is_paused():
             raise error
         await asyncio.sleep(self.control.polling.max_interval)
+
+    # --------------------------------------------------------------------- streams
+    async def open_websocket(
+        self,
+        path: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        resource: str | None = None,
+    ) -> aiohttp.ClientWebSocketResponse[bool]:
+        """Open a WebSocket to the agent: readiness first, one token refresh on a 401."""
+        if self.killed:
+            raise SandboxNotFoundError(
+                f"sandbox {self.sandbox_id} was killed; create a new one",
+                status=404,
+                code="RESOURCE_NOT_FOUND",
+            )
+        await self.ensure_ready()
+        expires = self._token_expires_at
+        if expires is not None and expires.timestamp() - TOKEN_MARGIN < self.control.clock():
+            await self.refresh_token(self._token)
+        if self._url is None:
+            raise HopxError(
+                f"sandbox {self.sandbox_id} has no public_host or direct_url to reach its agent"
+            )
+        url = self._url + path + ("?" + urlencode(params) if params else "")
+        for attempt in (0, 1):
+            token = self._token
+            try:
+                return await self.control.transport.websocket(
+                    url, headers={"Authorization": f"Bearer {token}"}, resource=resource
+                )
+            except AuthenticationError:
+                # A refused handshake has no body: any 401 may be an expired token.
+                if attempt:
+                    raise
+                await self.refresh_token(token)
+        raise AssertionError("unreachable")
+
+    async def stream_messages(
+        self,
+        path: str,
+        request: Mapping[str, Any] | None = None,
+        *,
+        params: Mapping[str, str] | None = None,
+        resource: str | None = None,
+    ) -> AsyncIterator[Mapping[str, Any]]:
+        """The JSON messages of one WebSocket stream, up to and including ``complete``.
+
+        ``request`` is sent first. An ``error`` message raises its :class:`APIError`; a
+        connection that ends before ``complete`` raises :class:`NetworkError`.
+        """
+        ws = await self.open_websocket(path, params=params, resource=resource)
+        try:
+            try:
+                if request is not None:
+                    await ws.send_str(jsonlib.dumps(request))
+            except (aiohttp.ClientError, ConnectionError) as exc:
+                raise NetworkError(
+                    f"the stream {path} of sandbox {self.sandbox_id}: {exc}"
+                ) from exc
+            async for msg in ws:
+                if msg.type not in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
+                    break
+                try:
+                    data = jsonlib.loads(msg.data)
+                except ValueError:
+                    continue
+                if not isinstance(data, Mapping):
+                    continue
+                if data.get("type") == "error":
+                    raise error_from_response(400, data, resource=resource)
+                yield data
+                if data.get("type") == "complete":
+                    return
+            raise NetworkError(
+                f"the stream {path} of sandbox {self.sandbox_id} ended before it completed"
+            )
+        finally:
+            await ws.close()

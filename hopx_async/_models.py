@@ -22,6 +22,7 @@ __all__ = [
     "ExecutionResult",
     "CommandResult",
     "OutputChunk",
+    "StreamEvent",
     "Template",
 ]
 
@@ -409,3 +410,44 @@ class OutputChunk:
 
     stream: Literal["stdout", "stderr"]
     text: str
+
+
+@attrs.frozen(kw_only=True)
+class StreamEvent:
+    """One message of a streamed execution (``run_code_stream``, ``commands.stream``).
+
+    ``kind`` is ``"stdout"`` or ``"stderr"`` (``text`` holds the output), ``"result"``
+    (``exit_code``, ``execution_time``, ``success``, ``timed_out``) or ``"complete"``, the
+    last event (``success``). Kinds the SDK does not know are passed through with ``raw``.
+
+    >>> StreamEvent.from_wire({"type": "stdout", "data": "hi\\n"}).text
+    'hi\\n'
+    """
+
+    kind: str
+    text: str = ""
+    exit_code: int | None = None
+    execution_time: float | None = None
+    success: bool | None = None
+    timed_out: bool = False
+    timestamp: str | None = None
+    raw: Mapping[str, Any] = attrs.field(factory=dict, repr=False, eq=False)
+
+    @property
+    def is_output(self) -> bool:
+        """Whether this event carries output (``stdout`` or ``stderr``)."""
+        return self.kind in ("stdout", "stderr")
+
+    @classmethod
+    def from_wire(cls, data: Mapping[str, Any]) -> StreamEvent:
+        success = data.get("success")
+        return cls(
+            kind=str(data.get("type") or "unknown"),
+            text=_text(data.get("data")),
+            exit_code=_int(data.get("exit_code")),
+            execution_time=_float(_first(data, "execution_time", "duration")),
+            success=success if isinstance(success, bool) else None,
+            timed_out=data.get("timed_out") is True,
+            timestamp=_str(data.get("timestamp")),
+            raw=dict(data),
+        )

@@ -16,15 +16,17 @@ import anyio
 from . import _validation as validate
 from ._agent import Agent
 from ._errors import (
+    APIError,
     ConflictError,
     HopxError,
+    NetworkError,
     ProcessFailedError,
     ProcessNotFoundError,
     WaitTimeoutError,
 )
 from ._models import OutputChunk, ProcessInfo, ProcessResult, ProcessStatus
 from ._watcher import Watcher, watcher_of
-from ._wire import STREAMS, OutputCursor, status_only
+from ._wire import STREAMS, OutputCursor, pushed_chunk, segment, status_only
 
 if TYPE_CHECKING:
     from ._sandbox import AsyncSandbox
@@ -220,9 +222,11 @@ class AsyncBackgroundProcess:
     async def output(self, *, interval: float | None = None) -> AsyncIterator[OutputChunk]:
         """Stream new stdout/stderr as it appears, until the process ends.
 
-        Each byte is yielded once. Uses server-side offsets where advertised, otherwise
-        derives the new part from the full output of each poll. A paused sandbox is
-        waited for. The output streamed is also in the result of a later :meth:`wait`.
+        Each byte is yielded once. The server pushes the output over a WebSocket where it
+        offers that (``output_push``); otherwise, or if that connection fails, it is read by
+        server-side offsets where advertised, else derived from the full output of each
+        poll. A paused sandbox is waited for. The output streamed is also in the result of
+        a later :meth:`wait`.
 
         >>> async for chunk in proc.output():  # doctest: +SKIP
         ...     print(chunk.stream, chunk.text, end="")
@@ -231,18 +235,56 @@ class AsyncBackgroundProcess:
             validate.positive_number("interval", interval)
         agent = self._agent
         await agent.ensure_ready_waiting()
-        if agent.has_feature("output_offsets"):
+        if agent.has_feature("output_push") and agent.has_feature("output_offsets"):
+            stream = self._pushed_output(interval)
+        elif agent.has_feature("output_offsets"):
             stream = self._offset_output(interval)
         else:
             stream = self._polled_output(interval)
         async for chunk in stream:
             yield chunk
 
-    async def _offset_output(self, interval: float | None) -> AsyncIterator[OutputChunk]:
-        agent, policy = self._agent, self._agent.control.polling
+    async def _pushed_output(self, interval: float | None) -> AsyncIterator[OutputChunk]:
+        # Pushed until the server says the process ended; the final record (and any rest,
+        # should the connection fail) is then read by offsets from where the push got to.
+        agent = self._agent
         cursor = OutputCursor()
-        wait = policy.long_poll if agent.has_feature("long_poll") else None
         collected: dict[str, list[str]] = {"stdout": [], "stderr": []}
+        path = f"/execute/processes/{segment(self._id, 'process_id')}/stream"
+        while True:
+            received = False
+            try:
+                async for data in agent.stream_messages(
+                    path, params=cursor.params(), resource="process"
+                ):
+                    received = True
+                    chunk = pushed_chunk(data, cursor)
+                    if chunk is not None:
+                        collected[chunk.stream].append(chunk.text)
+                        yield chunk
+            except ConflictError as exc:
+                await agent.wait_while_paused(exc)
+                continue
+            except (NetworkError, APIError):
+                # No push here after all (a proxy that does not upgrade, a missing route),
+                # or it broke off: read on by offsets; never try a push that never worked.
+                if not received:
+                    agent.forget_feature("output_push")
+            break
+        async for chunk in self._offset_output(interval, cursor, collected):
+            yield chunk
+
+    async def _offset_output(
+        self,
+        interval: float | None,
+        cursor: OutputCursor | None = None,
+        collected: dict[str, list[str]] | None = None,
+    ) -> AsyncIterator[OutputChunk]:
+        agent, policy = self._agent, self._agent.control.polling
+        cursor = cursor or OutputCursor()
+        wait = policy.long_poll if agent.has_feature("long_poll") else None
+        if collected is None:
+            collected = {"stdout": [], "stderr": []}
         while True:
             try:
                 data = await agent.read_output(self._id, cursor, wait=wait)

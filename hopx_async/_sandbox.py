@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from datetime import datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, overload
@@ -22,6 +22,7 @@ from ._models import (
     ProcessResult,
     ProcessStatus,
     SandboxInfo,
+    StreamEvent,
 )
 from ._process import AsyncBackgroundProcess, forget, handle_for, start_process
 from ._utils import AwaitableContext
@@ -113,6 +114,35 @@ class AsyncCommands:
         if background:
             return await start_process(self._sandbox, "/commands/background", body, "bash")
         return CommandResult.from_wire(await self._agent.execute("/commands/run", body, seconds))
+
+    async def stream(
+        self,
+        command: str,
+        *,
+        timeout: float = 60,
+        env: Mapping[str, str] | None = None,
+        working_dir: str | None = None,
+    ) -> AsyncIterator[StreamEvent]:
+        """Run a shell command and yield its output as it appears (over a WebSocket).
+
+        Events are ``stdout``/``stderr`` (with ``text``), then ``result`` (``exit_code``)
+        and ``complete``. Closing the stream early (``contextlib.aclosing``) ends the command.
+
+        >>> async for event in sandbox.commands.stream("make all"):  # doctest: +SKIP
+        ...     if event.is_output:
+        ...         print(event.text, end="")
+        """
+        body, _ = execution_body(
+            "command",
+            command,
+            timeout=timeout,
+            env=env,
+            working_dir=working_dir,
+            max_timeout=validate.MAX_SYNC_TIMEOUT,
+        )
+        request = {"type": "execute", **body}
+        async for data in self._agent.stream_messages("/commands/stream", request):
+            yield StreamEvent.from_wire(data)
 
 
 class AsyncSandbox:
@@ -346,6 +376,41 @@ class AsyncSandbox:
             working_dir=working_dir,
         )
         return await start_process(self, "/execute/background", body, body["language"])
+
+    async def run_code_stream(
+        self,
+        code: str,
+        *,
+        language: str = "python",
+        timeout: float = 60,
+        env: Mapping[str, str] | None = None,
+        working_dir: str | None = None,
+    ) -> AsyncIterator[StreamEvent]:
+        """Run code and yield its output as it appears (over a WebSocket; at most 300 s).
+
+        Events are ``stdout``/``stderr`` (with ``text``), then ``result`` (``exit_code``,
+        ``execution_time``, ``success``, ``timed_out``) and ``complete``. Closing the stream
+        early (``contextlib.aclosing``) ends the code. A slow loop slows the server's
+        sending, never its memory: the output waits in the sandbox.
+
+        >>> async for event in sandbox.run_code_stream("print('hi')"):  # doctest: +SKIP
+        ...     if event.kind == "stdout":
+        ...         print(event.text, end="")
+        ...     elif event.kind == "result":
+        ...         print("exit code", event.exit_code)
+        """
+        body, _ = execution_body(
+            "code",
+            code,
+            language=language,
+            timeout=timeout,
+            env=env,
+            working_dir=working_dir,
+            max_timeout=validate.MAX_SYNC_TIMEOUT,
+        )
+        request = {"type": "execute", **body}
+        async for data in self._agent.stream_messages("/execute/stream", request):
+            yield StreamEvent.from_wire(data)
 
     async def run_code_async(
         self,

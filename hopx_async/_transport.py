@@ -237,6 +237,39 @@ class Transport:
                 continue
             raise error
 
+    async def websocket(
+        self, url: str, *, headers: Mapping[str, str], resource: str | None = None
+    ) -> aiohttp.ClientWebSocketResponse[bool]:
+        """Open a WebSocket (never retried here: the caller decides what a retry means).
+
+        A refused handshake raises the :class:`APIError` of its status; a connection that
+        cannot be made raises :class:`NetworkError`.
+        """
+        session = self._get_session()
+        try:
+            return await session.ws_connect(
+                url,
+                headers=headers,
+                heartbeat=30,
+                timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=10),
+            )
+        except aiohttp.WSServerHandshakeError as exc:
+            if exc.status < 400:  # answered, but not upgraded (e.g. a proxy in between)
+                raise NetworkError(
+                    f"WebSocket {url}: not upgraded (HTTP {exc.status} {exc.message})"
+                ) from exc
+            request_id = exc.headers.get("X-Request-ID") if exc.headers else None
+            raise error_from_response(
+                exc.status,
+                f"WebSocket {url}: HTTP {exc.status} {exc.message}",
+                request_id=request_id,
+                resource=resource,
+            ) from exc
+        except asyncio.TimeoutError as exc:
+            raise RequestTimeoutError(f"WebSocket {url}: no handshake answer") from exc
+        except aiohttp.ClientError as exc:
+            raise NetworkError(f"WebSocket {url}: {type(exc).__name__}: {exc}") from exc
+
 
 def _decode(raw: bytes, content_type: str) -> Any:
     if not raw:

@@ -35,6 +35,7 @@ __all__ = [
     "segment",
     "start_answer",
     "status_filter",
+    "pushed_chunk",
     "status_only",
     "token_of",
     "with_status",
@@ -301,6 +302,28 @@ class OutputCursor:
             if isinstance(size, int) and self.offsets[stream] < size:
                 return False
         return True
+
+
+def pushed_chunk(data: Mapping[str, Any], cursor: OutputCursor) -> OutputChunk | None:
+    """The output of one pushed message (``{"type": "stdout", "data", "offset"}``), if new.
+
+    A message ending at or before the cursor was seen already (never yielded twice).
+
+    >>> cursor = OutputCursor()
+    >>> pushed_chunk({"type": "stdout", "data": "hi", "offset": 2}, cursor)
+    OutputChunk(stream='stdout', text='hi')
+    >>> pushed_chunk({"type": "stdout", "data": "hi", "offset": 2}, cursor) is None
+    True
+    """
+    stream = data.get("type")
+    offset = data.get("offset")
+    text = data.get("data")
+    if stream not in STREAMS or not isinstance(offset, int) or not isinstance(text, str):
+        return None
+    if offset <= cursor.offsets[stream]:
+        return None
+    cursor.offsets[stream] = offset
+    return OutputChunk(stream, text) if text else None
 
 
 def status_only(data: Mapping[str, Any]) -> ProcessInfo:

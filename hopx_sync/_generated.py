@@ -20,6 +20,7 @@ from hopx_async import (
     ProgressCallback,
     RetryPolicy,
     SandboxInfo,
+    StreamEvent,
     Task,
     Template,
     Timeouts,
@@ -522,6 +523,35 @@ class Sandbox(_Twin):
         )
         return BackgroundProcess._from_async(result, self._runner)
 
+    def run_code_stream(
+        self,
+        code: str,
+        *,
+        language: str = "python",
+        timeout: float = 60,
+        env: Mapping[str, str] | None = None,
+        working_dir: str | None = None,
+    ) -> Iterator[StreamEvent]:
+        """Run code and yield its output as it appears (over a WebSocket; at most 300 s).
+
+        Events are ``stdout``/``stderr`` (with ``text``), then ``result`` (``exit_code``,
+        ``execution_time``, ``success``, ``timed_out``) and ``complete``. Closing the stream
+        early (``contextlib.aclosing``) ends the code. A slow loop slows the server's
+        sending, never its memory: the output waits in the sandbox.
+
+        >>> for event in sandbox.run_code_stream("print('hi')"):  # doctest: +SKIP
+        ...     if event.kind == "stdout":
+        ...         print(event.text, end="")
+        ...     elif event.kind == "result":
+        ...         print("exit code", event.exit_code)
+        """
+        return _runner.iterate(
+            self._runner,
+            self._async.run_code_stream(
+                code, language=language, timeout=timeout, env=env, working_dir=working_dir
+            ),
+        )
+
     def run_code_async(
         self,
         code: str,
@@ -697,6 +727,28 @@ class Commands(_Twin):
             else result
         )
 
+    def stream(
+        self,
+        command: str,
+        *,
+        timeout: float = 60,
+        env: Mapping[str, str] | None = None,
+        working_dir: str | None = None,
+    ) -> Iterator[StreamEvent]:
+        """Run a shell command and yield its output as it appears (over a WebSocket).
+
+        Events are ``stdout``/``stderr`` (with ``text``), then ``result`` (``exit_code``)
+        and ``complete``. Closing the stream early (``contextlib.aclosing``) ends the command.
+
+        >>> for event in sandbox.commands.stream("make all"):  # doctest: +SKIP
+        ...     if event.is_output:
+        ...         print(event.text, end="")
+        """
+        return _runner.iterate(
+            self._runner,
+            self._async.stream(command, timeout=timeout, env=env, working_dir=working_dir),
+        )
+
 
 class BackgroundProcess(_Twin):
     """A handle on one background process; returned by ``run_code_background()``.
@@ -818,9 +870,11 @@ class BackgroundProcess(_Twin):
     def output(self, *, interval: float | None = None) -> Iterator[OutputChunk]:
         """Stream new stdout/stderr as it appears, until the process ends.
 
-        Each byte is yielded once. Uses server-side offsets where advertised, otherwise
-        derives the new part from the full output of each poll. A paused sandbox is
-        waited for. The output streamed is also in the result of a later :meth:`wait`.
+        Each byte is yielded once. The server pushes the output over a WebSocket where it
+        offers that (``output_push``); otherwise, or if that connection fails, it is read by
+        server-side offsets where advertised, else derived from the full output of each
+        poll. A paused sandbox is waited for. The output streamed is also in the result of
+        a later :meth:`wait`.
 
         >>> for chunk in proc.output():  # doctest: +SKIP
         ...     print(chunk.stream, chunk.text, end="")

@@ -12,6 +12,7 @@ from ._http import Handler, bearer, json_answer, read_body, state, to_the_end
 from ._launch import StartSpec
 from ._output import cap_list_output, read_range
 from ._records import SandboxRecord
+from ._stream import commands_stream, execute_stream, process_stream
 from ._tokens import TokenError
 from ._validate import (
     is_header_text,
@@ -35,6 +36,8 @@ FEATURES = {
     "long_poll": True,
     "list_since": True,
     "idempotency_keys": True,
+    "output_push": True,
+    "execute_stream": True,
 }
 
 _MAX_WAIT = 30.0
@@ -322,6 +325,9 @@ def make_agent_app() -> web.Application:
     app.router.add_get(agent + "/processes", os_processes)
     app.router.add_post(agent + "/commands/run", commands_run)
     app.router.add_post(agent + "/commands/background", commands_background)
+    app.router.add_get(agent + "/execute/stream", execute_stream)
+    app.router.add_get(agent + "/commands/stream", commands_stream)
+    app.router.add_get(agent + "/execute/processes/{pid}/stream", process_stream)
     app.router.add_get(agent + "/env", get_env)
     app.router.add_put(agent + "/env", put_env)
     app.router.add_patch(agent + "/env", patch_env)

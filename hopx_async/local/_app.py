@@ -17,6 +17,7 @@ from ._agent_app import make_agent_app
 from ._control_app import make_control_app
 from ._errors import ApiError
 from ._http import STATE, AppState, Handler, json_answer, state
+from ._stream import commands_stream_at_root, execute_stream_at_root
 from ._version import __version__
 
 __all__ = ["make_app"]
@@ -73,6 +74,10 @@ def make_app(app_state: AppState) -> web.Application:
     app = web.Application(middlewares=[_front], client_max_size=32 * 1024 * 1024)
     app[STATE] = app_state
     app.router.add_get("/health", server_health)
+    # The official SDK opens its WebSockets at the root of public_host's host: the token names
+    # the sandbox there (see docs/local-backend.md).
+    app.router.add_get("/execute/stream", execute_stream_at_root)
+    app.router.add_get("/commands/stream", commands_stream_at_root)
     app.add_subapp("/v1", make_control_app())
     app.add_subapp("/sandboxes", make_agent_app())
     return app

@@ -14,7 +14,11 @@ import contextlib
 import logging
 import os
 import time
+from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
+
+import attrs
 
 from ._errors import ApiError, process_not_found
 from ._launch import PROCESS_TAG_ENV, Launcher, StartSpec
@@ -26,12 +30,25 @@ from ._render import Renderer, seconds
 from ._store import Store
 from ._supervisor import Running, Supervisor, exit_code_of
 
-__all__ = ["SYNC_OUTPUT_CAP", "Processes"]
+__all__ = ["SYNC_OUTPUT_CAP", "AttachedRun", "Processes"]
 
 logger = logging.getLogger("hopx_async.local")
 
 #: Per stream, a synchronous execution answers at most this many trailing bytes.
 SYNC_OUTPUT_CAP = 8 * 1024 * 1024
+
+
+@attrs.frozen
+class AttachedRun:
+    """A process tied to one connection (a streamed execution): not listed, not kept."""
+
+    run: Running
+    stdout: Path
+    stderr: Path
+    #: The leader's return code, once it has exited (or been ended at its timeout).
+    ended: asyncio.Future[int]
+    #: ``time.monotonic()`` when it was launched.
+    started: float
 
 
 class Processes:
@@ -497,6 +514,53 @@ class Processes:
                     409, "CONFLICT", "execution was killed (sandbox deleted or server stopping)"
                 )
             return result
+        finally:
+            for path in self.layout.output_dir(sbx.id).glob(f"{scratch}.*"):
+                with contextlib.suppress(OSError):
+                    path.unlink()
+
+    @contextlib.asynccontextmanager
+    async def attached(self, sbx: SandboxRecord, spec: StartSpec) -> AsyncIterator[AttachedRun]:
+        """Launch ``spec`` for the caller alone, like a synchronous execution.
+
+        Its output goes to scratch files the caller reads at its own pace. Leaving the
+        block ends the process group if it still runs and removes the files. Raises
+        ``OSError``/``ValueError`` when the process cannot start.
+        """
+        workdir = self.launcher.resolve_working_dir(sbx.id, spec.working_dir)
+        env = self.launcher.process_env(sbx.id, sbx.env_vars, spec.env)
+        scratch = new_id("stream")
+        started = time.monotonic()
+        try:
+            launching = asyncio.ensure_future(
+                self.launcher.launch(
+                    sbx.id, scratch, spec, workdir=workdir, env=env, internet=sbx.internet_access
+                )
+            )
+            try:
+                run = await asyncio.shield(launching)
+            except asyncio.CancelledError:
+                launching.add_done_callback(self._end_unwanted_launch)
+                raise
+            runs = self._sync_runs.setdefault(sbx.id, set())
+            runs.add(run)
+            ended = asyncio.ensure_future(self.supervisor.watch(run, spec.timeout))
+            try:
+                yield AttachedRun(
+                    run=run,
+                    stdout=self.layout.output(sbx.id, scratch, "stdout"),
+                    stderr=self.layout.output(sbx.id, scratch, "stderr"),
+                    ended=ended,
+                    started=started,
+                )
+            finally:
+                if not ended.done():
+                    run.end_reason = run.end_reason or "killed"
+                    self.supervisor.terminate_soon(run)
+                    with contextlib.suppress(Exception):
+                        await asyncio.shield(ended)
+                runs.discard(run)
+                run.done.set()
         finally:
             for path in self.layout.output_dir(sbx.id).glob(f"{scratch}.*"):
                 with contextlib.suppress(OSError):
