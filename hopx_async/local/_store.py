@@ -2,7 +2,9 @@
 
 The store is small and local, so its calls run synchronously on the event loop. Writes go
 into an open transaction and are committed once per loop iteration (``call_soon``), which
-batches the many small writes of a burst of process starts into one commit.
+batches the many small writes of a burst of process starts into one commit. A writer that
+must not go on before its writes are durable (a start, before its child may run) awaits
+``commit()``: every caller of one loop iteration shares one commit (group commit).
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ class Store:
         self._db.commit()
         self._flush_scheduled = False
         self._loop: asyncio.AbstractEventLoop | None = None
+        #: Resolved by the next commit; awaited by ``commit()``.
+        self._next_commit: asyncio.Future[None] | None = None
 
     def bind_loop(self, loop: asyncio.AbstractEventLoop) -> None:
         """Commit once per iteration of ``loop`` instead of once per write."""
@@ -92,7 +96,32 @@ class Store:
 
     def flush(self) -> None:
         self._flush_scheduled = False
-        self._db.commit()
+        waiters, self._next_commit = self._next_commit, None
+        try:
+            self._db.commit()
+        except BaseException as exc:
+            if waiters is not None:
+                waiters.set_exception(exc)
+            raise
+        if waiters is not None and not waiters.done():
+            waiters.set_result(None)
+
+    async def commit(self) -> None:
+        """Return once everything written so far is committed.
+
+        The callers of one loop iteration share one commit (they all wait for it).
+        """
+        if self._loop is None:
+            self._db.commit()
+            return
+        if self._next_commit is None:
+            self._next_commit = self._loop.create_future()
+        waiters = self._next_commit
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self.flush)
+        # Shielded: one caller cancelled must not cancel the commit the others wait for.
+        await asyncio.shield(waiters)
 
     def close(self) -> None:
         self.flush()
