@@ -1,21 +1,26 @@
 """Benchmark the embedded local backend over real HTTP and print a table.
 
-    .venv/bin/python benchmarks/bench_local_backend.py [--starts 200] [--finished 1000]
+    .venv/bin/python benchmarks/bench_local_backend.py [--starts 200] [--concurrency 20]
+        [--true-starts 2000] [--true-concurrency 50] [--running 200] [--finished 1000]
 
-It starts ``python -m hopx_async.local serve`` as a subprocess twice (so the client does not
-share the server's interpreter): once with the default isolation (a bubblewrap box per
-process where possible) and once with ``HOPX_LOCAL_ISOLATION=none``, and measures with a
-plain aiohttp client:
+It runs the server twice in subprocesses of its own (so the client does not share the
+server's interpreter), with ``isolation="none"`` and with the default isolation (a bubblewrap
+box per process where possible), each with a probe in the server's event loop (a 2 ms timer:
+how long the loop was kept from running it, and the server's OS thread count). It measures,
+with a plain aiohttp client, for both servers in the same run:
 
-- start latency, on both servers: from sending ``POST /execute/background`` to the process
+- start -> running: from sending ``POST /commands/background`` (``sleep 2``) to the process
   being ``running`` (the answer's status, or the first poll that shows it), one at a time
-  (``--starts``/4) and ``--concurrency`` at a time (``--starts``); and from sending a bash
-  ``echo`` to its end (a long poll), one at a time, which includes making and tearing down
-  the box;
-- list latency with ``--finished`` finished processes in one sandbox: the documented full
-  list, the ``output=false`` extension and a ``since`` delta with nothing new;
-- the same full list through the official ``hopx_ai`` SDK's ``list_processes()`` (the peer,
-  measured in the same run; skipped when hopx-ai is not installed).
+  (``--starts``/4) and ``--concurrency`` at a time (``--starts``), with the loop's blocked
+  time and the thread count while it ran;
+- starts per second of ``true`` (``--true-starts``, ``--true-concurrency`` in flight), with the
+  loop's blocked time;
+- start -> ended of a bash ``echo``, one at a time: the box's spawn cost is the difference
+  between the two servers' rows;
+- the server's threads with ``--running`` processes running at once;
+- list latency with ``--finished`` finished processes in one sandbox (``0``: skipped): the
+  documented full list, the ``output=false`` extension and a ``since`` delta with nothing new,
+  and the same full list through the official ``hopx_ai`` SDK's ``list_processes()``.
 """
 
 from __future__ import annotations
@@ -90,32 +95,6 @@ async def measure_round_trips(client: Client, count: int) -> list[float]:
         while (await client.agent(sbx, "GET", path))["status"] in ("queued", "running"):
             pass
         samples.append(time.perf_counter() - t0)
-    return samples
-
-
-async def measure_starts(client: Client, count: int, concurrency: int) -> list[float]:
-    sbx = await client.create_sandbox()
-
-    async def start() -> float:
-        t0 = time.perf_counter()
-        answer = await client.agent(
-            sbx,
-            "POST",
-            "/execute/background",
-            json={
-                "code": os.environ.get("BENCH_CODE", "import time; time.sleep(1)"),
-                "language": os.environ.get("BENCH_LANG", "python"),
-            },
-        )
-        pid = answer["process_id"]
-        status = answer["status"]
-        while status == "queued":
-            proc = await client.agent(sbx, "GET", f"/execute/processes/{pid}")
-            status = proc["status"]
-        return time.perf_counter() - t0
-
-    samples: list[float] = await bounded(concurrency, [start] * count)
-    await client.agent(sbx, "GET", "/execute/processes?since=0&wait=0.1")
     return samples
 
 

@@ -1,7 +1,8 @@
 """Processes of every sandbox: starting (durably, idempotently), following, killing, waiting.
 
 A background start is crash-safe: its record, with its idempotency key, is committed as
-``queued`` before the child can run, and committed again with its pid once it runs. After a
+``queued`` (one group commit for the starts of one loop iteration) before the child can run
+and before the start is answered; its pid is committed with the next batch of writes. After a
 crash every unfinished record is marked ``failed`` at load, and its process tree (which died
 with the server when boxed) is killed if still there, so nothing runs untracked and nothing
 runs twice for one key.
