@@ -155,12 +155,15 @@ class LoopProbe:
         self.max_lag = 0.0
         self.threads_max = _threads()
         self.since = time.perf_counter()
+        self.cpu_since = time.process_time()
 
     def report(self) -> dict[str, float]:
         return {
             "blocked_ms": self.blocked * 1000,
             "max_lag_ms": self.max_lag * 1000,
             "wall_ms": (time.perf_counter() - self.since) * 1000,
+            # The server process's CPU (all its threads, not its children's).
+            "cpu_ms": (time.process_time() - self.cpu_since) * 1000,
             "threads_max": self.threads_max,
             "threads_now": _threads(),
         }
@@ -314,6 +317,7 @@ async def measure_server(
         (
             label,
             f"{len(samples) / wall:.0f} starts/s ({len(samples)} in {wall:.2f} s), "
+            f"server CPU {probe['cpu_ms'] / len(samples):.2f} ms per start, "
             f"loop blocked {probe['blocked_ms']:.0f} of {probe['wall_ms']:.0f} ms, "
             f"max lag {probe['max_lag_ms']:.1f} ms, threads max {probe['threads_max']:.0f}",
         )
@@ -431,6 +435,17 @@ def main() -> int:
     print()
     for label, text in figures:
         print(f"{label:54} {text}")
+    ended = {
+        label.rsplit("[", 1)[1].rstrip("]"): percentile(samples, 50) * 1000
+        for label, _, _, samples in rows
+        if label.startswith("start -> ended") and samples
+    }
+    if "bubblewrap" in ended and "none" in ended:
+        print(
+            f"{'spawn cost of the box (start -> ended p50)':54} "
+            f"{ended['bubblewrap']:.1f} ms boxed, {ended['none']:.1f} ms bare, "
+            f"{ended['bubblewrap'] - ended['none']:+.1f} ms per process"
+        )
     print(f"total run time {time.perf_counter() - t0:.1f} s")
     return 0
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import queue
@@ -164,9 +165,12 @@ class _ExitWatcher:
         if self._use_pidfd:
             try:
                 fd = os.pidfd_open(child.pid)
-            except OSError as exc:  # no pidfds here (old kernel, seccomp): poll instead
-                logger.info("pidfd_open is not available (%s); polling child exits", exc)
-                self._use_pidfd = False
+            except OSError as exc:
+                if exc.errno not in (errno.EMFILE, errno.ENFILE):
+                    # No pidfds here (old kernel, seccomp): poll from now on.
+                    logger.info("pidfd_open is not available (%s); polling child exits", exc)
+                    self._use_pidfd = False
+                # Out of descriptors: this one child is polled.
             else:
                 self._loop.add_reader(fd, self._exited, fd, child)
                 return
