@@ -179,9 +179,12 @@ class _ExitWatcher:
             self._poller = self._loop.create_task(self._poll())
 
     def _exited(self, fd: int, child: Child) -> None:
-        if child.collect():
-            self._loop.remove_reader(fd)
-            os.close(fd)
+        self._loop.remove_reader(fd)
+        os.close(fd)
+        if not child.collect():  # readable yet not reapable: never spin on it, poll it
+            self._polled.add(child)
+            if self._poller is None or self._poller.done():
+                self._poller = self._loop.create_task(self._poll())
 
     async def _poll(self) -> None:
         while self._polled:
