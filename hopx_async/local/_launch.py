@@ -393,7 +393,11 @@ class Launcher:
         return paths
 
     def close(self) -> None:
-        """Close the descriptors kept for the boxes' mounts."""
+        """Close the descriptors kept for the boxes' mounts and stop the spawner threads."""
+        self._close_fds()
+        self.supervisor.close()
+
+    def _close_fds(self) -> None:
         for fd in self._kept_fds:
             os.close(fd)
         self._kept_fds.clear()
@@ -426,7 +430,7 @@ class Launcher:
 
     def disable(self, reason: str) -> None:
         """Run plain processes from now on (the box does not work here)."""
-        self.close()
+        self._close_fds()
         self.isolation = Isolation("none", reason=reason)
         self._system_binds = []
 

@@ -1,7 +1,8 @@
 """Processes of every sandbox: starting (durably, idempotently), following, killing, waiting.
 
 A background start is crash-safe: its record, with its idempotency key, is committed as
-``queued`` before the child can run, and committed again with its pid once it runs. After a
+``queued`` (one group commit for the starts of one loop iteration) before the child can run
+and before the start is answered; its pid is committed with the next batch of writes. After a
 crash every unfinished record is marked ``failed`` at load, and its process tree (which died
 with the server when boxed) is killed if still there, so nothing runs untracked and nothing
 runs twice for one key.
@@ -76,6 +77,7 @@ class Processes:
         self._changed: dict[str, asyncio.Event] = {}
         self._idempotent: dict[tuple[str, str], asyncio.Future[dict[str, Any]]] = {}
         self._followers: set[asyncio.Task[None]] = set()
+        self._starting: set[asyncio.Task[dict[str, Any]]] = set()
         self._seq = 0
         self._ending: set[str] = set()
 
@@ -146,6 +148,12 @@ class Processes:
             for run in sync_runs:
                 run.end_reason = run.end_reason or "shutdown"
                 self.supervisor.terminate_soon(run)
+        if self._starting:
+            await asyncio.wait(list(self._starting), timeout=10)
+            runs = list(self.runs.values())
+            for run in runs:
+                run.end_reason = run.end_reason or "shutdown"
+                self.supervisor.terminate_soon(run)
         await _all_done(runs, timeout=10)
         if self._followers:
             await asyncio.wait(list(self._followers), timeout=5)
@@ -213,24 +221,35 @@ class Processes:
     async def start(
         self, sbx: SandboxRecord, spec: StartSpec, idempotency_key: str | None
     ) -> dict[str, Any]:
-        """Start a background process; answer the documented start body."""
+        """Start a background process; answer the documented start body.
+
+        The start runs as a task of its own, shielded: a client that goes away mid-start
+        leaves a tracked process (and its key) behind, never an untracked or half-made one.
+        """
         if idempotency_key is None:
-            return await self._start(sbx, spec, None)
+            return dict(await asyncio.shield(self._start_task(sbx, spec, None)))
         key = (sbx.id, idempotency_key)
         existing = self._idempotent.get(key)
         if existing is not None:
             return dict(await asyncio.shield(existing))
-        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self._idempotent[key] = future
-        try:
-            answer = await self._start(sbx, spec, idempotency_key)
-        except BaseException as exc:
-            del self._idempotent[key]
-            future.set_exception(exc)
-            future.exception()  # retrieved: waiters re-raise it, nobody else needs to
-            raise
-        future.set_result(answer)
-        return dict(answer)
+        task = self._idempotent[key] = self._start_task(sbx, spec, idempotency_key)
+
+        def forget_failed(done: asyncio.Future[dict[str, Any]]) -> None:
+            if (done.cancelled() or done.exception() is not None) and self._idempotent.get(
+                key
+            ) is done:
+                del self._idempotent[key]
+
+        task.add_done_callback(forget_failed)
+        return dict(await asyncio.shield(task))
+
+    def _start_task(
+        self, sbx: SandboxRecord, spec: StartSpec, idempotency_key: str | None
+    ) -> asyncio.Task[dict[str, Any]]:
+        task = asyncio.ensure_future(self._start(sbx, spec, idempotency_key))
+        self._starting.add(task)
+        task.add_done_callback(self._starting.discard)
+        return task
 
     async def _start(
         self, sbx: SandboxRecord, spec: StartSpec, idempotency_key: str | None
@@ -255,7 +274,8 @@ class Processes:
         self._bump(sbx, rec)
         # Durable before the child can run: a crash from here on leaves a record (and the
         # idempotency key) behind, so the process is known at restart and never run twice.
-        self.store.flush()
+        # Concurrent starts share one commit.
+        await self.store.commit()
         spawned: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._spawning[rec.process_id] = spawned
         try:
@@ -295,8 +315,9 @@ class Processes:
         rec.pid = run.pid
         rec.pid_start = run.start_ticks
         self.runs[rec.process_id] = run
+        # The pid is committed with the loop's next batch of writes: until then a restart
+        # finds the tree by the box dying with the server, or by its tag in the environment.
         self._bump(sbx, rec)
-        self.store.flush()  # the pid is durable: a restart can end this tree
         if sbx.id not in self.procs or sbx.id in self._ending:
             # The sandbox went away while this process was being started.
             run.end_reason = "killed"
