@@ -7,6 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
+from . import _files
 from ._errors import ApiError, bad_request
 from ._http import Handler, bearer, json_answer, read_body, state, to_the_end
 from ._launch import StartSpec
@@ -336,4 +337,12 @@ def make_agent_app() -> web.Application:
     app.router.add_put(agent + "/env", put_env)
     app.router.add_patch(agent + "/env", patch_env)
     app.router.add_delete(agent + "/env", delete_env)
+    app.router.add_get(agent + "/files/read", _files.read_file)
+    app.router.add_post(agent + "/files/write", _files.write_file)
+    app.router.add_get(agent + "/files/list", _files.list_files)
+    app.router.add_get(agent + "/files/exists", _files.file_exists)
+    app.router.add_delete(agent + "/files/remove", _files.remove_file)
+    app.router.add_post(agent + "/files/mkdir", _files.make_dir)
+    app.router.add_post(agent + "/files/upload", _files.upload_file)
+    app.router.add_get(agent + "/files/download", _files.download_file)
     return app
