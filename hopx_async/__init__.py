@@ -40,9 +40,11 @@ from ._errors import (
     WaitTimeoutError,
 )
 from ._fanout import ProgressCallback, Task
+from ._files import AsyncEnv, AsyncFiles
 from ._models import (
     CommandResult,
     ExecutionResult,
+    FileInfo,
     OutputChunk,
     ProcessInfo,
     ProcessResult,
@@ -64,6 +66,8 @@ __all__ = [
     "AsyncSandbox",
     "AsyncCommands",
     "AsyncBackgroundProcess",
+    "AsyncFiles",
+    "AsyncEnv",
     "AwaitableContext",
     "aclose_default_client",
     # fan-out
@@ -85,6 +89,7 @@ __all__ = [
     "SandboxInfo",
     "Resources",
     "Template",
+    "FileInfo",
     "WatcherStats",
     # errors
     "HopxError",

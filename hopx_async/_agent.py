@@ -9,11 +9,14 @@ features the agent advertises (long polls, offsets, idempotency keys, ...).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import datetime
 from typing import Any
+
+import aiohttp
 
 from ._control import ControlPlane
 from ._errors import (
@@ -220,6 +223,54 @@ class Agent:
                     raise
                 await self.refresh_token(token)
         raise AssertionError("unreachable")
+
+    @contextlib.asynccontextmanager
+    async def stream(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        body: Callable[[], Any] | None = None,
+        resource: str | None = None,
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """A streamed request (uploads, downloads), with readiness and token as in
+        :meth:`request`. ``body`` makes the request body; after a ``401 INVALID_TOKEN`` it
+        is called again for the one resend (it raises if it cannot rewind)."""
+        if self.killed:
+            raise SandboxNotFoundError(
+                f"sandbox {self.sandbox_id} was killed; create a new one",
+                status=404,
+                code="RESOURCE_NOT_FOUND",
+            )
+        await self.ensure_ready()
+        expires = self._token_expires_at
+        if expires is not None and expires.timestamp() - TOKEN_MARGIN < self.control.clock():
+            await self.refresh_token(self._token)
+        if self._url is None:
+            raise HopxError(
+                f"sandbox {self.sandbox_id} has no public_host or direct_url to reach its agent"
+            )
+        for attempt in (0, 1):
+            token = self._token
+            entered = False
+            try:
+                async with self.control.transport.stream(
+                    method,
+                    self._url + path,
+                    headers={"Authorization": f"Bearer {token}"},
+                    params=params,
+                    data=None if body is None else body(),
+                    scope=self.sandbox_id,
+                    resource=resource or "sandbox",
+                ) as resp:
+                    entered = True
+                    yield resp
+                    return
+            except TokenExpiredError:
+                if attempt or entered:
+                    raise
+                await self.refresh_token(token)
 
     # ------------------------------------------------------------------ execution
     async def execute(

@@ -36,6 +36,7 @@ FEATURES = {
     "long_poll": True,
     "list_since": True,
     "idempotency_keys": True,
+    "env_delete_keys": True,
 }
 
 _MAX_WAIT = 30.0

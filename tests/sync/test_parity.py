@@ -30,6 +30,8 @@ TWINS = {
     "AsyncSandbox": "Sandbox",
     "AsyncCommands": "Commands",
     "AsyncBackgroundProcess": "BackgroundProcess",
+    "AsyncFiles": "Files",
+    "AsyncEnv": "Env",
     "aclose_default_client": "close_default_client",
 }
 #: async-only names, with no twin
@@ -174,6 +176,8 @@ def instances() -> Iterator[Callable[[str], tuple[Any, Any]]]:
         "AsyncSandboxes": client.sandboxes,
         "AsyncSandbox": sandbox,
         "AsyncCommands": sandbox.commands,
+        "AsyncFiles": sandbox.files,
+        "AsyncEnv": sandbox.env,
         "AsyncBackgroundProcess": sandbox.process("proc_1"),
     }
 
