@@ -22,6 +22,7 @@ from ._control import ControlPlane
 from ._errors import (
     APIError,
     ConflictError,
+    ExecutionTimeoutError,
     HopxError,
     NetworkError,
     ProcessNotFoundError,
@@ -41,6 +42,7 @@ from ._wire import (
     process_list,
     segment,
     start_answer,
+    timed_out_result,
     token_of,
     with_status,
 )
@@ -276,8 +278,15 @@ class Agent:
     async def execute(
         self, path: str, body: Mapping[str, Any], seconds: float
     ) -> Mapping[str, Any]:
-        """A synchronous execution (``/execute``, ``/commands/run``); never retried."""
-        resp = await self.request("POST", path, json=body, safe=False, timeout=seconds + 30)
+        """A synchronous execution (``/execute``, ``/commands/run``); never retried.
+
+        Past its timeout the service answers 200 with ``success: false``; a server that
+        answers 408 with the partial output instead gets the same result made of it.
+        """
+        try:
+            resp = await self.request("POST", path, json=body, safe=False, timeout=seconds + 30)
+        except ExecutionTimeoutError as exc:
+            return timed_out_result(exc.body, exc.message)
         return resp.mapping
 
     async def start(self, path: str, body: Mapping[str, Any], language: str) -> StartAnswer:
