@@ -39,6 +39,7 @@ from ._errors import (
     ValidationError,
     WaitTimeoutError,
 )
+from ._execution import AsyncExecution
 from ._fanout import ProgressCallback, Task
 from ._files import AsyncEnv, AsyncFiles
 from ._models import (
@@ -58,6 +59,7 @@ from ._sandbox import AsyncCommands, AsyncSandbox
 from ._utils import AwaitableContext
 from ._version import __version__
 from ._watcher import WatcherStats
+from ._webhooks import WebhookVerificationError, verify_webhook
 
 __all__ = [
     # clients and handles (each has a blocking twin in hopx_sync)
@@ -68,6 +70,7 @@ __all__ = [
     "AsyncBackgroundProcess",
     "AsyncFiles",
     "AsyncEnv",
+    "AsyncExecution",
     "AwaitableContext",
     "aclose_default_client",
     # fan-out
@@ -91,6 +94,8 @@ __all__ = [
     "Template",
     "FileInfo",
     "WatcherStats",
+    # webhooks
+    "verify_webhook",
     # errors
     "HopxError",
     "ValidationError",
@@ -115,5 +120,6 @@ __all__ = [
     "WaitTimeoutError",
     "ProcessFailedError",
     "ClientClosedError",
+    "WebhookVerificationError",
     "__version__",
 ]

@@ -107,8 +107,8 @@ def resolve_api_key(api_key: str | None, env: Mapping[str, str] | None = None) -
     if key is None or not key.strip():
         raise ConfigurationError(
             "No HopX API key: pass api_key=... to the client or set the HOPX_API_KEY "
-            "environment variable (for the local backend, `python -m hopx_async.local serve` "
-            "prints both HOPX_BASE_URL and HOPX_API_KEY)."
+            'environment variable (for the local backend, `eval "$(hopx local start)"` sets both '
+            "HOPX_BASE_URL and HOPX_API_KEY in the shell)."
         )
     key = key.strip()
     if not all(" " <= char <= "~" for char in key):

@@ -183,6 +183,9 @@ class WaitTimeoutError(HopxTimeoutError):
         self.process_id = process_id
 
 
+_OUTCOMES = {"failed": "failed", "killed": "was killed", "timeout": "timed out"}
+
+
 class ProcessFailedError(HopxError):
     """``wait(check=True)`` found the process failed, killed or timed out.
 
@@ -193,7 +196,8 @@ class ProcessFailedError(HopxError):
         self.result = result
         detail = f"exit code {result.exit_code}" if result.exit_code is not None else "no exit code"
         tail = result.stderr.strip().splitlines()[-1:] if result.stderr else []
-        message = f"process {result.process_id} ended {result.status} ({detail})"
+        outcome = _OUTCOMES.get(str(result.status), f"ended with status {result.status}")
+        message = f"process {result.process_id} {outcome} ({detail})"
         if tail:
             message += f": {tail[0][:200]}"
         super().__init__(message)

@@ -13,6 +13,7 @@ from . import _validation as validate
 from ._agent import Agent
 from ._control import ControlPlane, control_of, default_client
 from ._errors import HopxError, NotFoundError, SandboxNotFoundError
+from ._execution import AsyncExecution, callback_body, start_execution
 from ._fanout import ProgressCallback
 from ._files import AsyncEnv, AsyncFiles
 from ._models import (
@@ -348,6 +349,42 @@ class AsyncSandbox:
             working_dir=working_dir,
         )
         return await start_process(self, "/execute/background", body, body["language"])
+
+    async def run_code_async(
+        self,
+        code: str,
+        *,
+        callback_url: str,
+        callback_headers: Mapping[str, str] | None = None,
+        callback_signature_secret: str | None = None,
+        language: str = "python",
+        timeout: int = 1800,
+        env: Mapping[str, str] | None = None,
+        working_dir: str | None = None,
+    ) -> AsyncExecution:
+        """Start code whose result the server POSTs to ``callback_url`` when it ends.
+
+        ``callback_headers`` are sent with the callback; with ``callback_signature_secret``
+        it is signed (check it with :func:`hopx_async.verify_webhook`). ``timeout`` is the
+        execution's lifetime in seconds (default 1800). The request is never retried.
+
+        >>> execution = await sandbox.run_code_async(
+        ...     "import time; time.sleep(600); print('done')",
+        ...     callback_url="http://127.0.0.1:8080/hook",
+        ...     callback_signature_secret="s3cret")  # doctest: +SKIP
+        >>> execution.execution_id  # doctest: +SKIP
+        'exec_...'
+        """
+        body, _ = execution_body(
+            "code",
+            code,
+            language=language,
+            timeout=timeout,
+            env=env,
+            working_dir=working_dir,
+        )
+        body.update(callback_body(callback_url, callback_headers, callback_signature_secret))
+        return await start_execution(self, body)
 
     # -------------------------------------------------------------- processes
     async def list_processes(

@@ -53,13 +53,16 @@ from hopx_async import (
     ValidationError,
     WaitTimeoutError,
     WatcherStats,
+    WebhookVerificationError,
     __version__,
+    verify_webhook,
 )
 
 from ._generated import (
     BackgroundProcess,
     Commands,
     Env,
+    Execution,
     Files,
     Hopx,
     Sandbox,
@@ -75,6 +78,7 @@ __all__ = [
     "BackgroundProcess",
     "Files",
     "Env",
+    "Execution",
     "close_default_client",
     "Task",
     "ProgressCallback",
@@ -94,6 +98,7 @@ __all__ = [
     "Template",
     "FileInfo",
     "WatcherStats",
+    "verify_webhook",
     "HopxError",
     "ValidationError",
     "ConfigurationError",
@@ -117,5 +122,6 @@ __all__ = [
     "WaitTimeoutError",
     "ProcessFailedError",
     "ClientClosedError",
+    "WebhookVerificationError",
     "__version__",
 ]

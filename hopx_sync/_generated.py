@@ -38,6 +38,7 @@ __all__ = [
     "BackgroundProcess",
     "Files",
     "Env",
+    "Execution",
     "close_default_client",
 ]
 
@@ -529,6 +530,45 @@ class Sandbox(_Twin):
         )
         return BackgroundProcess._from_async(result, self._runner)
 
+    def run_code_async(
+        self,
+        code: str,
+        *,
+        callback_url: str,
+        callback_headers: Mapping[str, str] | None = None,
+        callback_signature_secret: str | None = None,
+        language: str = "python",
+        timeout: int = 1800,
+        env: Mapping[str, str] | None = None,
+        working_dir: str | None = None,
+    ) -> Execution:
+        """Start code whose result the server POSTs to ``callback_url`` when it ends.
+
+        ``callback_headers`` are sent with the callback; with ``callback_signature_secret``
+        it is signed (check it with :func:`hopx_async.verify_webhook`). ``timeout`` is the
+        execution's lifetime in seconds (default 1800). The request is never retried.
+
+        >>> execution = sandbox.run_code_async(
+        ...     "import time; time.sleep(600); print('done')",
+        ...     callback_url="http://127.0.0.1:8080/hook",
+        ...     callback_signature_secret="s3cret")  # doctest: +SKIP
+        >>> execution.execution_id  # doctest: +SKIP
+        'exec_...'
+        """
+        result = self._runner.run(
+            self._async.run_code_async(
+                code,
+                callback_url=callback_url,
+                callback_headers=callback_headers,
+                callback_signature_secret=callback_signature_secret,
+                language=language,
+                timeout=timeout,
+                env=env,
+                working_dir=working_dir,
+            )
+        )
+        return Execution._from_async(result, self._runner)
+
     def list_processes(
         self, *, status: str | Iterable[str] | None = None, name: str | None = None
     ) -> list[ProcessInfo]:
@@ -948,6 +988,88 @@ class Env(_Twin):
         >>> sandbox.env.delete("DEBUG")  # doctest: +SKIP
         """
         self._runner.run(self._async.delete(name))
+
+
+class Execution(_Twin):
+    """A webhook execution; returned by ``sandbox.run_code_async()``.
+
+    >>> execution = sandbox.run_code_async(
+    ...     "print('done')", callback_url="http://127.0.0.1:8080/hook",
+    ...     callback_signature_secret="s3cret")  # doctest: +SKIP
+    >>> execution.execution_id  # doctest: +SKIP
+    'exec_...'
+    >>> execution.wait().stdout  # doctest: +SKIP
+    'done\\n'
+
+    ``execution["execution_id"]`` and ``execution.get("callback_url")`` also work, for code
+    written against the documented dict answer.
+    """
+
+    _async: _hopx_async.AsyncExecution
+
+    @classmethod
+    def _from_async(cls, obj: _hopx_async.AsyncExecution, runner: _runner.Runner) -> Execution:
+        self = cls.__new__(cls)
+        self._async = obj
+        self._runner = runner
+        return self
+
+    @property
+    def execution_id(self) -> str:
+        """The execution id (also in the callback's body)."""
+        return self._async.execution_id
+
+    @property
+    def callback_url(self) -> str:
+        """Where the result is POSTed."""
+        return self._async.callback_url
+
+    @property
+    def process(self) -> BackgroundProcess | None:
+        """The background-process handle, when the server named the process."""
+        return (
+            BackgroundProcess._from_async(self._async.process, self._runner)
+            if isinstance(self._async.process, _hopx_async.AsyncBackgroundProcess)
+            else self._async.process
+        )
+
+    @property
+    def process_id(self) -> str | None:
+        """The background process running it, when the server named it."""
+        return self._async.process_id
+
+    @property
+    def status(self) -> str:
+        """The last status seen: ``queued`` at first, then the process's own."""
+        return self._async.status
+
+    @property
+    def sandbox(self) -> Sandbox:
+        return Sandbox._from_async(self._async.sandbox, self._runner)
+
+    def __getitem__(self, key: str) -> Any:
+        return self._async.__getitem__(key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """Dict-style access to the documented answer's fields."""
+        return self._async.get(key, default)
+
+    def __contains__(self, key: object) -> bool:
+        return self._async.__contains__(key)
+
+    def __repr__(self) -> str:
+        return repr(self._async).replace("Async", "")
+
+    def wait(self, timeout: float | None = None, *, check: bool = False) -> ProcessResult:
+        """Wait until the execution ends and return its result, through the process list.
+
+        Same rules as :meth:`BackgroundProcess.wait`. Raises :class:`HopxError` when
+        the server does not list the execution among its background processes (its result
+        then arrives only at the callback).
+
+        >>> result = execution.wait(timeout=600, check=True)  # doctest: +SKIP
+        """
+        return self._runner.run(self._async.wait(timeout, check=check))
 
 
 def close_default_client() -> None:

@@ -1,10 +1,11 @@
 """The embedded local backend: a HopX-compatible server that runs code in local processes.
 
-It speaks the HTTP API of ``shared/hopx-api.md`` (control plane under ``/v1``, each
-sandbox's agent under ``/sandboxes/{id}``) plus a few advertised extensions; see
-``docs/local-backend.md``.
+It speaks the HopX HTTP API (control plane under ``/v1``, each sandbox's agent under
+``/sandboxes/{id}``) plus a few extensions advertised in ``/health``; see
+``docs/local-backend.md``. From a shell::
 
-    python -m hopx_async.local serve [--host 127.0.0.1] [--port 0] [--api-key KEY] [--state-dir DIR]
+    eval "$(hopx local start --state-dir DIR)"     # in the background; `hopx local stop`
+    hopx local serve [--host 127.0.0.1] [--port 0] [--state-dir DIR]   # in the foreground
 """
 
 from ._backend import LocalBackend

@@ -144,6 +144,7 @@ async def _serve(args: argparse.Namespace, state_dir: Path | None, api_key: str)
         host=args.host,
         port=port,
         rate_limit_per_minute=args.rate_limit,
+        callback_hosts=args.callback_host,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -404,6 +405,14 @@ def build_parser(prog: str = "python -m hopx_async.local") -> argparse.ArgumentP
         "--state-dir", default=None, help="keep state here across restarts (default: temporary)"
     )
     serve.add_argument("--log-level", default="INFO", help="stderr log level (default INFO)")
+    serve.add_argument(
+        "--callback-host",
+        action="append",
+        default=None,
+        metavar="HOST",
+        help="a host /execute/async may post results to (repeatable; a name, *.suffix, an IP "
+        "or network, or *; default: $HOPX_LOCAL_CALLBACK_HOSTS, else loopback only)",
+    )
     serve.set_defaults(func=cmd_serve)
 
     state_help = f"state directory (default {DEFAULT_STATE_DIR})"

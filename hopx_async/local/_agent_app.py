@@ -26,6 +26,7 @@ from ._validate import (
     req_str,
 )
 from ._version import __version__
+from ._webhooks import webhooks
 
 __all__ = ["FEATURES", "make_agent_app"]
 
@@ -318,6 +319,14 @@ async def delete_env(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
+async def execute_async(request: web.Request) -> web.Response:
+    body = await read_body(request)
+    spec = _code_spec(request, body, default_timeout=1800, maximum=_MAX_BACKGROUND_TIMEOUT)
+    hooks = webhooks(request)
+    callback = hooks.callback(body)  # refused before anything runs
+    return json_answer(await to_the_end(hooks.submit(_sandbox(request), spec, callback)))
+
+
 def make_agent_app() -> web.Application:
     """The ``/sandboxes`` sub-application (the root app holds the shared state)."""
     app = web.Application(middlewares=[_token_auth])
@@ -346,4 +355,5 @@ def make_agent_app() -> web.Application:
     app.router.add_post(agent + "/files/mkdir", _files.make_dir)
     app.router.add_post(agent + "/files/upload", _files.upload_file)
     app.router.add_get(agent + "/files/download", _files.download_file)
+    app.router.add_post(agent + "/execute/async", execute_async)
     return app

@@ -12,7 +12,7 @@ import secrets
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -33,6 +33,7 @@ from ._store import Store
 from ._supervisor import GRACE_SECONDS, Supervisor
 from ._tokens import TokenSigner
 from ._validate import READ_TIMEOUT, is_header_text
+from ._webhooks import WEBHOOKS, CallbackHosts, Webhooks
 
 __all__ = ["LocalBackend"]
 
@@ -93,10 +94,19 @@ class LocalBackend:
     ``isolation`` is ``"auto"`` (a bubblewrap box per process where possible), ``"none"``
     (plain processes; also forced by ``HOPX_LOCAL_ISOLATION=none``) or ``"bubblewrap"``
     (refuse to start without a box); ``backend.isolation`` tells which one is in use.
+
+    ``callback_hosts`` are the hosts ``/execute/async`` may post results to: host names,
+    ``*.suffix``, IP addresses or networks, or ``"*"`` for any; ``None`` reads the
+    comma-separated ``HOPX_LOCAL_CALLBACK_HOSTS``, else allows loopback only. A delivery is
+    tried ``callback_attempts`` times, ``callback_retry_delay`` seconds apart at first and
+    doubling, each attempt within ``callback_timeout`` seconds (class attributes).
     """
 
     read_timeout: float = 60.0
     max_connections: int = 1024
+    callback_attempts: int = 6
+    callback_retry_delay: float = 1.0
+    callback_timeout: float = 10.0
 
     def __init__(
         self,
@@ -109,6 +119,7 @@ class LocalBackend:
         token_ttl_seconds: float = 24 * 3600.0,
         grace_seconds: float = GRACE_SECONDS,
         isolation: IsolationMode = "auto",
+        callback_hosts: Sequence[str] | None = None,
     ) -> None:
         if isolation not in ("auto", "none", "bubblewrap"):
             raise ValueError("isolation must be 'auto', 'none' or 'bubblewrap'")
@@ -118,6 +129,9 @@ class LocalBackend:
             raise ValueError("api_key must not be empty (pass None for a random key)")
         if api_key is not None and not is_header_text(api_key):
             raise ValueError("api_key must be printable ASCII (it travels in an HTTP header)")
+        if isinstance(callback_hosts, str):
+            raise ValueError("callback_hosts must be a sequence of hosts, not one string")
+        self.callback_hosts = CallbackHosts.from_setting(callback_hosts)
         self.api_key = api_key or "hopx_local_" + secrets.token_urlsafe(24)
         self.host = host
         self.port = port
@@ -133,6 +147,7 @@ class LocalBackend:
         self._sandboxes: Sandboxes | None = None
         self._launcher: Launcher | None = None
         self._runner: web.AppRunner | None = None
+        self._webhooks: Webhooks | None = None
         self._listener: asyncio.Server | None = None
         self._base_url: str | None = None
 
@@ -235,6 +250,16 @@ class LocalBackend:
             )
         )
         app[READ_TIMEOUT] = self.read_timeout
+        hooks = self._webhooks = Webhooks(
+            layout.webhooks,
+            processes,
+            self.callback_hosts,
+            attempts=self.callback_attempts,
+            retry_delay=self.callback_retry_delay,
+            timeout=self.callback_timeout,
+        )
+        hooks.open()
+        app[WEBHOOKS] = hooks
         cap = ConnectionCap(self.max_connections)
         app.middlewares.insert(0, cap.middleware)
         self._runner = web.AppRunner(
@@ -265,6 +290,9 @@ class LocalBackend:
 
     async def stop(self) -> None:
         """Kill every running process group (marked killed), flush the store, clean up."""
+        if self._webhooks is not None:  # first: a delivery not made yet stays for next start
+            await self._webhooks.close()
+            self._webhooks = None
         if self._sandboxes is not None:
             await self._sandboxes.close()
             self._sandboxes = None

@@ -152,6 +152,8 @@ class Launcher:
         self._root_server = os.geteuid() == 0
         self._kept_fds: list[int] = []
         self._setpriv = shutil.which("setpriv") or "setpriv"
+        #: interpreter prefixes under the box's own /tmp or /run, mounted at /run/hopx/pyN
+        self._relocated: list[tuple[str, int]] = []
         self._system_binds = self._system_mounts() if self.boxed else []
 
     @property
@@ -235,6 +237,8 @@ class Launcher:
     ) -> dict[str, str]:
         """PATH, HOME, LANG, PYTHONUNBUFFERED, then the sandbox's env, then the request's."""
         interpreter_dir = os.path.dirname(sys.executable)
+        if self.boxed:
+            interpreter_dir = self.inside_path(interpreter_dir)
         home = "/workspace" if self.boxed else str(self.layout.workspace(sandbox_id))
         env = {
             "PATH": f"{interpreter_dir}:{_BASE_PATH}",
@@ -272,6 +276,7 @@ class Launcher:
             inside_source = f"/run/hopx/code{source.suffix}"
             box = self._box_argv(fds, workdir.inside, env, internet=internet, source=inside_source)
             inside_argv = [inside_source if a == _SOURCE else a for a in argv]
+            inside_argv[0] = self.inside_path(inside_argv[0])
             return await self.supervisor.spawn(
                 SpawnArgs(
                     [*box, *inside_argv],
@@ -349,6 +354,13 @@ class Launcher:
             if not any(_under(path, [n]) for n in needed):
                 needed.append(path)
         for path in needed:
+            if _under(path, ["/tmp", "/run"]):
+                # The box mounts its own /tmp and /run over these: mount the prefix
+                # elsewhere (see inside_path), never into a directory the box can write.
+                fd = os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+                self._kept_fds.append(fd)
+                self._relocated.append((path, fd))
+                continue
             if _under(path, hidden) and not _under(path, [str(self.layout.root.resolve())]):
                 fd = os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
                 self._kept_fds.append(fd)
@@ -361,6 +373,16 @@ class Launcher:
                     args += ["--perms", "0755", "--dir", parent]
                 args += ["--ro-bind-fd", str(fd), path]
         return args
+
+    def inside_path(self, host_path: str) -> str:
+        """Where ``host_path`` of an interpreter prefix is seen inside a box."""
+        real = os.path.join(
+            os.path.realpath(os.path.dirname(host_path)), os.path.basename(host_path)
+        )
+        for index, (prefix, _fd) in enumerate(self._relocated):
+            if _under(real, [prefix]):
+                return f"/run/hopx/py{index}" + real[len(prefix) :]
+        return host_path
 
     def _hidden_paths(self) -> list[str]:
         """The state directory and the server user's home (root's too)."""
@@ -384,7 +406,7 @@ class Launcher:
             with self._box_fds(probe.name, probe / "none") as fds:
                 argv = self._box_argv(fds, "/workspace", {}, internet=False, source="")
                 done = subprocess.run(
-                    [*argv, sys.executable, "-c", "print(1)"],
+                    [*argv, self.inside_path(sys.executable), "-c", "print(1)"],
                     capture_output=True,
                     timeout=30,
                     check=False,
@@ -423,6 +445,10 @@ class Launcher:
         ]  # fmt: skip
         if "source" in fds:
             argv += ["--perms", "0444", "--ro-bind-data", str(fds["source"]), source]
+        for index, (_prefix, fd) in enumerate(self._relocated):
+            argv += ["--perms", "0755", "--dir", "/run/hopx"]
+            argv += ["--perms", "0755", "--dir", f"/run/hopx/py{index}"]
+            argv += ["--ro-bind-fd", str(fd), f"/run/hopx/py{index}"]
         argv += ["--remount-ro", "/"]
         if self._root_server:
             # No user namespace: bwrap (as root) builds the box, keeps only the three

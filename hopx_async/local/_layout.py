@@ -20,6 +20,7 @@ class Layout:
     STATE/sandboxes/<sbx>/workspace/       the sandbox's /workspace
     STATE/sandboxes/<sbx>/tmp/             the sandbox's /tmp (inside its box)
     STATE/sandboxes/<sbx>/output/<proc>.stdout, .stderr, .src.*
+    STATE/webhooks/<exec>.json             webhook deliveries not made yet (0600)
     """
 
     root: Path
@@ -42,6 +43,10 @@ class Layout:
 
     def output(self, sandbox_id: str, process_id: str, stream: str) -> Path:
         return self.output_dir(sandbox_id) / f"{process_id}.{stream}"
+
+    @property
+    def webhooks(self) -> Path:
+        return self.root / "webhooks"
 
     def make_root(self) -> None:
         """Create the state directory owner-only (0700), tightening an existing one."""

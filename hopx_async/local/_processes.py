@@ -22,7 +22,7 @@ from ._layout import Layout
 from ._output import file_size, read_tail
 from ._procfs import all_stats, command_line, descendants, owner, pids_by_env, read_stat
 from ._records import ProcessRecord, SandboxRecord, new_id
-from ._render import Renderer, number
+from ._render import Renderer, seconds
 from ._store import Store
 from ._supervisor import Running, Supervisor, exit_code_of
 
@@ -303,11 +303,11 @@ class Processes:
             reason = run.end_reason
             if reason == "timeout":
                 rec.status = "timeout"
-                rec.error = f"timed out after {number(rec.timeout)} seconds"
+                rec.error = f"timed out after {seconds(rec.timeout)}"
                 self._note(
                     rec,
                     "stderr",
-                    f"hopx-local: process timed out after {number(rec.timeout)} seconds;"
+                    f"hopx-local: process timed out after {seconds(rec.timeout)};"
                     " its process group was killed",
                 )
             elif reason == "shutdown":
@@ -490,7 +490,7 @@ class Processes:
             if run.end_reason == "timeout":
                 # As the service does: 200 with success false, the output so far, a non-zero
                 # exit code (124, as timeout(1) uses) and a closing line on stderr.
-                note = f"hopx-local: execution timed out after {number(spec.timeout)} seconds"
+                note = f"hopx-local: execution timed out after {seconds(spec.timeout)}"
                 sep = "" if not err or err.endswith("\n") else "\n"
                 result.update(
                     success=False,

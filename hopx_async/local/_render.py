@@ -39,6 +39,11 @@ def number(value: float) -> float | int:
     return int(value) if float(value).is_integer() else value
 
 
+def seconds(value: float) -> str:
+    """``1`` as ``1 second``, ``2.5`` as ``2.5 seconds``."""
+    return f"{number(value)} second{'' if value == 1 else 's'}"
+
+
 class Renderer:
     """Builds the wire objects; ``base_url`` is set once the server listens."""
 

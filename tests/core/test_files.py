@@ -157,7 +157,7 @@ async def test_run_code_past_its_timeout_is_a_result(sandbox: AsyncSandbox) -> N
     assert result.success is False
     assert result.exit_code == 124
     assert result.stdout == "begun\n"
-    assert "timed out after 1 seconds" in result.stderr
+    assert "timed out after 1 second;" in result.stderr
 
 
 async def test_a_408_timeout_answer_is_a_result_too(proxied: AsyncHopx, proxy: FaultProxy) -> None:

@@ -134,7 +134,7 @@ async def test_execute_synchronous(api: Api, sbx: Sandbox) -> None:
     assert slow.body["exit_code"] == 124
     assert slow.body["stdout"] == "start\n"
     assert slow.body["stderr"].endswith(
-        "execution timed out after 1 seconds; its process group was killed\n"
+        "execution timed out after 1 second; its process group was killed\n"
     )
     unknown = await api.agent(sbx, "POST", "/execute", json={"code": "x", "language": "cobol"})
     message = unknown.expect_error(400, "INVALID_REQUEST")["error"]
@@ -258,7 +258,7 @@ async def test_timeout_ends_the_whole_group(api: Api, sbx: Sandbox) -> None:
     proc = await api.process(sbx, started["process_id"])
     done = await api.wait_done(sbx, started["process_id"])
     assert done["status"] == "timeout"
-    assert "timed out after 1 seconds" in done["stderr"]
+    assert "timed out after 1 second" in done["stderr"]
     assert "never" not in done["stdout"]
     assert pids_with_arg(child) == []
     assert not pid_alive(proc["pid"])

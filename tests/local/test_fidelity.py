@@ -58,7 +58,7 @@ async def test_a_synchronous_timeout_is_a_failed_result(
     lines = answer.body["stderr"].splitlines()
     assert lines[0] == "warn"
     assert lines[-1] == (
-        "hopx-local: execution timed out after 1 seconds; its process group was killed"
+        "hopx-local: execution timed out after 1 second; its process group was killed"
     )
 
 

@@ -170,20 +170,19 @@ def test_keyboard_interrupt_during_wait_cancels_it(sandbox: Sandbox) -> None:
     if threading.current_thread() is not threading.main_thread():
         pytest.skip("signals are delivered to the main thread")
     proc = sandbox.run_code_background("import time; time.sleep(60)")
-    watcher = sandbox._async._watcher
 
     def interrupt() -> None:
         deadline = time.monotonic() + 10
-        while not watcher.active and time.monotonic() < deadline:
+        while not sandbox.watcher_stats.active and time.monotonic() < deadline:
             time.sleep(0.01)
         signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
 
     threading.Thread(target=interrupt).start()
-    t0 = time.monotonic()
     with pytest.raises(KeyboardInterrupt):
         proc.wait()
-    assert time.monotonic() - t0 < 15
-    assert not watcher.active, "the wait was cancelled on the loop, so nobody polls any more"
+    assert not sandbox.watcher_stats.active, (
+        "the wait was cancelled on the loop, so nobody polls any more"
+    )
     assert proc.kill() is True  # the client is still usable
     assert proc.wait(timeout=30).status == "killed"
 

@@ -32,6 +32,7 @@ TWINS = {
     "AsyncBackgroundProcess": "BackgroundProcess",
     "AsyncFiles": "Files",
     "AsyncEnv": "Env",
+    "AsyncExecution": "Execution",
     "aclose_default_client": "close_default_client",
 }
 #: async-only names, with no twin
@@ -179,6 +180,9 @@ def instances() -> Iterator[Callable[[str], tuple[Any, Any]]]:
         "AsyncFiles": sandbox.files,
         "AsyncEnv": sandbox.env,
         "AsyncBackgroundProcess": sandbox.process("proc_1"),
+        "AsyncExecution": hopx_async.AsyncExecution(
+            sandbox, "exec_1", callback_url="http://127.0.0.1:9/hook", process_id="proc_1"
+        ),
     }
 
     def pair(name: str) -> tuple[Any, Any]:

@@ -130,10 +130,8 @@ def test_keyboard_interrupt_cancels_the_task_and_the_runner_stays_usable(
         signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
 
     threading.Thread(target=interrupt).start()
-    t0 = time.monotonic()
     with pytest.raises(KeyboardInterrupt):
         runner.run(long_wait())
-    assert time.monotonic() - t0 < 10
     assert cancelled.is_set(), "the inner task was cancelled before the interrupt was re-raised"
     assert runner.run(asyncio.sleep(0, result="again")) == "again"
 

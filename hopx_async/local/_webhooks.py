@@ -1,0 +1,453 @@
+"""Webhook executions (``POST /execute/async``): run in the background, POST the result back.
+
+An execution is an ordinary background process (it shows in the process list). When it ends,
+its result is POSTed as JSON to the callback URL with the caller's headers, an
+``X-HOPX-Timestamp`` and, when a secret was given, ``X-HOPX-Signature: sha256=<hex>`` over
+``f"{timestamp}.".encode() + body`` (:func:`hopx_async._webhooks.sign_webhook`, the function
+receivers verify with).
+
+A delivery is kept as a file ``STATE/webhooks/<execution_id>.json`` (0600, in a 0700
+directory the boxes never see) from the answer to the request until it is delivered or given
+up, so one pending when the server stops is delivered after the next start. A failed
+delivery (an answer other than 2xx, a refused connection, a timeout) is retried with
+exponential backoff, a bounded number of times. Redirects are not followed and every
+attempt has a deadline: the server posts to the allowed callback hosts and nowhere else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import json
+import logging
+import os
+import re
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import attrs
+from aiohttp import web
+from yarl import URL
+
+from .._webhooks import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign_webhook
+from ._errors import ApiError, bad_request
+from ._launch import StartSpec
+from ._output import read_tail
+from ._processes import Processes
+from ._records import ProcessRecord, SandboxRecord, iso
+from ._validate import is_header_text
+from ._version import __version__
+
+__all__ = [
+    "CALLBACK_HOSTS_ENV",
+    "DEFAULT_CALLBACK_HOSTS",
+    "WEBHOOKS",
+    "Callback",
+    "CallbackHosts",
+    "Webhooks",
+    "webhooks",
+]
+
+logger = logging.getLogger("hopx_async.local")
+
+#: Comma-separated callback hosts, read when ``LocalBackend(callback_hosts=None)``.
+CALLBACK_HOSTS_ENV = "HOPX_LOCAL_CALLBACK_HOSTS"
+#: Loopback only.
+DEFAULT_CALLBACK_HOSTS = ("localhost", "127.0.0.0/8", "::1")
+
+#: Per stream, a callback carries at most this many trailing bytes of output.
+CALLBACK_OUTPUT_CAP = 1024 * 1024
+_MAX_URL = 2048
+_MAX_HEADERS = 32
+_MAX_HEADER_BYTES = 8192
+_MAX_SECRET = 1024
+_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,128}$")
+#: Headers the server sets itself; a caller cannot replace them.
+_RESERVED = frozenset(
+    {
+        "host",
+        "content-type",
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "upgrade",
+        "te",
+        "trailer",
+        "expect",
+        "keep-alive",
+        "proxy-authorization",
+        "proxy-connection",
+        TIMESTAMP_HEADER.lower(),
+        SIGNATURE_HEADER.lower(),
+    }
+)
+
+
+class CallbackHosts:
+    """The hosts a callback URL may name: host names, ``*.suffix``, IP addresses, networks.
+
+    ``"*"`` allows every host. A name is matched as written (``localhost`` is whatever the
+    server's resolver says it is); an IP address or network is matched against an IP
+    literal in the URL.
+    """
+
+    def __init__(self, entries: Iterable[str]) -> None:
+        self.any = False
+        self.names: set[str] = set()
+        self.suffixes: list[str] = []
+        self.networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+        for raw in entries:
+            entry = raw.strip().lower()
+            if not entry:
+                continue
+            if entry == "*":
+                self.any = True
+            elif entry.startswith("*."):
+                self.suffixes.append(entry[1:])
+            else:
+                try:
+                    self.networks.append(ipaddress.ip_network(entry.strip("[]"), strict=False))
+                except ValueError:
+                    if not _TOKEN.match(entry) or "/" in entry:
+                        raise ValueError(f"not a host, IP address or network: {raw!r}") from None
+                    self.names.add(entry.rstrip("."))
+
+    @classmethod
+    def from_setting(cls, hosts: Iterable[str] | None) -> CallbackHosts:
+        """``hosts``, else ``$HOPX_LOCAL_CALLBACK_HOSTS``, else loopback only."""
+        if hosts is None:
+            env = os.environ.get(CALLBACK_HOSTS_ENV)
+            hosts = env.split(",") if env and env.strip() else DEFAULT_CALLBACK_HOSTS
+        return cls(hosts)
+
+    def allows(self, host: str) -> bool:
+        if self.any:
+            return True
+        host = host.lower().strip("[]").rstrip(".")
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            return host in self.names or any(host.endswith(s) for s in self.suffixes)
+        return any(address in network for network in self.networks)
+
+    def check(self, raw: str) -> str:
+        """``raw`` if it is an http(s) URL to an allowed host, else the 400 ``ApiError``."""
+        if len(raw) > _MAX_URL or not is_header_text(raw):
+            raise bad_request(f"'callback_url' must be printable ASCII of at most {_MAX_URL}")
+        try:
+            url = URL(raw)
+        except ValueError:
+            raise bad_request("'callback_url' is not a URL") from None
+        if url.scheme not in ("http", "https") or not url.host:
+            raise bad_request("'callback_url' must be an http:// or https:// URL with a host")
+        if url.user is not None or url.password is not None:
+            raise bad_request("'callback_url' must not carry credentials (use callback_headers)")
+        if not self.allows(url.host):
+            raise ApiError(
+                400,
+                "CALLBACK_NOT_ALLOWED",
+                f"callback host {url.host!r} is not allowed; the local backend posts only to "
+                f"the hosts set by callback_hosts / ${CALLBACK_HOSTS_ENV} (default: loopback)",
+            )
+        return raw
+
+
+@attrs.define
+class Callback:
+    """Where and how to deliver one result. The secret and headers never show in a repr."""
+
+    url: str
+    headers: dict[str, str] = attrs.field(factory=dict, repr=False)
+    secret: str | None = attrs.field(default=None, repr=False)
+
+
+def _callback_headers(body: Mapping[str, Any]) -> dict[str, str]:
+    value = body.get("callback_headers")
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise bad_request("'callback_headers' must be an object of header names to strings")
+    if len(value) > _MAX_HEADERS:
+        raise bad_request(f"'callback_headers' may hold at most {_MAX_HEADERS} headers")
+    headers: dict[str, str] = {}
+    size = 0
+    for name, text in value.items():
+        if not isinstance(name, str) or not _TOKEN.match(name):
+            raise bad_request("'callback_headers' has a name that is no HTTP header name")
+        if not isinstance(text, str) or not is_header_text(text):
+            raise bad_request(f"'callback_headers' value of {name!r} must be printable ASCII")
+        if name.lower() in _RESERVED:
+            raise bad_request(f"'callback_headers' must not set {name!r} (the server sets it)")
+        size += len(name) + len(text)
+        headers[name] = text
+    if size > _MAX_HEADER_BYTES:
+        raise bad_request(f"'callback_headers' may hold at most {_MAX_HEADER_BYTES} bytes")
+    return headers
+
+
+def _secret(body: Mapping[str, Any]) -> str | None:
+    value = body.get("callback_signature_secret")
+    if value is None:
+        return None
+    if not isinstance(value, str) or not 0 < len(value) <= _MAX_SECRET:
+        raise bad_request(
+            f"'callback_signature_secret' must be a string of 1 to {_MAX_SECRET} characters"
+        )
+    return value
+
+
+@attrs.define
+class _Delivery:
+    """One callback to make, as kept in its file."""
+
+    execution_id: str
+    process_id: str
+    sandbox_id: str
+    callback: Callback
+    #: "waiting" for the process to end, then "pending" with the body to deliver.
+    state: str = "waiting"
+    body: str | None = attrs.field(default=None, repr=False)
+    attempts: int = 0
+    next_at: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return attrs.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> _Delivery:
+        callback = Callback(**data.pop("callback"))
+        return cls(callback=callback, **data)
+
+
+class Webhooks:
+    """Every webhook execution's delivery: started by the route, kept until delivered."""
+
+    def __init__(
+        self,
+        directory: Path,
+        processes: Processes,
+        hosts: CallbackHosts,
+        *,
+        attempts: int,
+        retry_delay: float,
+        timeout: float,
+    ) -> None:
+        self.directory = directory
+        self.processes = processes
+        self.hosts = hosts
+        self.attempts = attempts
+        self.retry_delay = retry_delay
+        self.timeout = timeout
+        self._session: aiohttp.ClientSession | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def __repr__(self) -> str:
+        return f"<Webhooks {len(self._tasks)} in flight>"
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def open(self) -> None:
+        """Load the deliveries left by the last run and resume them (in the running loop)."""
+        self.directory.mkdir(exist_ok=True, mode=0o700)
+        os.chmod(self.directory, 0o700)
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=16),
+            trust_env=False,  # never through a proxy from the environment
+            timeout=aiohttp.ClientTimeout(total=self.timeout),
+        )
+        for path in sorted(self.directory.glob("*.json")):
+            try:
+                delivery = _Delivery.from_json(json.loads(path.read_text()))
+            except (OSError, ValueError, TypeError, KeyError):
+                logger.warning("unreadable webhook delivery %s; removing it", path.name)
+                with contextlib.suppress(OSError):
+                    path.unlink()
+                continue
+            self._spawn(delivery, None)
+        for tmp in self.directory.glob("*.tmp"):
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+
+    async def close(self) -> None:
+        """Stop delivering; what is not delivered yet stays on disk for the next start."""
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=5)
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    # -- the route -----------------------------------------------------------------------
+
+    def callback(self, body: Mapping[str, Any]) -> Callback:
+        """The callback of a request body, checked (400 before anything starts)."""
+        raw = body.get("callback_url")
+        if not isinstance(raw, str) or not raw:
+            raise bad_request("'callback_url' is required (a string)")
+        return Callback(
+            url=self.hosts.check(raw), headers=_callback_headers(body), secret=_secret(body)
+        )
+
+    async def submit(
+        self, sbx: SandboxRecord, spec: StartSpec, callback: Callback
+    ) -> dict[str, Any]:
+        """Start the execution and keep its delivery; answer the documented queued body."""
+        started = await self.processes.start(sbx, spec, None)
+        rec = self.processes.get(sbx.id, started["process_id"])
+        delivery = _Delivery(
+            execution_id=rec.execution_id,
+            process_id=rec.process_id,
+            sandbox_id=sbx.id,
+            callback=callback,
+        )
+        self._save(delivery)  # durable before the caller learns the execution id
+        self._spawn(delivery, rec)
+        return {
+            "execution_id": rec.execution_id,
+            "process_id": rec.process_id,
+            "status": "queued",
+            "callback_url": callback.url,
+            "message": "Execution queued. Will POST to callback_url when complete.",
+            "timestamp": iso(time.time()),
+        }
+
+    # -- delivering ----------------------------------------------------------------------
+
+    def _spawn(self, delivery: _Delivery, rec: ProcessRecord | None) -> None:
+        task = asyncio.ensure_future(self._run(delivery, rec))
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("webhook delivery failed unexpectedly", exc_info=task.exception())
+
+    async def _run(self, delivery: _Delivery, rec: ProcessRecord | None) -> None:
+        if delivery.state == "waiting":
+            if rec is None:
+                with contextlib.suppress(ApiError):
+                    rec = self.processes.get(delivery.sandbox_id, delivery.process_id)
+            while rec is not None and not rec.finished:
+                await self.processes.wait_for_process(rec, 30.0, None)
+            delivery.body = json.dumps(self._result(delivery, rec), separators=(",", ":"))
+            delivery.state = "pending"
+            delivery.next_at = time.time()
+            self._save(delivery)
+        while delivery.attempts < self.attempts:
+            delay = delivery.next_at - time.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            delivery.attempts += 1
+            outcome = await self._post(delivery)
+            if outcome is None:
+                self._forget(delivery)
+                return
+            delivery.next_at = time.time() + self.retry_delay * 2 ** (delivery.attempts - 1)
+            self._save(delivery)
+            logger.info(
+                "webhook for %s: attempt %d of %d failed (%s)",
+                delivery.execution_id,
+                delivery.attempts,
+                self.attempts,
+                outcome,
+            )
+        logger.warning(
+            "webhook for %s not delivered after %d attempts; giving up",
+            delivery.execution_id,
+            delivery.attempts,
+        )
+        self._forget(delivery)
+
+    def _result(self, delivery: _Delivery, rec: ProcessRecord | None) -> dict[str, Any]:
+        if rec is None:  # its sandbox was deleted while the server was stopped
+            return {
+                "execution_id": delivery.execution_id,
+                "process_id": delivery.process_id,
+                "sandbox_id": delivery.sandbox_id,
+                "status": "failed",
+                "success": False,
+                "stdout": "",
+                "stderr": "",
+                "exit_code": None,
+                "execution_time": None,
+                "timestamp": iso(time.time()),
+                "error": "the execution's record is gone (its sandbox was deleted)",
+            }
+        result: dict[str, Any] = {
+            "execution_id": rec.execution_id,
+            "process_id": rec.process_id,
+            "sandbox_id": rec.sandbox_id,
+            "status": rec.status,
+            "success": rec.status == "completed" and rec.exit_code == 0,
+            "exit_code": rec.exit_code,
+            "execution_time": None if rec.duration is None else round(rec.duration, 4),
+            "timestamp": iso(rec.completed_at),
+            "error": rec.error,
+        }
+        for stream in ("stdout", "stderr"):
+            path = self.processes.layout.output(rec.sandbox_id, rec.process_id, stream)
+            result[stream], result[f"{stream}_truncated"], _ = read_tail(path, CALLBACK_OUTPUT_CAP)
+        return result
+
+    async def _post(self, delivery: _Delivery) -> str | None:
+        """One attempt: ``None`` once delivered, else why not."""
+        session = self._session
+        assert session is not None
+        assert delivery.body is not None
+        url = delivery.callback.url
+        host = URL(url).host or ""
+        if not self.hosts.allows(host):  # the allow-list changed since it was accepted
+            delivery.attempts = self.attempts
+            return f"host {host!r} is no longer an allowed callback host"
+        body = delivery.body.encode()
+        stamp = int(time.time())
+        headers = {
+            **delivery.callback.headers,
+            "Content-Type": "application/json",
+            "User-Agent": f"hopx-local/{__version__}",
+            TIMESTAMP_HEADER: str(stamp),
+        }
+        if delivery.callback.secret is not None:
+            headers[SIGNATURE_HEADER] = sign_webhook(delivery.callback.secret, stamp, body)
+        try:
+            async with session.post(url, data=body, headers=headers, allow_redirects=False) as r:
+                if 200 <= r.status < 300:
+                    logger.info("webhook for %s delivered", delivery.execution_id)
+                    return None
+                return f"HTTP {r.status}"
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            return type(exc).__name__
+
+    # -- files ---------------------------------------------------------------------------
+
+    def _path(self, delivery: _Delivery) -> Path:
+        return self.directory / f"{delivery.execution_id}.json"
+
+    def _save(self, delivery: _Delivery) -> None:
+        path = self._path(delivery)
+        tmp = path.with_suffix(".tmp")
+        data = json.dumps(delivery.to_json()).encode()
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        with open(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+
+    def _forget(self, delivery: _Delivery) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self._path(delivery).unlink()
+
+
+WEBHOOKS = web.AppKey("webhooks", Webhooks)
+
+
+def webhooks(request: web.Request) -> Webhooks:
+    return request.config_dict[WEBHOOKS]
