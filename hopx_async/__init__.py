@@ -41,9 +41,11 @@ from ._errors import (
 )
 from ._execution import AsyncExecution
 from ._fanout import ProgressCallback, Task
+from ._files import AsyncEnv, AsyncFiles
 from ._models import (
     CommandResult,
     ExecutionResult,
+    FileInfo,
     OutputChunk,
     ProcessInfo,
     ProcessResult,
@@ -67,6 +69,8 @@ __all__ = [
     "AsyncSandbox",
     "AsyncCommands",
     "AsyncBackgroundProcess",
+    "AsyncFiles",
+    "AsyncEnv",
     "AsyncExecution",
     "AwaitableContext",
     "aclose_default_client",
@@ -90,6 +94,7 @@ __all__ = [
     "SandboxInfo",
     "Resources",
     "Template",
+    "FileInfo",
     "WatcherStats",
     # webhooks
     "verify_webhook",

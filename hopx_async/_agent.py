@@ -9,10 +9,11 @@ features the agent advertises (long polls, offsets, idempotency keys, ...).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json as jsonlib
 import secrets
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode
@@ -24,6 +25,7 @@ from ._errors import (
     APIError,
     AuthenticationError,
     ConflictError,
+    ExecutionTimeoutError,
     HopxError,
     NetworkError,
     ProcessNotFoundError,
@@ -44,6 +46,7 @@ from ._wire import (
     process_list,
     segment,
     start_answer,
+    timed_out_result,
     token_of,
     with_status,
 )
@@ -232,12 +235,67 @@ class Agent:
                 await self.refresh_token(token)
         raise AssertionError("unreachable")
 
+    @contextlib.asynccontextmanager
+    async def stream(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        body: Callable[[], Any] | None = None,
+        resource: str | None = None,
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """A streamed request (uploads, downloads), with readiness and token as in
+        :meth:`request`. ``body`` makes the request body; after a ``401 INVALID_TOKEN`` it
+        is called again for the one resend (it raises if it cannot rewind)."""
+        if self.killed:
+            raise SandboxNotFoundError(
+                f"sandbox {self.sandbox_id} was killed; create a new one",
+                status=404,
+                code="RESOURCE_NOT_FOUND",
+            )
+        await self.ensure_ready()
+        expires = self._token_expires_at
+        if expires is not None and expires.timestamp() - TOKEN_MARGIN < self.control.clock():
+            await self.refresh_token(self._token)
+        if self._url is None:
+            raise HopxError(
+                f"sandbox {self.sandbox_id} has no public_host or direct_url to reach its agent"
+            )
+        for attempt in (0, 1):
+            token = self._token
+            entered = False
+            try:
+                async with self.control.transport.stream(
+                    method,
+                    self._url + path,
+                    headers={"Authorization": f"Bearer {token}"},
+                    params=params,
+                    data=None if body is None else body(),
+                    scope=self.sandbox_id,
+                    resource=resource or "sandbox",
+                ) as resp:
+                    entered = True
+                    yield resp
+                    return
+            except TokenExpiredError:
+                if attempt or entered:
+                    raise
+                await self.refresh_token(token)
+
     # ------------------------------------------------------------------ execution
     async def execute(
         self, path: str, body: Mapping[str, Any], seconds: float
     ) -> Mapping[str, Any]:
-        """A synchronous execution (``/execute``, ``/commands/run``); never retried."""
-        resp = await self.request("POST", path, json=body, safe=False, timeout=seconds + 30)
+        """A synchronous execution (``/execute``, ``/commands/run``); never retried.
+
+        Past its timeout the service answers 200 with ``success: false``; a server that
+        answers 408 with the partial output instead gets the same result made of it.
+        """
+        try:
+            resp = await self.request("POST", path, json=body, safe=False, timeout=seconds + 30)
+        except ExecutionTimeoutError as exc:
+            return timed_out_result(exc.body, exc.message)
         return resp.mapping
 
     async def start(self, path: str, body: Mapping[str, Any], language: str) -> StartAnswer:

@@ -24,6 +24,7 @@ __all__ = [
     "OutputChunk",
     "StreamEvent",
     "Template",
+    "FileInfo",
 ]
 
 
@@ -450,4 +451,41 @@ class StreamEvent:
             timed_out=data.get("timed_out") is True,
             timestamp=_str(data.get("timestamp")),
             raw=dict(data),
+        )
+
+
+@attrs.frozen(kw_only=True)
+class FileInfo(_DictAccess):
+    """One entry of ``sandbox.files.list()``: a file, a directory or a symbolic link.
+
+    >>> FileInfo.from_wire({"name": "a.txt", "path": "/workspace/a.txt", "size": 3}).is_file
+    True
+    """
+
+    name: str
+    path: str
+    size: int = 0
+    is_directory: bool = False
+    is_symlink: bool = False
+    permissions: str | None = None
+    modified_time: datetime | None = None
+
+    _KEY_ALIASES: ClassVar[Mapping[str, str]] = {"is_dir": "is_directory", "mode": "permissions"}
+
+    @property
+    def is_file(self) -> bool:
+        """True for a regular file (neither a directory nor a link)."""
+        return not self.is_directory and not self.is_symlink
+
+    @classmethod
+    def from_wire(cls, data: Mapping[str, Any]) -> FileInfo:
+        is_dir = _first(data, "is_directory", "is_dir")
+        return cls(
+            name=_text(data.get("name")),
+            path=_text(data.get("path")),
+            size=_int(data.get("size")) or 0,
+            is_directory=is_dir is True,
+            is_symlink=data.get("is_symlink") is True,
+            permissions=_str(_first(data, "permissions", "mode")),
+            modified_time=parse_time(_first(data, "modified_time", "modified")),
         )

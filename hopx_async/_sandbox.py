@@ -15,6 +15,7 @@ from ._control import ControlPlane, control_of, default_client
 from ._errors import HopxError, NotFoundError, SandboxNotFoundError
 from ._execution import AsyncExecution, callback_body, start_execution
 from ._fanout import ProgressCallback
+from ._files import AsyncEnv, AsyncFiles
 from ._models import (
     CommandResult,
     ExecutionResult,
@@ -169,6 +170,8 @@ class AsyncSandbox:
         attach(self, self._watcher)
         self._control.track(self._watcher)
         self.commands = AsyncCommands(self)
+        self.files = AsyncFiles(self)
+        self.env = AsyncEnv(self)
 
     # ------------------------------------------------------------------ creation
     @classmethod

@@ -8,10 +8,11 @@ the server deduplicates it (an idempotency key).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json as jsonlib
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 import aiohttp
@@ -269,6 +270,64 @@ class Transport:
             raise RequestTimeoutError(f"WebSocket {url}: no handshake answer") from exc
         except aiohttp.ClientError as exc:
             raise NetworkError(f"WebSocket {url}: {type(exc).__name__}: {exc}") from exc
+
+    @contextlib.asynccontextmanager
+    async def stream(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: Mapping[str, str],
+        params: Mapping[str, str] | None = None,
+        data: Any = None,
+        scope: str = "",
+        resource: str | None = None,
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """One request whose body (``data``: a form, a file) or answer is streamed.
+
+        Sent once (a streamed body cannot be replayed); an error answer raises as in
+        :meth:`request`. There is no total deadline, only ``timeouts.request`` between two
+        reads, so a large transfer may take as long as it needs while it makes progress.
+        """
+        session = self._get_session()
+        rate = self.rate_state(scope)
+        hold = rate.delay()
+        if hold > 0:
+            await asyncio.sleep(hold)
+        kwargs: dict[str, Any] = {
+            "headers": headers,
+            "timeout": aiohttp.ClientTimeout(
+                total=None, connect=self.timeouts.connect, sock_read=self.timeouts.request
+            ),
+        }
+        if params:
+            kwargs["params"] = params
+        if data is not None:
+            kwargs["data"] = data
+        try:
+            async with session.request(method, url, **kwargs) as resp:
+                rate.update(resp.headers)
+                logger.debug("%s %s -> %s (streamed)", method, url, resp.status)
+                if resp.status >= 400:
+                    body = _decode(await resp.read(), resp.headers.get("Content-Type", ""))
+                    raise error_from_response(
+                        resp.status,
+                        body,
+                        request_id=resp.headers.get("X-Request-ID"),
+                        retry_after=parse_retry_after(
+                            resp.headers.get("Retry-After"), now=self.clock()
+                        ),
+                        resource=resource,
+                    )
+                yield resp
+        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
+            raise NetworkError(f"{method} {url}: cannot connect: {exc}") from exc
+        except asyncio.TimeoutError as exc:
+            raise RequestTimeoutError(
+                f"{method} {url}: nothing received for {self.timeouts.request:g}s"
+            ) from exc
+        except aiohttp.ClientError as exc:
+            raise NetworkError(f"{method} {url}: {type(exc).__name__}: {exc}") from exc
 
 
 def _decode(raw: bytes, content_type: str) -> Any:

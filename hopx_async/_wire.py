@@ -23,6 +23,7 @@ __all__ = [
     "KILL_FORMS",
     "PROCESS_STATUSES",
     "STREAMS",
+    "TIMEOUT_EXIT_CODE",
     "OutputCursor",
     "StartAnswer",
     "agent_base",
@@ -37,6 +38,7 @@ __all__ = [
     "status_filter",
     "pushed_chunk",
     "status_only",
+    "timed_out_result",
     "token_of",
     "with_status",
 ]
@@ -329,3 +331,26 @@ def pushed_chunk(data: Mapping[str, Any], cursor: OutputCursor) -> OutputChunk |
 def status_only(data: Mapping[str, Any]) -> ProcessInfo:
     """The record in an offsets answer, without output (its output is only a slice)."""
     return ProcessInfo.from_wire({**data, "stdout": None, "stderr": None})
+
+
+#: the exit code of a synchronous execution ended by its timeout (as ``timeout(1)`` uses)
+TIMEOUT_EXIT_CODE = 124
+
+
+def timed_out_result(body: Any, message: str) -> dict[str, Any]:
+    """The result of a synchronous execution that a server answered 408: ``success`` false,
+    the partial output it sent, a non-zero exit code, and ``message`` closing stderr."""
+    data = body if isinstance(body, Mapping) else {}
+    stdout = data.get("stdout")
+    stderr = data.get("stderr")
+    err = stderr if isinstance(stderr, str) else ""
+    if err and not err.endswith("\n"):
+        err += "\n"
+    exit_code = data.get("exit_code")
+    return {
+        "success": False,
+        "stdout": stdout if isinstance(stdout, str) else "",
+        "stderr": f"{err}{message}\n",
+        "exit_code": exit_code if isinstance(exit_code, int) and exit_code else TIMEOUT_EXIT_CODE,
+        "execution_time": data.get("execution_time"),
+    }

@@ -4,14 +4,16 @@
 from __future__ import annotations
 
 import builtins
+import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from types import TracebackType
-from typing import Any, Literal, cast, overload
+from typing import IO, Any, Literal, cast, overload
 
 import hopx_async as _hopx_async
 from hopx_async import (
     CommandResult,
     ExecutionResult,
+    FileInfo,
     Limits,
     OutputChunk,
     PollPolicy,
@@ -35,6 +37,8 @@ __all__ = [
     "Sandbox",
     "Commands",
     "BackgroundProcess",
+    "Files",
+    "Env",
     "Execution",
     "close_default_client",
 ]
@@ -325,6 +329,8 @@ class Sandbox(_Twin):
 
     _async: _hopx_async.AsyncSandbox
     commands: Commands
+    files: Files
+    env: Env
 
     @classmethod
     def _from_async(cls, obj: _hopx_async.AsyncSandbox, runner: _runner.Runner) -> Sandbox:
@@ -332,6 +338,8 @@ class Sandbox(_Twin):
         self._async = obj
         self._runner = runner
         self.commands = Commands._from_async(obj.commands, runner)
+        self.files = Files._from_async(obj.files, runner)
+        self.env = Env._from_async(obj.env, runner)
         return self
 
     @classmethod
@@ -880,6 +888,160 @@ class BackgroundProcess(_Twin):
         ...     print(chunk.stream, chunk.text, end="")
         """
         return _runner.iterate(self._runner, self._async.output(interval=interval))
+
+
+class Files(_Twin):
+    """Files in a sandbox: ``sandbox.files``.
+
+    >>> sandbox.files.write("/workspace/data.csv", "a,b\\n1,2\\n")  # doctest: +SKIP
+    >>> sandbox.files.read("data.csv")  # doctest: +SKIP
+    'a,b\\n1,2\\n'
+    """
+
+    _async: _hopx_async.AsyncFiles
+
+    @classmethod
+    def _from_async(cls, obj: _hopx_async.AsyncFiles, runner: _runner.Runner) -> Files:
+        self = cls.__new__(cls)
+        self._async = obj
+        self._runner = runner
+        return self
+
+    def __repr__(self) -> str:
+        return repr(self._async).replace("Async", "")
+
+    def read(self, path: str) -> str:
+        """The text of a UTF-8 file (``read_bytes`` for any other content).
+
+        >>> text = sandbox.files.read("/workspace/out.txt")  # doctest: +SKIP
+        """
+        return self._runner.run(self._async.read(path))
+
+    def read_bytes(self, path: str) -> bytes:
+        """The bytes of a file (for large files prefer :meth:`download`, which streams).
+
+        >>> data = sandbox.files.read_bytes("/workspace/plot.png")  # doctest: +SKIP
+        """
+        return self._runner.run(self._async.read_bytes(path))
+
+    def write(self, path: str, content: str | bytes, *, mode: str | int | None = None) -> None:
+        """Create or replace a file with text (``str``) or bytes; parents are created.
+
+        ``mode`` sets its permissions (``"0755"`` or ``0o755``; the server's default is 0644).
+
+        >>> sandbox.files.write("run.sh", "echo hi\\n", mode="0755")  # doctest: +SKIP
+        >>> sandbox.files.write("blob.bin", b"\\x00\\x01")  # doctest: +SKIP
+        """
+        self._runner.run(self._async.write(path, content, mode=mode))
+
+    def list(self, path: str = "/workspace") -> builtins.list[FileInfo]:
+        """The entries of a directory, directories first.
+
+        >>> [f.name for f in sandbox.files.list("/workspace")]  # doctest: +SKIP
+        ['src', 'README.md']
+        """
+        return self._runner.run(self._async.list(path))
+
+    def exists(self, path: str) -> bool:
+        """Whether a file or directory exists at ``path``.
+
+        >>> sandbox.files.exists("/workspace/out.txt")  # doctest: +SKIP
+        True
+        """
+        return self._runner.run(self._async.exists(path))
+
+    def remove(self, path: str) -> None:
+        """Remove a file, a link, or a directory with everything in it.
+
+        >>> sandbox.files.remove("/workspace/build")  # doctest: +SKIP
+        """
+        self._runner.run(self._async.remove(path))
+
+    def mkdir(self, path: str) -> None:
+        """Create a directory and its missing parents (no error if it exists).
+
+        >>> sandbox.files.mkdir("/workspace/data/raw")  # doctest: +SKIP
+        """
+        self._runner.run(self._async.mkdir(path))
+
+    def upload(self, source: str | os.PathLike[str] | IO[bytes], remote_path: str) -> int:
+        """Upload a local file (a path, or a binary file object read from its current
+        position) to ``remote_path``, streamed in chunks; returns the bytes sent.
+
+        >>> sandbox.files.upload("data.parquet", "/workspace/data.parquet")  # doctest: +SKIP
+        1048576
+        """
+        return self._runner.run(self._async.upload(source, remote_path))
+
+    def download(self, remote_path: str, destination: str | os.PathLike[str] | IO[bytes]) -> int:
+        """Download a file to a local path (replaced whole once complete) or into a binary
+        file object, streamed in chunks; returns the bytes received.
+
+        >>> sandbox.files.download("/workspace/results.tar", "results.tar")  # doctest: +SKIP
+        52428800
+        """
+        return self._runner.run(self._async.download(remote_path, destination))
+
+
+class Env(_Twin):
+    """The environment variables every new process of a sandbox gets: ``sandbox.env``.
+
+    ``get_all()`` shows the sandbox's whole base environment (``PATH``, ``HOME``, ...) and
+    the variables set on it; values of secret-looking names come back masked.
+
+    >>> sandbox.env.update({"DEBUG": "1"})  # doctest: +SKIP
+    >>> sandbox.env.get("DEBUG")  # doctest: +SKIP
+    '1'
+    """
+
+    _async: _hopx_async.AsyncEnv
+
+    @classmethod
+    def _from_async(cls, obj: _hopx_async.AsyncEnv, runner: _runner.Runner) -> Env:
+        self = cls.__new__(cls)
+        self._async = obj
+        self._runner = runner
+        return self
+
+    def __repr__(self) -> str:
+        return repr(self._async).replace("Async", "")
+
+    def get_all(self) -> dict[str, str]:
+        """Every variable, secrets masked as ``***MASKED***``.
+
+        >>> sandbox.env.get_all()["HOME"]  # doctest: +SKIP
+        '/workspace'
+        """
+        return self._runner.run(self._async.get_all())
+
+    def get(self, name: str) -> str | None:
+        """One variable's value, or None when it is not set.
+
+        >>> sandbox.env.get("PATH")  # doctest: +SKIP
+        '/usr/local/bin:/usr/bin:/bin'
+        """
+        return self._runner.run(self._async.get(name))
+
+    def set(self, variables: Mapping[str, str]) -> None:
+        """Replace the sandbox's variables with ``variables`` (others set before are gone).
+
+        >>> sandbox.env.set({"MODE": "batch"})  # doctest: +SKIP
+        """
+        self._runner.run(self._async.set(variables))
+
+    def update(self, variables: Mapping[str, str]) -> None:
+        """Add or change ``variables``, keeping the others.
+
+        >>> sandbox.env.update({"DEBUG": "1"})  # doctest: +SKIP
+        """
+        self._runner.run(self._async.update(variables))
+
+    def delete(self, name: str) -> None:
+        """Remove one variable (no error if it is not set).
+
+        >>> sandbox.env.delete("DEBUG")  # doctest: +SKIP
+        """
+        self._runner.run(self._async.delete(name))
 
 
 class Execution(_Twin):

@@ -477,10 +477,13 @@ class Generator:
         plain = sorted(self.imports.pop("", set()))
         std = sorted(m for m in self.imports if m != "hopx_async")
         lines = [f"import {m}" for m in plain]
-        lines += [f"from {m} import {', '.join(sorted(self.imports[m]))}" for m in std]
+        lines += [
+            f"from {m} import {', '.join(sorted(self.imports[m], key=isort_key))}" for m in std
+        ]
         lines += ["", "import hopx_async as _hopx_async"]
         if "hopx_async" in self.imports:
-            lines.append(f"from hopx_async import {', '.join(sorted(self.imports['hopx_async']))}")
+            names = sorted(self.imports["hopx_async"], key=isort_key)
+            lines.append(f"from hopx_async import {', '.join(names)}")
         lines += ["", "from . import _runner"]
         twin_base = (
             'class _Twin:\n    """What every facade object shares: the async object and the'

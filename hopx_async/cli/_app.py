@@ -15,7 +15,7 @@ from hopx_async import (
     WaitTimeoutError,
 )
 
-from . import _map, _processes, _run, _sandboxes  # noqa: F401  (registers the commands)
+from . import _env, _map, _processes, _run, _sandboxes  # noqa: F401  (registers the commands)
 from ._common import (
     EXIT_API,
     EXIT_FAILED,

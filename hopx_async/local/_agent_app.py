@@ -7,11 +7,13 @@ from typing import Any
 
 from aiohttp import web
 
+from . import _files
 from ._errors import ApiError, bad_request
 from ._http import Handler, bearer, json_answer, read_body, state, to_the_end
 from ._launch import StartSpec
 from ._output import cap_list_output, read_range
 from ._records import SandboxRecord
+from ._render import MASK
 from ._stream import commands_stream, execute_stream, process_stream
 from ._tokens import TokenError
 from ._validate import (
@@ -38,6 +40,7 @@ FEATURES = {
     "idempotency_keys": True,
     "output_push": True,
     "execute_stream": True,
+    "env_delete_keys": True,
 }
 
 _MAX_WAIT = 30.0
@@ -268,15 +271,33 @@ async def os_processes(request: web.Request) -> web.Response:
     return json_answer({"processes": found, "count": len(found)})
 
 
+def _base_env(request: web.Request, sbx: SandboxRecord) -> dict[str, str]:
+    return state(request).processes.launcher.process_env(sbx.id, {}, {})
+
+
 async def get_env(request: web.Request) -> web.Response:
-    return json_answer(state(request).renderer.env_vars(_sandbox(request)))
+    sbx = _sandbox(request)
+    return json_answer(state(request).renderer.env_vars(sbx, _base_env(request, sbx)))
 
 
 async def _set_env(request: web.Request, *, merge: bool) -> web.Response:
     body = await read_body(request)
     if body.get("env_vars") is None:
         raise bad_request("'env_vars' is required")
-    state(request).sandboxes.set_env(_sandbox(request), opt_env(body, "env_vars"), merge=merge)
+    sbx = _sandbox(request)
+    wanted = opt_env(body, "env_vars")
+    # A client may send back what GET /env showed (the official SDK's delete does): a masked
+    # value keeps the stored secret, and an unchanged base variable is not made the sandbox's.
+    base = _base_env(request, sbx)
+    kept: dict[str, str] = {}
+    for name, value in wanted.items():
+        if value == MASK and name in sbx.env_vars:
+            kept[name] = sbx.env_vars[name]
+        elif name in base and base[name] == value and name not in sbx.env_vars:
+            continue
+        else:
+            kept[name] = value
+    state(request).sandboxes.set_env(sbx, kept, merge=merge)
     return web.Response(status=204)
 
 
@@ -332,5 +353,13 @@ def make_agent_app() -> web.Application:
     app.router.add_put(agent + "/env", put_env)
     app.router.add_patch(agent + "/env", patch_env)
     app.router.add_delete(agent + "/env", delete_env)
+    app.router.add_get(agent + "/files/read", _files.read_file)
+    app.router.add_post(agent + "/files/write", _files.write_file)
+    app.router.add_get(agent + "/files/list", _files.list_files)
+    app.router.add_get(agent + "/files/exists", _files.file_exists)
+    app.router.add_delete(agent + "/files/remove", _files.remove_file)
+    app.router.add_post(agent + "/files/mkdir", _files.make_dir)
+    app.router.add_post(agent + "/files/upload", _files.upload_file)
+    app.router.add_get(agent + "/files/download", _files.download_file)
     app.router.add_post(agent + "/execute/async", execute_async)
     return app

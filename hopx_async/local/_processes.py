@@ -31,12 +31,14 @@ from ._render import Renderer, seconds
 from ._store import Store
 from ._supervisor import Running, Supervisor, exit_code_of
 
-__all__ = ["SYNC_OUTPUT_CAP", "AttachedRun", "Processes"]
+__all__ = ["SYNC_OUTPUT_CAP", "TIMEOUT_EXIT_CODE", "AttachedRun", "Processes"]
 
 logger = logging.getLogger("hopx_async.local")
 
 #: Per stream, a synchronous execution answers at most this many trailing bytes.
 SYNC_OUTPUT_CAP = 8 * 1024 * 1024
+#: The exit code of a synchronous run ended by its timeout (as timeout(1) answers).
+TIMEOUT_EXIT_CODE = 124
 
 
 @attrs.frozen
@@ -524,12 +526,17 @@ class Processes:
                 "stderr_truncated": err_cut,
             }
             if run.end_reason == "timeout":
-                raise ApiError(
-                    408,
-                    "EXECUTION_TIMEOUT",
-                    f"execution timed out after {seconds(spec.timeout)}",
-                    extra={**result, "exit_code": None},
+                # As the service does: 200 with success false, the output so far, a non-zero
+                # exit code (124, as timeout(1) uses) and a closing line on stderr.
+                note = f"hopx-local: execution timed out after {seconds(spec.timeout)}"
+                sep = "" if not err or err.endswith("\n") else "\n"
+                result.update(
+                    success=False,
+                    exit_code=TIMEOUT_EXIT_CODE,
+                    stderr=f"{err}{sep}{note}; its process group was killed\n",
+                    timed_out=True,
                 )
+                return result
             if run.end_reason is not None:
                 raise ApiError(
                     409, "CONFLICT", "execution was killed (sandbox deleted or server stopping)"

@@ -7,6 +7,7 @@ bodies. Finished processes are immutable, so their base object (and small output
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from ._layout import Layout
@@ -84,8 +85,11 @@ class Renderer:
         return {"auth_token": token, "token_expires_at": iso(expires)}
 
     @staticmethod
-    def env_vars(sbx: SandboxRecord) -> dict[str, Any]:
-        masked = {k: (MASK if is_secret_name(k) else v) for k, v in sbx.env_vars.items()}
+    def env_vars(sbx: SandboxRecord, base: Mapping[str, str] | None = None) -> dict[str, Any]:
+        """The ``GET /env`` answer: ``base`` (the environment every process starts with)
+        overlaid with the sandbox's own variables, secrets masked."""
+        merged = {**(base or {}), **sbx.env_vars}
+        masked = {k: (MASK if is_secret_name(k) else v) for k, v in merged.items()}
         return {"env_vars": masked, "count": len(masked)}
 
     # -- processes ------------------------------------------------------------------------

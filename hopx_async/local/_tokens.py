@@ -22,6 +22,8 @@ import attrs
 __all__ = ["TokenError", "TokenSigner"]
 
 _PREFIX = "hopx1"
+#: Past this many sandboxes, the remembered expiries of expired tokens are dropped.
+_REMEMBERED = 4096
 
 
 class TokenError(Exception):
@@ -42,20 +44,29 @@ class TokenSigner:
 
     secret: bytes
     ttl_seconds: float = 24 * 3600.0
+    #: The last expiry issued per sandbox: a new token always expires strictly later.
+    _last_expiry: dict[str, int] = attrs.field(factory=dict, init=False)
 
     def __repr__(self) -> str:
         return f"TokenSigner(ttl_seconds={self.ttl_seconds})"
 
     def issue(self, sandbox_id: str, *, now: float | None = None) -> tuple[str, float]:
-        """Return ``(token, expires_at)`` for ``sandbox_id``."""
+        """Return ``(token, expires_at)`` for ``sandbox_id``, expiring strictly later than
+        the previous token issued for it by this signer."""
         # rounded up: a token lives at least ttl_seconds
         expires_at = math.ceil((time.time() if now is None else now) + self.ttl_seconds)
+        # Expiries are whole seconds; two issues within one second would otherwise tie.
+        expires_at = max(expires_at, self._last_expiry.get(sandbox_id, 0) + 1)
+        if len(self._last_expiry) >= _REMEMBERED and sandbox_id not in self._last_expiry:
+            current = time.time() if now is None else now
+            self._last_expiry = {k: v for k, v in self._last_expiry.items() if v > current}
+        self._last_expiry[sandbox_id] = expires_at
         payload = json.dumps(
-            {"sid": sandbox_id, "exp": int(expires_at), "n": secrets.token_hex(6)},
+            {"sid": sandbox_id, "exp": expires_at, "n": secrets.token_hex(6)},
             separators=(",", ":"),
         ).encode()
         encoded = _b64encode(payload)
-        return f"{_PREFIX}.{encoded}.{self._sign(encoded)}", float(int(expires_at))
+        return f"{_PREFIX}.{encoded}.{self._sign(encoded)}", float(expires_at)
 
     def verify(self, token: str, *, now: float | None = None) -> str:
         """Return the sandbox id the token was issued for, or raise ``TokenError``."""

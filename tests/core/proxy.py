@@ -121,7 +121,9 @@ class FaultProxy:
         assert self._session is not None
         body = await request.read()
         headers = {
-            k: v for k, v in request.headers.items() if k.lower() not in ("host", "content-length")
+            k: v
+            for k, v in request.headers.items()
+            if k.lower() not in ("host", "content-length", "transfer-encoding")
         }
         async with self._session.request(
             request.method,

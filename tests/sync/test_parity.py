@@ -30,6 +30,8 @@ TWINS = {
     "AsyncSandbox": "Sandbox",
     "AsyncCommands": "Commands",
     "AsyncBackgroundProcess": "BackgroundProcess",
+    "AsyncFiles": "Files",
+    "AsyncEnv": "Env",
     "AsyncExecution": "Execution",
     "aclose_default_client": "close_default_client",
 }
@@ -175,6 +177,8 @@ def instances() -> Iterator[Callable[[str], tuple[Any, Any]]]:
         "AsyncSandboxes": client.sandboxes,
         "AsyncSandbox": sandbox,
         "AsyncCommands": sandbox.commands,
+        "AsyncFiles": sandbox.files,
+        "AsyncEnv": sandbox.env,
         "AsyncBackgroundProcess": sandbox.process("proc_1"),
         "AsyncExecution": hopx_async.AsyncExecution(
             sandbox, "exec_1", callback_url="http://127.0.0.1:9/hook", process_id="proc_1"
