@@ -207,7 +207,8 @@ def process_list(data: Any) -> list[ProcessInfo]:
     return [ProcessInfo.from_wire(item) for item in raw_process_list(data)]
 
 
-RecordKey = tuple[object, ...]
+#: a record's summary: a hash, so that a sandbox's keys cost one small int per process
+RecordKey = int
 
 
 def raw_process_id(item: Mapping[str, Any]) -> str:
@@ -219,7 +220,8 @@ def raw_process_id(item: Mapping[str, Any]) -> str:
 
 
 def record_key(item: Mapping[str, Any]) -> RecordKey:
-    """A cheap summary of a raw process object that changes when its status or output does.
+    """A cheap summary of a raw process object that changes when its status or output does
+    (a hash of its status, version, exit code, output lengths and end time).
 
     >>> record_key({"status": "running", "stdout": "ab"}) == record_key({"status": "running",
     ...     "stdout": "ab", "pid": 7})
@@ -228,16 +230,25 @@ def record_key(item: Mapping[str, Any]) -> RecordKey:
     False
     """
     out, err = item.get("stdout"), item.get("stderr")
-    return (
-        item.get("status"),
-        item.get("version"),
-        item.get("exit_code"),
-        len(out) if isinstance(out, str) else out,
-        len(err) if isinstance(err, str) else err,
-        item.get("stdout_truncated"),
-        item.get("stderr_truncated"),
-        item.get("completed_at", item.get("end_time")),
+    return hash(
+        (
+            _scalar(item.get("status")),
+            _scalar(item.get("version")),
+            _scalar(item.get("exit_code")),
+            len(out) if isinstance(out, str) else _scalar(out),
+            len(err) if isinstance(err, str) else _scalar(err),
+            _scalar(item.get("stdout_truncated")),
+            _scalar(item.get("stderr_truncated")),
+            _scalar(item.get("completed_at", item.get("end_time"))),
+        )
     )
+
+
+def _scalar(value: Any) -> object:
+    """``value`` if JSON-scalar (hashable), else its repr."""
+    if value is None or isinstance(value, (str, int, float)):
+        return value
+    return repr(value)
 
 
 def changed_processes(

@@ -139,3 +139,27 @@ async def test_without_extensions_only_changed_records_become_models(backend: An
     assert parsed_while_running == 20
     # ... and once more when it ended (not once per list)
     assert stats.records_parsed == 40 < stats.polls * 20
+
+
+def test_full_list_keys_follow_the_listed_processes() -> None:
+    """Changed records become models; the keys kept are those of the last list only."""
+    from hopx_async._wire import changed_processes
+
+    def rec(pid: str, status: str, out: str = "") -> dict[str, Any]:
+        return {"process_id": pid, "status": status, "stdout": out, "stderr": ""}
+
+    infos, keys = changed_processes([rec("a", "running"), rec("b", "running")], {})
+    assert [i.process_id for i in infos] == ["a", "b"]
+    # unchanged: nothing to build; new output or a new status: that record only
+    infos, keys = changed_processes([rec("a", "running"), rec("b", "running", "x")], keys)
+    assert [i.process_id for i in infos] == ["b"]
+    infos, keys = changed_processes([rec("a", "completed"), rec("b", "running", "x")], keys)
+    assert [(i.process_id, i.status) for i in infos] == [("a", "completed")]
+    # an ended record that someone starts waiting on later is built again for that waiter
+    infos, keys = changed_processes([rec("a", "completed"), rec("b", "running", "x")], keys, {"a"})
+    assert [i.process_id for i in infos] == ["a"]
+    infos, keys = changed_processes([rec("a", "completed"), rec("b", "running", "x")], keys, {"b"})
+    assert infos == []
+    # a process that disappeared from the list is forgotten
+    _, keys = changed_processes([rec("b", "running", "x")], keys)
+    assert set(keys) == {"b"}
