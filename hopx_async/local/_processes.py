@@ -406,16 +406,18 @@ class Processes:
         """Return once the sandbox's counter exceeds ``since``, or after ``wait`` seconds.
 
         ``terminal=True``: once a process of the sandbox reached a terminal state after
-        ``since`` (other changes do not count); then, while others still run, linger for
-        further endings a few milliseconds apart, so that a batch ending together makes one
-        answer.
+        ``since`` (other changes do not count); when that woke it, then while others still
+        run it lingers for further endings a few milliseconds apart, so that a batch ending
+        together makes one answer.
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
+        held = False
         while sbx.id in self.procs and not self._changed_since(sbx, since, terminal):
             if not await self._next_change(sbx.id, deadline - loop.time()):
                 return
-        if not terminal:
+            held = True
+        if not (terminal and held):  # news already there on arrival: answer at once
             return
         linger_end = min(deadline, loop.time() + _LINGER_MAX)
         while sbx.id in self.procs and any(not rec.finished for rec in self.procs[sbx.id].values()):

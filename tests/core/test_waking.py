@@ -2,7 +2,8 @@
 
 A batch "finishes together" here through a lock: a synchronous command (which makes no
 process record) holds ``flock gate`` until a ``release`` file appears; the batch's processes
-each wait for a shared lock on the same file, so they all end the moment it is released.
+each wait for a shared lock on the same file (``flock`` on an open descriptor: no child to
+start once it has the lock), so they all end the moment it is released.
 """
 
 from __future__ import annotations
@@ -47,7 +48,9 @@ async def gated_batch(
     try:
         await until(lambda: _exists(sandbox, "held"), "the lock holder")
         procs = [
-            await sandbox.commands.run(f"touch ready{i}; flock -s gate true", background=True)
+            await sandbox.commands.run(
+                f"exec 3<gate; touch ready{i}; exec flock -s 3", background=True
+            )
             for i in range(size)
         ]
         await until(lambda: _count_is(sandbox, "ready*", size), "every process to reach the lock")
