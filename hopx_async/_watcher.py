@@ -5,8 +5,9 @@ Each tick costs one request whatever the number of waiters: a long poll of the c
 the last answer where the agent offers it (``list_since``; only of the endings where it also
 offers ``list_terminal``, so that a ``queued -> running`` change wakes nobody), otherwise one
 ``GET /execute/processes`` at an interval that grows with the age of the youngest process.
-After a long poll that brought news the next one goes out at once (the server holds it until
-the next change); a short pause only when answers come back empty at once or in a rapid burst.
+After a long poll that the server held, the next one goes out at once; answers that come back
+quicker than the policy's ``initial_interval`` are spaced to one per interval (a burst of
+endings gathers into the next answer).
 
 A full list is parsed lazily: only the records whose status or output changed since the last
 list (a cheap key per raw record), or that ended while somebody waits on them, become models;
@@ -35,10 +36,6 @@ __all__ = ["ProcessState", "Watcher", "WatcherStats", "attach", "poll_interval",
 
 #: full lists in a row a waited-on process may be missing from before it is "not found"
 MISSING_POLLS = 3
-#: a long-poll answer quicker than this counts as part of a burst ...
-BURST_ANSWER = 0.005
-#: ... and after this many in a row, the watcher pauses BURST_ANSWER before the next poll
-BURST_LENGTH = 3
 
 
 @attrs.frozen
@@ -136,7 +133,6 @@ class Watcher:
         self._inflight: asyncio.Task[tuple[list[ProcessInfo], Container[str] | None]] | None = None
         #: a cheap key per record of the last full list (its ids only: bounded)
         self._keys: dict[str, RecordKey] = {}
-        self._burst = 0
         self._cursor: int | None = None
         self._restart = False
         self._closed: BaseException | None = None
@@ -241,21 +237,19 @@ class Watcher:
                 fut.set_exception(error)
 
     # ---------------------------------------------------------------------- polling
-    def _pause(self, since: bool, news: bool, took: float) -> float:
+    def _pause(self, since: bool, took: float) -> float:
         """The pause before the next poll (``took``: how long the last one was out).
 
-        A long poll waits at the server: after news or a held answer, poll again at once;
-        pause only after an empty answer that came back at once (a server that does not
-        hold) or in a burst of quick answers. Never below what the rate limit allows.
+        A long poll waits at the server, so the next one goes out at once after an answer
+        that was held (an ending after a quiet spell is seen at once). Answers that come back
+        sooner than ``initial_interval`` (endings in quick succession, or a server that does
+        not hold) are spaced to one per ``initial_interval``, which gathers the rest of a
+        burst into the next answer. Never below what the rate limit allows.
         """
         policy = self.agent.control.polling
         minimum = self.agent.min_poll_interval()
         if since:
-            if not news and took < policy.initial_interval:
-                self._burst = 0
-                return max(policy.initial_interval, minimum)
-            self._burst = self._burst + 1 if news and took < BURST_ANSWER else 0
-            return max(BURST_ANSWER if self._burst >= BURST_LENGTH else 0.0, minimum)
+            return max(policy.initial_interval - took, minimum, 0.0)
         now = time.monotonic()
         youngest = min((now - t for t in self._started.values()), default=0.0)
         return poll_interval(policy, youngest, minimum)
@@ -280,7 +274,7 @@ class Watcher:
                     self._inflight = None
                 self._dispatch(infos, listed)
                 if self._waiting:
-                    pause = self._pause(since, bool(infos), time.monotonic() - sent)
+                    pause = self._pause(since, time.monotonic() - sent)
                     if pause > 0:
                         await asyncio.sleep(pause)
         except asyncio.CancelledError:
