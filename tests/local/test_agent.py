@@ -62,6 +62,7 @@ async def test_health_and_features(api: Api, sbx: Sandbox) -> None:
         "long_poll": True,
         "list_since": True,
         "idempotency_keys": True,
+        "list_terminal": True,
     }
 
 
