@@ -303,7 +303,8 @@ class Watcher:
         infos, version = await self.agent.list_since(cursor, wait, terminal=terminal)
         self._cursor = next_cursor(cursor, version)
         self.records_parsed += len(infos)
-        return infos, ({info.process_id for info in infos} if cursor == 0 else None)
+        full = cursor == 0 and not terminal  # a terminal-only answer never lists everything
+        return infos, ({info.process_id for info in infos} if full else None)
 
     def _dispatch(self, infos: list[ProcessInfo], listed: Container[str] | None) -> None:
         """Take the records; ``listed``: every id of a full list (None for a partial one)."""
