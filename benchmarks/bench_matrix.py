@@ -267,14 +267,21 @@ def stop_server(proc: subprocess.Popen[str]) -> None:
 
 
 async def live_sandboxes(base_url: str, api_key: str) -> int:
-    async with (
-        aiohttp.ClientSession() as session,
-        session.get(
-            f"{base_url}/v1/sandboxes", params={"limit": "1000"}, headers={"X-API-Key": api_key}
-        ) as resp,
-    ):
-        data = await resp.json()
-    return sum(1 for s in data.get("data", []) if s.get("status") not in ("deleted", "killed"))
+    """Sandboxes still alive on the server (every page of the list)."""
+    alive = 0
+    params = {"limit": "100"}
+    async with aiohttp.ClientSession(raise_for_status=True) as session:
+        while True:
+            async with session.get(
+                f"{base_url}/v1/sandboxes", params=params, headers={"X-API-Key": api_key}
+            ) as resp:
+                data = await resp.json()
+            alive += sum(
+                1 for s in data.get("data", []) if s.get("status") not in ("deleted", "killed")
+            )
+            if not data.get("has_more") or not data.get("next_cursor"):
+                return alive
+            params = {"limit": "100", "cursor": str(data["next_cursor"])}
 
 
 async def run_client(
