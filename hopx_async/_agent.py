@@ -44,6 +44,7 @@ from ._wire import (
     kill_request,
     list_version,
     process_list,
+    raw_process_list,
     segment,
     start_answer,
     timed_out_result,
@@ -317,11 +318,23 @@ class Agent:
         """Every process, with its output (capped by the server)."""
         return process_list((await self.request("GET", "/execute/processes")).data)
 
-    async def list_since(self, version: int, wait: float) -> tuple[list[ProcessInfo], int | None]:
-        """The processes changed after ``version``, held up to ``wait`` s for a change."""
+    async def list_raw(self) -> list[Mapping[str, Any]]:
+        """Every process as the agent sent it (unparsed; see ``_wire.changed_processes``)."""
+        return raw_process_list((await self.request("GET", "/execute/processes")).data)
+
+    async def list_since(
+        self, version: int, wait: float, *, terminal: bool = False
+    ) -> tuple[list[ProcessInfo], int | None]:
+        """The processes changed after ``version``, held up to ``wait`` s for a change.
+
+        ``terminal=True`` (where the agent has ``list_terminal``): only processes that ended
+        after ``version``, and only an ending wakes the long poll.
+        """
         params = {"since": str(version)}
         if wait > 0:
             params["wait"] = f"{wait:g}"
+        if terminal:
+            params["only"] = "terminal"
         resp = await self.request(
             "GET",
             "/execute/processes",

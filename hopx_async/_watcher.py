@@ -2,8 +2,16 @@
 
 A :class:`Watcher` runs a task only while somebody waits on one of the sandbox's processes.
 Each tick costs one request whatever the number of waiters: a long poll of the changes since
-the last answer where the agent offers it (``list_since``), otherwise one
+the last answer where the agent offers it (``list_since``; only of the endings where it also
+offers ``list_terminal``, so that a ``queued -> running`` change wakes nobody), otherwise one
 ``GET /execute/processes`` at an interval that grows with the age of the youngest process.
+After a long poll that the server held, the next one goes out at once; answers that come back
+quicker than the policy's ``initial_interval`` are spaced to one per interval (a burst of
+endings gathers into the next answer).
+
+A full list is parsed lazily: only the records whose status or output changed since the last
+list (a cheap key per raw record), or that ended while somebody waits on them, become models;
+the keys kept are those of the last list only, so they never outgrow the sandbox's processes.
 
 Every answer about a process, from any request, goes to its :class:`ProcessState`, which all
 handles on that process share.
@@ -14,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import time
 import weakref
+from collections.abc import Container
 
 import attrs
 
@@ -21,7 +30,7 @@ from ._agent import Agent
 from ._config import PollPolicy
 from ._errors import ConflictError, ProcessNotFoundError
 from ._models import ProcessInfo, ProcessResult
-from ._wire import next_cursor
+from ._wire import RecordKey, changed_processes, next_cursor
 
 __all__ = ["ProcessState", "Watcher", "WatcherStats", "attach", "poll_interval", "watcher_of"]
 
@@ -35,7 +44,9 @@ class WatcherStats:
 
     ``polls``: list requests sent so far; ``waiters``: pending ``wait()`` calls;
     ``active``: whether its polling task runs; ``min_interval``: the shortest interval
-    between polls that the agent's rate limit allows (0 when it states none).
+    between polls that the agent's rate limit allows (0 when it states none);
+    ``records_parsed``: process records of list answers made into models so far (a full list
+    parses only the records that changed since the previous one).
 
     >>> WatcherStats(polls=3, waiters=0, active=False, min_interval=0.0).waiters
     0
@@ -45,6 +56,7 @@ class WatcherStats:
     waiters: int
     active: bool
     min_interval: float
+    records_parsed: int = 0
 
 
 def poll_interval(policy: PollPolicy, youngest_age: float, min_interval: float = 0.0) -> float:
@@ -118,12 +130,16 @@ class Watcher:
         self._started: dict[str, float] = {}
         self._missing: dict[str, int] = {}
         self._task: asyncio.Task[None] | None = None
-        self._inflight: asyncio.Task[tuple[list[ProcessInfo], bool]] | None = None
+        self._inflight: asyncio.Task[tuple[list[ProcessInfo], Container[str] | None]] | None = None
+        #: a cheap key per record of the last full list (its ids only: bounded)
+        self._keys: dict[str, RecordKey] = {}
         self._cursor: int | None = None
         self._restart = False
         self._closed: BaseException | None = None
         #: list requests this watcher has sent
         self.polls = 0
+        #: records of list answers made into models
+        self.records_parsed = 0
 
     def __repr__(self) -> str:
         return f"<Watcher of {self.agent.sandbox_id} waiters={self.waiters}>"
@@ -161,6 +177,7 @@ class Watcher:
             waiters=self.waiters,
             active=self.active,
             min_interval=self.agent.min_poll_interval(),
+            records_parsed=self.records_parsed,
         )
 
     # --------------------------------------------------------------------- waiting
@@ -220,12 +237,19 @@ class Watcher:
                 fut.set_exception(error)
 
     # ---------------------------------------------------------------------- polling
-    def _pause(self, since: bool) -> float:
-        """The pause before the next poll: a long poll only batches bursts of changes."""
+    def _pause(self, since: bool, took: float) -> float:
+        """The pause before the next poll (``took``: how long the last one was out).
+
+        A long poll waits at the server, so the next one goes out at once after an answer
+        that was held (an ending after a quiet spell is seen at once). Answers that come back
+        sooner than ``initial_interval`` (endings in quick succession, or a server that does
+        not hold) are spaced to one per ``initial_interval``, which gathers the rest of a
+        burst into the next answer. Never below what the rate limit allows.
+        """
         policy = self.agent.control.polling
         minimum = self.agent.min_poll_interval()
         if since:
-            return max(policy.initial_interval, minimum)
+            return max(policy.initial_interval - took, minimum, 0.0)
         now = time.monotonic()
         youngest = min((now - t for t in self._started.values()), default=0.0)
         return poll_interval(policy, youngest, minimum)
@@ -234,9 +258,10 @@ class Watcher:
         try:
             while self._waiting:
                 since = self.agent.has_feature("list_since")
+                sent = time.monotonic()
                 self._inflight = asyncio.ensure_future(self._poll(since))
                 try:
-                    infos, full = await self._inflight
+                    infos, listed = await self._inflight
                 except asyncio.CancelledError:
                     if self._restart:
                         self._restart = False
@@ -247,9 +272,11 @@ class Watcher:
                     continue
                 finally:
                     self._inflight = None
-                self._dispatch(infos, full=full)
+                self._dispatch(infos, listed)
                 if self._waiting:
-                    await asyncio.sleep(self._pause(since))
+                    pause = self._pause(since, time.monotonic() - sent)
+                    if pause > 0:
+                        await asyncio.sleep(pause)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the sandbox is gone, the key was revoked, ...
@@ -259,34 +286,42 @@ class Watcher:
             if self._inflight is not None:
                 self._inflight.cancel()
 
-    async def _poll(self, since: bool) -> tuple[list[ProcessInfo], bool]:
-        """One list request; also says whether it listed every process (a full list)."""
+    async def _poll(self, since: bool) -> tuple[list[ProcessInfo], Container[str] | None]:
+        """One list request: the records to take, and the ids of every process listed when
+        it was a full list (else None)."""
         self.polls += 1
         if not since:
-            return await self.agent.list_processes(), True
+            items = await self.agent.list_raw()
+            infos, self._keys = changed_processes(items, self._keys, self._waiting)
+            self.records_parsed += len(infos)
+            return infos, self._keys
         # A waited-on process not known to exist is looked for in a full list, at once.
         unknown = any(pid not in self._known for pid in self._waiting)
         cursor = 0 if unknown else (self._cursor or 0)
         wait = 0.0 if unknown else self.agent.control.polling.long_poll
-        infos, version = await self.agent.list_since(cursor, wait)
+        terminal = wait > 0 and self.agent.has_feature("list_terminal")
+        infos, version = await self.agent.list_since(cursor, wait, terminal=terminal)
         self._cursor = next_cursor(cursor, version)
-        return infos, cursor == 0
+        self.records_parsed += len(infos)
+        full = cursor == 0 and not terminal  # a terminal-only answer never lists everything
+        return infos, ({info.process_id for info in infos} if full else None)
 
-    def _dispatch(self, infos: list[ProcessInfo], *, full: bool) -> None:
-        seen = set()
+    def _dispatch(self, infos: list[ProcessInfo], listed: Container[str] | None) -> None:
+        """Take the records; ``listed``: every id of a full list (None for a partial one)."""
         for info in infos:
             pid = info.process_id
-            seen.add(pid)
-            self._known.add(pid)
             self.observe(info)
-            if info.is_done and pid in self._waiting:
+            if pid not in self._waiting:
+                continue
+            self._known.add(pid)
+            if info.is_done:
                 for fut in self._drop(pid):
                     if not fut.done():
                         fut.set_result(info)
-        if not full:
+        if listed is None:
             return
         for pid in list(self._waiting):
-            if pid in seen:
+            if pid in listed:
                 self._missing.pop(pid, None)
                 continue
             self._missing[pid] = self._missing.get(pid, 0) + 1

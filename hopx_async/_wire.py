@@ -9,7 +9,7 @@ doing I/O (:mod:`._control`, :mod:`._agent`) stay thin and these rules are teste
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Container, Iterable, Mapping
 from datetime import datetime
 from typing import Any, Literal
 from urllib.parse import quote
@@ -20,6 +20,11 @@ from . import _validation as validate
 from ._models import OutputChunk, ProcessInfo, ProcessStatus, SandboxInfo, parse_time
 
 __all__ = [
+    "RecordKey",
+    "changed_processes",
+    "raw_process_id",
+    "raw_process_list",
+    "record_key",
     "KILL_FORMS",
     "PROCESS_STATUSES",
     "STREAMS",
@@ -190,14 +195,90 @@ def with_status(info: SandboxInfo, data: Any, default: str) -> SandboxInfo:
     return attrs.evolve(info, status=str(status or default))
 
 
-def process_list(data: Any) -> list[ProcessInfo]:
-    """Read the process list from ``{"processes": [...]}``, ``{"data": [...]}`` or ``[...]``."""
+def raw_process_list(data: Any) -> list[Mapping[str, Any]]:
+    """The raw process objects of ``{"processes": [...]}``, ``{"data": [...]}`` or ``[...]``."""
     items: Any = data
     if isinstance(data, Mapping):
         items = data.get("processes", data.get("data", []))
     if not isinstance(items, list):
         return []
-    return [ProcessInfo.from_wire(item) for item in items if isinstance(item, Mapping)]
+    return [item for item in items if isinstance(item, Mapping)]
+
+
+def process_list(data: Any) -> list[ProcessInfo]:
+    """Read the process list from ``{"processes": [...]}``, ``{"data": [...]}`` or ``[...]``."""
+    return [ProcessInfo.from_wire(item) for item in raw_process_list(data)]
+
+
+#: a record's summary: a hash, so that a sandbox's keys cost one small int per process
+RecordKey = int
+
+
+def raw_process_id(item: Mapping[str, Any]) -> str:
+    """The id of a raw process object, as :meth:`ProcessInfo.from_wire` reads it."""
+    value = item.get("process_id")
+    if value is None or value == "":
+        value = item.get("id")
+    return str(value or "")
+
+
+def record_key(item: Mapping[str, Any]) -> RecordKey:
+    """A cheap summary of a raw process object that changes when its status or output does
+    (a hash of its status, version, exit code, output lengths and end time).
+
+    >>> record_key({"status": "running", "stdout": "ab"}) == record_key({"status": "running",
+    ...     "stdout": "ab", "pid": 7})
+    True
+    >>> record_key({"status": "running"}) == record_key({"status": "completed"})
+    False
+    """
+    out, err = item.get("stdout"), item.get("stderr")
+    return hash(
+        (
+            _scalar(item.get("status")),
+            _scalar(item.get("version")),
+            _scalar(item.get("exit_code")),
+            len(out) if isinstance(out, str) else _scalar(out),
+            len(err) if isinstance(err, str) else _scalar(err),
+            _scalar(item.get("stdout_truncated")),
+            _scalar(item.get("stderr_truncated")),
+            _scalar(item.get("completed_at", item.get("end_time"))),
+        )
+    )
+
+
+def _scalar(value: Any) -> object:
+    """``value`` if JSON-scalar (hashable), else its repr."""
+    if value is None or isinstance(value, (str, int, float)):
+        return value
+    return repr(value)
+
+
+def changed_processes(
+    items: Iterable[Mapping[str, Any]],
+    keys: Mapping[str, RecordKey],
+    waited: Container[str] = (),
+) -> tuple[list[ProcessInfo], dict[str, RecordKey]]:
+    """Models for the raw records that changed since ``keys``, or that ended and are in
+    ``waited``; and the keys of every record listed (to pass next time: they hold only the ids
+    listed, so processes that disappeared drop out).
+
+    >>> infos, keys = changed_processes([{"process_id": "p", "status": "running"}], {})
+    >>> [i.status for i in infos], list(keys)
+    (['running'], ['p'])
+    >>> changed_processes([{"process_id": "p", "status": "running"}], keys, {"p"})[0]
+    []
+    """
+    terminal = ProcessStatus.TERMINAL
+    infos: list[ProcessInfo] = []
+    new_keys: dict[str, RecordKey] = {}
+    for item in items:
+        pid = raw_process_id(item)
+        key = record_key(item)
+        new_keys[pid] = key
+        if keys.get(pid) != key or (pid in waited and item.get("status") in terminal):
+            infos.append(ProcessInfo.from_wire(item))
+    return infos, new_keys
 
 
 def list_version(data: Any) -> int | None:

@@ -41,6 +41,7 @@ FEATURES = {
     "output_push": True,
     "execute_stream": True,
     "env_delete_keys": True,
+    "list_terminal": True,
 }
 
 _MAX_WAIT = 30.0
@@ -192,17 +193,30 @@ def _query_bool(request: web.Request, key: str, default: bool) -> bool:
     raise bad_request(f"query parameter '{key}' must be true or false")
 
 
+def _only(request: web.Request) -> bool:
+    """``only=terminal``: list (and wake a long poll for) processes in a terminal state only."""
+    raw = request.query.get("only")
+    if raw is None or raw == "all":
+        return False
+    if raw == "terminal":
+        return True
+    raise bad_request("query parameter 'only' must be 'terminal' or 'all'")
+
+
 async def list_processes(request: web.Request) -> web.Response:
     app_state = state(request)
     sbx = _sandbox(request)
     output = _query_bool(request, "output", True)
     since = query_int(request.query, "since", minimum=0, maximum=2**63 - 1)
     wait = query_float(request.query, "wait", maximum=_MAX_WAIT)
+    terminal = _only(request)
     if since is not None and wait is not None:
-        await app_state.processes.wait_for_change(sbx, since, wait)
+        await app_state.processes.wait_for_change(sbx, since, wait, terminal=terminal)
     records = app_state.processes.of_sandbox(sbx.id)
     if since is not None:
         records = [rec for rec in records if rec.version > since]
+    if terminal:
+        records = [rec for rec in records if rec.finished]
     processes = [app_state.renderer.process(rec, output=output) for rec in records]
     cap_list_output(processes)
     return json_answer({"processes": processes, "count": len(processes), "version": sbx.version})

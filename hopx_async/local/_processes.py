@@ -54,6 +54,12 @@ class AttachedRun:
     started: float
 
 
+#: a terminal-only long poll, once woken, waits this long for the next ending of the batch...
+_LINGER_QUIET = 0.004
+#: ... and this long in all, at most
+_LINGER_MAX = 0.02
+
+
 class Processes:
     """Records and running trees of every sandbox's processes."""
 
@@ -77,6 +83,9 @@ class Processes:
         self._sync_runs: dict[str, set[Running]] = {}
         self._spawning: dict[str, asyncio.Future[None]] = {}
         self._changed: dict[str, asyncio.Event] = {}
+        #: per sandbox, the counter at its latest terminal change (found from the records
+        #: on first use)
+        self._ended_at: dict[str, int] = {}
         self._idempotent: dict[tuple[str, str], asyncio.Future[dict[str, Any]]] = {}
         self._followers: set[asyncio.Task[None]] = set()
         self._starting: set[asyncio.Task[dict[str, Any]]] = set()
@@ -183,6 +192,7 @@ class Processes:
         for process_id in self.procs.pop(sandbox_id, {}):
             self.renderer.forget(process_id)
         self._sync_runs.pop(sandbox_id, None)
+        self._ended_at.pop(sandbox_id, None)
         for key in [k for k in self._idempotent if k[0] == sandbox_id]:
             del self._idempotent[key]
         self._wake(sandbox_id)
@@ -381,6 +391,8 @@ class Processes:
             return
         sbx.version += 1
         rec.version = sbx.version
+        if rec.finished:
+            self._ended_at[sbx.id] = sbx.version
         self.store.put_process(rec)
         self.store.put_sandbox(sbx)
         self._wake(sbx.id)
@@ -430,19 +442,50 @@ class Processes:
             with contextlib.suppress(OSError):
                 path.unlink()
 
-    async def wait_for_change(self, sbx: SandboxRecord, since: int, wait: float) -> None:
-        """Return once the sandbox's counter exceeds ``since``, or after ``wait`` seconds."""
+    async def wait_for_change(
+        self, sbx: SandboxRecord, since: int, wait: float, *, terminal: bool = False
+    ) -> None:
+        """Return once the sandbox's counter exceeds ``since``, or after ``wait`` seconds.
+
+        ``terminal=True``: once a process of the sandbox reached a terminal state after
+        ``since`` (other changes do not count); when that woke it, then while others still
+        run it lingers for further endings a few milliseconds apart, so that a batch ending
+        together makes one answer.
+        """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
-        while sbx.id in self.procs and sbx.version <= since:
-            remaining = deadline - loop.time()
-            if remaining <= 0:
+        held = False
+        while sbx.id in self.procs and not self._changed_since(sbx, since, terminal):
+            if not await self._next_change(sbx.id, deadline - loop.time()):
                 return
-            event = self._changed.setdefault(sbx.id, asyncio.Event())
-            try:
-                await asyncio.wait_for(event.wait(), remaining)
-            except asyncio.TimeoutError:
+            held = True
+        if not (terminal and held):  # news already there on arrival: answer at once
+            return
+        linger_end = min(deadline, loop.time() + _LINGER_MAX)
+        while sbx.id in self.procs and any(not rec.finished for rec in self.procs[sbx.id].values()):
+            if not await self._next_change(sbx.id, min(_LINGER_QUIET, linger_end - loop.time())):
                 return
+
+    def _changed_since(self, sbx: SandboxRecord, since: int, terminal: bool) -> bool:
+        if not terminal:
+            return sbx.version > since
+        ended = self._ended_at.get(sbx.id)
+        if ended is None:
+            records = self.procs.get(sbx.id, {}).values()
+            ended = max((rec.version for rec in records if rec.finished), default=0)
+            self._ended_at[sbx.id] = ended
+        return ended > since
+
+    async def _next_change(self, sandbox_id: str, timeout: float) -> bool:
+        """Wait up to ``timeout`` s for the next change of the sandbox; whether one came."""
+        if timeout <= 0:
+            return False
+        event = self._changed.setdefault(sandbox_id, asyncio.Event())
+        try:
+            await asyncio.wait_for(event.wait(), timeout)
+        except asyncio.TimeoutError:
+            return False
+        return True
 
     async def wait_for_process(
         self, rec: ProcessRecord, wait: float, offsets: tuple[int, int] | None

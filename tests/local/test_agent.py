@@ -65,6 +65,7 @@ async def test_health_and_features(api: Api, sbx: Sandbox) -> None:
         "output_push": True,
         "execute_stream": True,
         "env_delete_keys": True,
+        "list_terminal": True,
     }
 
 

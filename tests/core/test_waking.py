@@ -1,0 +1,168 @@
+"""Waking only for what waiters need; counted at the proxy, never timed.
+
+A batch "finishes together" here through a lock: a synchronous command (which makes no
+process record) holds ``flock gate`` until a ``release`` file appears; the batch's processes
+each wait for a shared lock on the same file (``flock`` on an open descriptor: no child to
+start once it has the lock), so they all end the moment it is released.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from hopx_async import AsyncBackgroundProcess, AsyncHopx, AsyncSandbox, PollPolicy
+
+from .proxy import FaultProxy
+
+pytestmark = pytest.mark.anyio
+
+LIST = ("GET", "/execute/processes")
+HOLD = "flock gate sh -c 'touch held; while [ ! -e release ]; do sleep 0.01; done'"
+
+
+async def until(check: Callable[[], Awaitable[bool]], what: str, seconds: float = 30.0) -> None:
+    """Wait (bounded) until ``await check()`` is true."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    while not await check():
+        assert loop.time() < deadline, f"gave up waiting for {what}"
+        await asyncio.sleep(0.02)
+
+
+async def file_count(sandbox: AsyncSandbox, pattern: str) -> int:
+    result = await sandbox.commands.run(f"ls {pattern} 2>/dev/null | wc -l")
+    return int(result.stdout.strip() or 0)
+
+
+@contextlib.asynccontextmanager
+async def gated_batch(
+    sandbox: AsyncSandbox, size: int
+) -> AsyncIterator[list[AsyncBackgroundProcess]]:
+    """``size`` running processes that all end when ``release`` is created in the sandbox."""
+    holder = asyncio.ensure_future(sandbox.commands.run(HOLD, timeout=120))
+    try:
+        await until(lambda: _exists(sandbox, "held"), "the lock holder")
+        procs = [
+            await sandbox.commands.run(
+                f"exec 3<gate; touch ready{i}; exec flock -s 3", background=True
+            )
+            for i in range(size)
+        ]
+        await until(lambda: _count_is(sandbox, "ready*", size), "every process to reach the lock")
+        yield procs
+    finally:
+        await sandbox.commands.run("touch release")
+        await holder
+
+
+async def _exists(sandbox: AsyncSandbox, name: str) -> bool:
+    return (await sandbox.commands.run(f"test -e {name}")).exit_code == 0
+
+
+async def _count_is(sandbox: AsyncSandbox, pattern: str, size: int) -> bool:
+    return await file_count(sandbox, pattern) == size
+
+
+async def test_fanout_ending_together_costs_at_most_two_lists_per_sandbox(
+    proxied: AsyncHopx, proxy: FaultProxy
+) -> None:
+    sandboxes = 10
+    async with contextlib.AsyncExitStack() as stack:
+        boxes = [
+            await stack.enter_async_context(proxied.sandboxes.create("code-interpreter"))
+            for _ in range(sandboxes)
+        ]
+        batches = [await stack.enter_async_context(gated_batch(box, 10)) for box in boxes]
+        before = proxy.count(*LIST)
+        for box, procs in zip(boxes, batches, strict=True):
+            waiting = asyncio.ensure_future(proxied.wait_all(procs))
+            await box.commands.run("touch release")
+            results = await asyncio.wait_for(waiting, 60)
+            assert [r.status for r in results] == ["completed"] * 10
+        lists = proxy.count(*LIST) - before
+        polls = [box.watcher_stats.polls for box in boxes]
+    assert lists == sum(polls)
+    # one held poll per sandbox usually gets the whole batch; one split batch costs a second
+    assert all(p >= 1 for p in polls)
+    assert lists <= 2 * sandboxes, f"list requests per sandbox: {polls}"
+
+
+async def test_a_start_does_not_wake_a_waiter_for_endings(
+    proxied: AsyncHopx, proxy: FaultProxy
+) -> None:
+    async with proxied.sandboxes.create("code-interpreter") as sandbox:
+        async with gated_batch(sandbox, 1) as (proc,):
+            waiting = asyncio.ensure_future(proc.wait())
+
+            async def polled() -> bool:
+                return sandbox.watcher_stats.polls >= 1
+
+            await until(polled, "the first poll")
+            # queued -> running of two more processes: changes, but no ending
+            others = [await sandbox.commands.run("sleep 60", background=True) for _ in range(2)]
+            assert [o.status for o in others] == ["running", "running"]
+            await sandbox.commands.run("touch release")
+            result = await asyncio.wait_for(waiting, 60)
+        assert result.status == "completed"
+        assert sandbox.watcher_stats.polls == 1, "woken by a change nobody waits for"
+        assert proxy.count(*LIST) == 1
+        for other in others:
+            await other.kill()
+
+
+async def test_without_extensions_only_changed_records_become_models(backend: Any) -> None:
+    async with (
+        FaultProxy(backend.base_url, hide_features=True) as proxy,
+        AsyncHopx(
+            api_key=backend.api_key,
+            base_url=proxy.url,
+            polling=PollPolicy(initial_interval=0.02, max_interval=0.05),
+        ) as client,
+        client.sandboxes.create("code-interpreter") as sandbox,
+    ):
+        async with gated_batch(sandbox, 20) as procs:
+            waiting = asyncio.ensure_future(client.wait_all(procs))
+
+            async def many_polls() -> bool:
+                return sandbox.watcher_stats.polls >= 6
+
+            await until(many_polls, "six full lists")
+            parsed_while_running = sandbox.watcher_stats.records_parsed
+            await sandbox.commands.run("touch release")
+            results = await asyncio.wait_for(waiting, 60)
+        stats = sandbox.watcher_stats
+    assert [r.status for r in results] == ["completed"] * 20
+    assert proxy.count(*LIST) == stats.polls
+    # six lists of 20 unchanged running records: each record became a model once ...
+    assert parsed_while_running == 20
+    # ... and once more when it ended (not once per list)
+    assert stats.records_parsed == 40 < stats.polls * 20
+
+
+def test_full_list_keys_follow_the_listed_processes() -> None:
+    """Changed records become models; the keys kept are those of the last list only."""
+    from hopx_async._wire import changed_processes
+
+    def rec(pid: str, status: str, out: str = "") -> dict[str, Any]:
+        return {"process_id": pid, "status": status, "stdout": out, "stderr": ""}
+
+    infos, keys = changed_processes([rec("a", "running"), rec("b", "running")], {})
+    assert [i.process_id for i in infos] == ["a", "b"]
+    # unchanged: nothing to build; new output or a new status: that record only
+    infos, keys = changed_processes([rec("a", "running"), rec("b", "running", "x")], keys)
+    assert [i.process_id for i in infos] == ["b"]
+    infos, keys = changed_processes([rec("a", "completed"), rec("b", "running", "x")], keys)
+    assert [(i.process_id, i.status) for i in infos] == [("a", "completed")]
+    # an ended record that someone starts waiting on later is built again for that waiter
+    infos, keys = changed_processes([rec("a", "completed"), rec("b", "running", "x")], keys, {"a"})
+    assert [i.process_id for i in infos] == ["a"]
+    infos, keys = changed_processes([rec("a", "completed"), rec("b", "running", "x")], keys, {"b"})
+    assert infos == []
+    # a process that disappeared from the list is forgotten
+    _, keys = changed_processes([rec("b", "running", "x")], keys)
+    assert set(keys) == {"b"}
