@@ -2,29 +2,23 @@
 
 from __future__ import annotations
 
-import shlex
-from typing import Any
-
 from aiohttp import web
 
 from . import _files
+from ._agent_requests import authorize, code_spec, command_spec
 from ._errors import ApiError, bad_request
-from ._http import Handler, bearer, json_answer, read_body, state, to_the_end
+from ._http import Handler, json_answer, read_body, state, to_the_end
 from ._launch import StartSpec
 from ._output import cap_list_output, read_range
 from ._records import SandboxRecord
 from ._render import MASK
 from ._stream import commands_stream, execute_stream, process_stream
-from ._tokens import TokenError
 from ._validate import (
-    is_header_text,
     opt_env,
-    opt_number,
     opt_str,
     opt_str_list,
     query_float,
     query_int,
-    req_str,
 )
 from ._version import __version__
 from ._webhooks import webhooks
@@ -48,7 +42,6 @@ _MAX_WAIT = 30.0
 _DEFAULT_MAX_BYTES = 1024 * 1024
 _MAX_MAX_BYTES = 8 * 1024 * 1024
 _MAX_BACKGROUND_TIMEOUT = 7 * 24 * 3600.0
-_SHELLS = frozenset({"bash", "sh", "/bin/bash", "/bin/sh", "/usr/bin/bash"})
 
 
 @web.middleware
@@ -56,30 +49,7 @@ async def _token_auth(request: web.Request, handler: Handler) -> web.StreamRespo
     sandbox_id = request.match_info.get("sid")
     if sandbox_id is None:  # no route matched: the root answers 404/405
         return await handler(request)
-    app_state = state(request)
-    token = bearer(request)
-    if token is None:
-        raise ApiError(
-            401,
-            "AUTHENTICATION_REQUIRED",
-            "this sandbox's auth_token is required (Authorization: Bearer TOKEN)",
-        )
-    if not is_header_text(token):
-        raise ApiError(401, "INVALID_TOKEN", "invalid token: malformed token")
-    try:
-        token_sandbox = app_state.signer.verify(token)
-    except TokenError as exc:
-        raise ApiError(401, "INVALID_TOKEN", f"invalid token: {exc}") from None
-    if token_sandbox != sandbox_id:
-        raise ApiError(403, "FORBIDDEN", "this token belongs to another sandbox")
-    sbx = app_state.sandboxes.get(sandbox_id)
-    if sbx.status == "paused":
-        raise ApiError(
-            409,
-            "CONFLICT",
-            f"sandbox {sandbox_id} is paused; resume it (POST /v1/sandboxes/{sandbox_id}/resume)",
-        )
-    headers = {} if app_state.limiter is None else app_state.limiter.hit(f"sbx:{sandbox_id}")
+    _sbx, headers = authorize(request, sandbox_id)
     try:
         response = await handler(request)
     except ApiError as exc:
@@ -107,69 +77,25 @@ async def agent_health(request: web.Request) -> web.Response:
     )
 
 
-def _working_dir(body: dict[str, Any]) -> str | None:
-    value = opt_str(body, "working_dir")
-    return value if value is not None else opt_str(body, "workdir")
-
-
-def _code_spec(
-    request: web.Request, body: dict[str, Any], *, default_timeout: float, maximum: float
-) -> StartSpec:
-    code = req_str(body, "code")
-    language = state(request).catalog.resolve_language(opt_str(body, "language") or "python")
-    return StartSpec(
-        kind="code",
-        language=language,
-        timeout=opt_number(body, "timeout", default_timeout, maximum=maximum),
-        working_dir=_working_dir(body),
-        env=opt_env(body, "env"),
-        name=opt_str(body, "name"),
-        code=code,
-    )
-
-
-def _command_spec(body: dict[str, Any], *, default_timeout: float, maximum: float) -> StartSpec:
-    command = req_str(body, "command")
-    args = opt_str_list(body, "args")
-    if "\x00" in command or any("\x00" in arg for arg in args or ()):
-        raise bad_request("'command' and 'args' must not contain NUL characters")
-    if args is None:
-        argv, text = ["/bin/sh", "-c", command], command
-    else:
-        argv = [command, *args]
-        shell_form = command in _SHELLS and len(args) == 2 and args[0] == "-c"
-        text = args[1] if shell_form else shlex.join(argv)
-    return StartSpec(
-        kind="command",
-        language="bash",
-        timeout=opt_number(body, "timeout", default_timeout, maximum=maximum),
-        working_dir=_working_dir(body),
-        env=opt_env(body, "env"),
-        name=opt_str(body, "name"),
-        argv=argv,
-        command=text,
-    )
-
-
 async def execute(request: web.Request) -> web.Response:
-    spec = _code_spec(request, await read_body(request), default_timeout=60, maximum=300)
+    spec = code_spec(request, await read_body(request), default_timeout=60, maximum=300)
     return json_answer(await state(request).processes.run_sync(_sandbox(request), spec))
 
 
 async def execute_background(request: web.Request) -> web.Response:
     body = await read_body(request)
-    spec = _code_spec(request, body, default_timeout=300, maximum=_MAX_BACKGROUND_TIMEOUT)
+    spec = code_spec(request, body, default_timeout=300, maximum=_MAX_BACKGROUND_TIMEOUT)
     return await _start(request, spec)
 
 
 async def commands_run(request: web.Request) -> web.Response:
-    spec = _command_spec(await read_body(request), default_timeout=30, maximum=3600)
+    spec = command_spec(await read_body(request), default_timeout=30, maximum=3600)
     return json_answer(await state(request).processes.run_sync(_sandbox(request), spec))
 
 
 async def commands_background(request: web.Request) -> web.Response:
     body = await read_body(request)
-    spec = _command_spec(body, default_timeout=300, maximum=_MAX_BACKGROUND_TIMEOUT)
+    spec = command_spec(body, default_timeout=300, maximum=_MAX_BACKGROUND_TIMEOUT)
     return await _start(request, spec)
 
 
@@ -338,7 +264,7 @@ async def delete_env(request: web.Request) -> web.Response:
 
 async def execute_async(request: web.Request) -> web.Response:
     body = await read_body(request)
-    spec = _code_spec(request, body, default_timeout=1800, maximum=_MAX_BACKGROUND_TIMEOUT)
+    spec = code_spec(request, body, default_timeout=1800, maximum=_MAX_BACKGROUND_TIMEOUT)
     hooks = webhooks(request)
     callback = hooks.callback(body)  # refused before anything runs
     return json_answer(await to_the_end(hooks.submit(_sandbox(request), spec, callback)))

@@ -30,7 +30,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import shlex
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
@@ -38,24 +37,18 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
+from ._agent_requests import authorize, code_spec, command_spec
 from ._errors import ApiError, bad_request
-from ._http import bearer, state
+from ._http import state
 from ._launch import StartSpec
 from ._output import read_range
 from ._processes import AttachedRun
 from ._records import SandboxRecord, iso
 from ._render import number
 from ._supervisor import exit_code_of
-from ._tokens import TokenError
 from ._validate import (
-    is_header_text,
-    opt_env,
-    opt_number,
-    opt_str,
-    opt_str_list,
     parse_body,
     query_int,
-    req_str,
 )
 
 __all__ = [
@@ -160,68 +153,18 @@ async def _serve(ws: web.WebSocketResponse, work: Awaitable[None]) -> None:
 
 def _sandbox_of_token(request: web.Request) -> SandboxRecord:
     """At the root there is no sandbox in the path: the token names it."""
-    app_state = state(request)
-    token = bearer(request)
-    if token is None:
-        raise ApiError(
-            401,
-            "AUTHENTICATION_REQUIRED",
-            "a sandbox's auth_token is required (Authorization: Bearer TOKEN)",
-        )
-    if not is_header_text(token):
-        raise ApiError(401, "INVALID_TOKEN", "invalid token: malformed token")
-    try:
-        sandbox_id = app_state.signer.verify(token)
-    except TokenError as exc:
-        raise ApiError(401, "INVALID_TOKEN", f"invalid token: {exc}") from None
-    sbx = app_state.sandboxes.get(sandbox_id)
-    if sbx.status == "paused":
-        raise ApiError(
-            409,
-            "CONFLICT",
-            f"sandbox {sandbox_id} is paused; resume it (POST /v1/sandboxes/{sandbox_id}/resume)",
-        )
-    if app_state.limiter is not None:
-        app_state.limiter.hit(f"sbx:{sandbox_id}")
-    return sbx
+    return authorize(request, None)[0]
 
 
 # -- streamed executions -------------------------------------------------------------------
 
 
-def _working_dir(body: Mapping[str, Any]) -> str | None:
-    value = opt_str(body, "working_dir")
-    return value if value is not None else opt_str(body, "workdir")
-
-
 def _code_spec(request: web.Request, body: Mapping[str, Any]) -> StartSpec:
-    code = req_str(body, "code")
-    language = state(request).catalog.resolve_language(opt_str(body, "language") or "python")
-    return StartSpec(
-        kind="code",
-        language=language,
-        timeout=opt_number(body, "timeout", _DEFAULT_TIMEOUT, maximum=_MAX_TIMEOUT),
-        working_dir=_working_dir(body),
-        env=opt_env(body, "env"),
-        code=code,
-    )
+    return code_spec(request, body, default_timeout=_DEFAULT_TIMEOUT, maximum=_MAX_TIMEOUT)
 
 
-def _command_spec(request: web.Request, body: Mapping[str, Any]) -> StartSpec:
-    command = req_str(body, "command")
-    args = opt_str_list(body, "args")
-    if "\x00" in command or any("\x00" in arg for arg in args or ()):
-        raise bad_request("'command' and 'args' must not contain NUL characters")
-    argv = ["/bin/sh", "-c", command] if args is None else [command, *args]
-    return StartSpec(
-        kind="command",
-        language="bash",
-        timeout=opt_number(body, "timeout", _DEFAULT_TIMEOUT, maximum=_MAX_TIMEOUT),
-        working_dir=_working_dir(body),
-        env=opt_env(body, "env"),
-        argv=argv,
-        command=command if args is None else shlex.join(argv),
-    )
+def _command_spec(_request: web.Request, body: Mapping[str, Any]) -> StartSpec:
+    return command_spec(body, default_timeout=_DEFAULT_TIMEOUT, maximum=_MAX_TIMEOUT)
 
 
 SpecOf = Callable[[web.Request, Mapping[str, Any]], StartSpec]

@@ -1,0 +1,102 @@
+"""What every agent route reads from a request: the sandbox its token opens, and start specs.
+
+Shared by the HTTP routes (``_agent_app``) and the WebSocket routes (``_stream``).
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Mapping
+from typing import Any
+
+from aiohttp import web
+
+from ._errors import ApiError, bad_request
+from ._http import bearer, state
+from ._launch import StartSpec
+from ._records import SandboxRecord
+from ._tokens import TokenError
+from ._validate import is_header_text, opt_env, opt_number, opt_str, opt_str_list, req_str
+
+__all__ = ["authorize", "code_spec", "command_spec"]
+
+_SHELLS = frozenset({"bash", "sh", "/bin/bash", "/bin/sh", "/usr/bin/bash"})
+
+
+def authorize(request: web.Request, sandbox_id: str | None) -> tuple[SandboxRecord, dict[str, str]]:
+    """The sandbox the request's token opens, and the rate-limit headers to answer with.
+
+    ``sandbox_id`` is the one named in the path; at the server's root (``None``) the token
+    names it. Raises 401 (no or bad token), 403 (another sandbox's token), 409 (paused).
+    """
+    app_state = state(request)
+    token = bearer(request)
+    if token is None:
+        raise ApiError(
+            401,
+            "AUTHENTICATION_REQUIRED",
+            "this sandbox's auth_token is required (Authorization: Bearer TOKEN)",
+        )
+    if not is_header_text(token):
+        raise ApiError(401, "INVALID_TOKEN", "invalid token: malformed token")
+    try:
+        token_sandbox = app_state.signer.verify(token)
+    except TokenError as exc:
+        raise ApiError(401, "INVALID_TOKEN", f"invalid token: {exc}") from None
+    if sandbox_id is not None and token_sandbox != sandbox_id:
+        raise ApiError(403, "FORBIDDEN", "this token belongs to another sandbox")
+    sbx = app_state.sandboxes.get(token_sandbox)
+    if sbx.status == "paused":
+        raise ApiError(
+            409,
+            "CONFLICT",
+            f"sandbox {sbx.id} is paused; resume it (POST /v1/sandboxes/{sbx.id}/resume)",
+        )
+    headers = {} if app_state.limiter is None else app_state.limiter.hit(f"sbx:{sbx.id}")
+    return sbx, headers
+
+
+def _working_dir(body: Mapping[str, Any]) -> str | None:
+    value = opt_str(body, "working_dir")
+    return value if value is not None else opt_str(body, "workdir")
+
+
+def code_spec(
+    request: web.Request, body: Mapping[str, Any], *, default_timeout: float, maximum: float
+) -> StartSpec:
+    """A start of ``code`` in ``language`` from a request body."""
+    code = req_str(body, "code")
+    language = state(request).catalog.resolve_language(opt_str(body, "language") or "python")
+    return StartSpec(
+        kind="code",
+        language=language,
+        timeout=opt_number(body, "timeout", default_timeout, maximum=maximum),
+        working_dir=_working_dir(body),
+        env=opt_env(body, "env"),
+        name=opt_str(body, "name"),
+        code=code,
+    )
+
+
+def command_spec(body: Mapping[str, Any], *, default_timeout: float, maximum: float) -> StartSpec:
+    """A start of ``command`` (a shell line, or a program with ``args``) from a request body."""
+    command = req_str(body, "command")
+    args = opt_str_list(body, "args")
+    if "\x00" in command or any("\x00" in arg for arg in args or ()):
+        raise bad_request("'command' and 'args' must not contain NUL characters")
+    if args is None:
+        argv, text = ["/bin/sh", "-c", command], command
+    else:
+        argv = [command, *args]
+        shell_form = command in _SHELLS and len(args) == 2 and args[0] == "-c"
+        text = args[1] if shell_form else shlex.join(argv)
+    return StartSpec(
+        kind="command",
+        language="bash",
+        timeout=opt_number(body, "timeout", default_timeout, maximum=maximum),
+        working_dir=_working_dir(body),
+        env=opt_env(body, "env"),
+        name=opt_str(body, "name"),
+        argv=argv,
+        command=text,
+    )
