@@ -182,6 +182,25 @@ class Agent:
                 await asyncio.sleep(delay)
                 delay = min(1.0, delay * 2)
 
+    async def _prepare(self, *, ready: bool) -> str:
+        """Before any agent request: not killed, ready, a fresh token; the agent's base URL."""
+        if self.killed:
+            raise SandboxNotFoundError(
+                f"sandbox {self.sandbox_id} was killed; create a new one",
+                status=404,
+                code="RESOURCE_NOT_FOUND",
+            )
+        if ready:
+            await self.ensure_ready()
+        expires = self._token_expires_at
+        if expires is not None and expires.timestamp() - TOKEN_MARGIN < self.control.clock():
+            await self.refresh_token(self._token)
+        if self._url is None:
+            raise HopxError(
+                f"sandbox {self.sandbox_id} has no public_host or direct_url to reach its agent"
+            )
+        return self._url
+
     async def request(
         self,
         method: str,
@@ -200,28 +219,14 @@ class Agent:
         A 404 means the sandbox is gone (:class:`SandboxNotFoundError`) unless ``resource``
         names what else it is about ("process").
         """
-        if self.killed:
-            raise SandboxNotFoundError(
-                f"sandbox {self.sandbox_id} was killed; create a new one",
-                status=404,
-                code="RESOURCE_NOT_FOUND",
-            )
-        if ready:
-            await self.ensure_ready()
-        expires = self._token_expires_at
-        if expires is not None and expires.timestamp() - TOKEN_MARGIN < self.control.clock():
-            await self.refresh_token(self._token)
-        if self._url is None:
-            raise HopxError(
-                f"sandbox {self.sandbox_id} has no public_host or direct_url to reach its agent"
-            )
+        base = await self._prepare(ready=ready)
         for attempt in (0, 1):
             token = self._token
             sent = {"Authorization": f"Bearer {token}", **(headers or {})}
             try:
                 return await self.control.transport.request(
                     method,
-                    self._url + path,
+                    base + path,
                     headers=sent,
                     json=json,
                     params=params,
@@ -249,27 +254,14 @@ class Agent:
         """A streamed request (uploads, downloads), with readiness and token as in
         :meth:`request`. ``body`` makes the request body; after a ``401 INVALID_TOKEN`` it
         is called again for the one resend (it raises if it cannot rewind)."""
-        if self.killed:
-            raise SandboxNotFoundError(
-                f"sandbox {self.sandbox_id} was killed; create a new one",
-                status=404,
-                code="RESOURCE_NOT_FOUND",
-            )
-        await self.ensure_ready()
-        expires = self._token_expires_at
-        if expires is not None and expires.timestamp() - TOKEN_MARGIN < self.control.clock():
-            await self.refresh_token(self._token)
-        if self._url is None:
-            raise HopxError(
-                f"sandbox {self.sandbox_id} has no public_host or direct_url to reach its agent"
-            )
+        base = await self._prepare(ready=True)
         for attempt in (0, 1):
             token = self._token
             entered = False
             try:
                 async with self.control.transport.stream(
                     method,
-                    self._url + path,
+                    base + path,
                     headers={"Authorization": f"Bearer {token}"},
                     params=params,
                     data=None if body is None else body(),
@@ -448,21 +440,8 @@ class Agent:
         resource: str | None = None,
     ) -> aiohttp.ClientWebSocketResponse[bool]:
         """Open a WebSocket to the agent: readiness first, one token refresh on a 401."""
-        if self.killed:
-            raise SandboxNotFoundError(
-                f"sandbox {self.sandbox_id} was killed; create a new one",
-                status=404,
-                code="RESOURCE_NOT_FOUND",
-            )
-        await self.ensure_ready()
-        expires = self._token_expires_at
-        if expires is not None and expires.timestamp() - TOKEN_MARGIN < self.control.clock():
-            await self.refresh_token(self._token)
-        if self._url is None:
-            raise HopxError(
-                f"sandbox {self.sandbox_id} has no public_host or direct_url to reach its agent"
-            )
-        url = self._url + path + ("?" + urlencode(params) if params else "")
+        base = await self._prepare(ready=True)
+        url = base + path + ("?" + urlencode(params) if params else "")
         for attempt in (0, 1):
             token = self._token
             try:
