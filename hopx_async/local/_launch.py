@@ -393,7 +393,7 @@ class Launcher:
         return paths
 
     def close(self) -> None:
-        """Close the descriptors kept for the boxes' mounts and stop the spawner threads."""
+        """Close the descriptors kept for the boxes' mounts and stop the spawner process."""
         self._close_fds()
         self.supervisor.close()
 

@@ -5,35 +5,38 @@ stdout/stderr opened on files (the child writes to disk, the server never buffer
 waits for it under a deadline that does not count paused time, and ends the whole tree below
 it: SIGTERM (plus SIGCONT, so a paused tree can act on it), then SIGKILL after a grace period.
 
-The event loop never forks: a fixed pair of long-lived spawner threads does the fork/exec
-(they live as long as the supervisor, because a ``--die-with-parent`` box dies with the
-*thread* that started it). Exits are watched without any thread: a pidfd per child, read by
-the loop (``os.pidfd_open`` + ``add_reader``), or, where the kernel has no pidfd, one task that
-polls every watched pid with ``waitpid(WNOHANG)``.
+The event loop never forks: one spawner process per loop (``_spawner.py``, started with the
+first process) opens the output files, forks and execs, reaps, and reports each exit on one
+socket. No thread per child, no thread for spawning, no fork in the server's interpreter;
+a ``--die-with-parent`` box dies with the spawner, which dies with the server.
 """
 
 from __future__ import annotations
 
+import array
 import asyncio
+import collections
 import contextlib
 import errno
+import json
 import logging
 import os
-import queue
 import signal
+import socket
 import subprocess
-import threading
-from collections.abc import Callable, Iterator, Sequence
+import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import attrs
 
 from ._procfs import ProcStat, all_stats, descendants, read_stat
+from ._spawner import HEADER
 
 __all__ = [
     "GRACE_SECONDS",
-    "SPAWNER_THREADS",
+    "SPAWNERS",
     "Child",
     "Running",
     "SpawnArgs",
@@ -45,22 +48,34 @@ logger = logging.getLogger("hopx_async.local")
 
 #: Seconds between SIGTERM and SIGKILL when a process tree is ended.
 GRACE_SECONDS = 1.0
-#: Threads that fork/exec, whatever the number of sandboxes and processes.
-SPAWNER_THREADS = 2
-#: Without pidfds: seconds between two polls of the watched pids.
-_POLL_SECONDS = 0.01
+#: The spawner process's program (run by path: it needs the standard library only).
+_SPAWNER_FILE = str(Path(__file__).with_name("_spawner.py"))
+#: Spawner processes per event loop, at most (each starts one process at a time: a start
+#: waits for its child's exec, so a few in parallel keep up with a burst).
+SPAWNERS = 3
+
+
+def _spawners_from_env() -> int:
+    """``HOPX_LOCAL_SPAWNERS`` if it is a whole number from 1 to 64, else ``SPAWNERS``."""
+    raw = os.environ.get("HOPX_LOCAL_SPAWNERS", "")
+    if raw.strip().isdigit() and 1 <= int(raw) <= 64:
+        return int(raw)
+    if raw:
+        logger.warning(
+            "HOPX_LOCAL_SPAWNERS=%r is not a number from 1 to 64; using %d", raw, SPAWNERS
+        )
+    return SPAWNERS
 
 
 class Child:
-    """A started child process: its pid, and its exit status once collected.
+    """A started child process: its pid, and its exit status once the spawner reported it.
 
     ``returncode`` is None while it runs, then as ``subprocess``'s: the exit status, or
     ``-N`` after a death by signal N.
     """
 
-    def __init__(self, popen: subprocess.Popen[bytes], loop: asyncio.AbstractEventLoop) -> None:
-        self.pid = popen.pid
-        self._popen = popen
+    def __init__(self, pid: int, loop: asyncio.AbstractEventLoop) -> None:
+        self.pid = pid
         self._exited: asyncio.Future[int] = loop.create_future()
 
     @property
@@ -71,127 +86,183 @@ class Child:
         """The exit status, once the child has exited."""
         return await asyncio.shield(self._exited)
 
-    def collect(self) -> bool:
-        """Reap the child if it has exited (never blocks); True once it is collected."""
-        if self._exited.done():
-            return True
+    def exited(self, returncode: int) -> None:
+        """Record the exit status (the first report counts)."""
+        if not self._exited.done():
+            self._exited.set_result(returncode)
+
+
+class _SpawnerProcess:
+    """The spawner process of one event loop (``_spawner.py``), and its socket.
+
+    Requests go out through a queue that never blocks the loop; answers and exit reports come
+    back on a reader. Should the process die, pending starts fail with ``OSError`` and the
+    trees it had started are killed (nothing would report their exits any more); the next
+    start makes a new one.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            pid, status = os.waitpid(self.pid, os.WNOHANG)
-        except ChildProcessError:  # reaped elsewhere: its status is lost
-            pid, returncode = self.pid, 255
-        else:
-            if pid == 0:
-                return False
-            returncode = os.waitstatus_to_exitcode(status)
-        # Popen would warn that the child is still running when it is garbage collected.
-        self._popen.returncode = returncode
-        self._exited.set_result(returncode)
-        return True
+            self._proc = subprocess.Popen(
+                [sys.executable, "-I", "-S", _SPAWNER_FILE, str(theirs.fileno()), str(os.getpid())],
+                pass_fds=(theirs.fileno(),),
+                env={},  # the server's environment (its key, ...) stays in the server
+                cwd="/",
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+            )
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        ours.setblocking(False)
+        self._sock = ours
+        self._fd = ours.fileno()
+        self._buffer = bytearray()
+        self._out: collections.deque[tuple[memoryview, list[int]]] = collections.deque()
+        self._writing = False
+        self._pending: dict[int, asyncio.Future[tuple[Child, str | None]]] = {}
+        self._children: dict[int, Child] = {}
+        self._count = 0
+        self.alive = True
+        loop.add_reader(self._fd, self._readable)
 
+    @property
+    def pid(self) -> int:
+        return self._proc.pid
 
-class _Spawner:
-    """A fixed set of long-lived daemon threads that run blocking spawns for the loop."""
+    @property
+    def in_flight(self) -> int:
+        """Starts asked for and not answered yet."""
+        return len(self._pending)
 
-    def __init__(self, threads: int) -> None:
-        self._size = threads
-        self._threads: list[threading.Thread] = []
-        self._jobs: queue.SimpleQueue[
-            tuple[asyncio.AbstractEventLoop, asyncio.Future[Any], Callable[[], Any]] | None
-        ] = queue.SimpleQueue()
-
-    def run(self, loop: asyncio.AbstractEventLoop, job: Callable[[], Any]) -> asyncio.Future[Any]:
-        if not self._threads:
-            for n in range(self._size):
-                thread = threading.Thread(
-                    target=self._work, name=f"hopx-local-spawner-{n}", daemon=True
-                )
-                thread.start()
-                self._threads.append(thread)
-        future: asyncio.Future[Any] = loop.create_future()
-        self._jobs.put((loop, future, job))
+    def spawn(self, args: SpawnArgs) -> asyncio.Future[tuple[Child, str | None]]:
+        """Ask for ``args`` to be started: the child and its start ticks, or ``OSError``."""
+        self._count += 1
+        future: asyncio.Future[tuple[Child, str | None]] = self._loop.create_future()
+        request = {
+            "n": self._count,
+            "argv": list(args.argv),
+            "cwd": str(args.cwd),
+            "env": args.env,
+            "stdin": None if args.stdin is None else str(args.stdin),
+            "stdout": str(args.stdout),
+            "stderr": str(args.stderr),
+            "fds": list(args.pass_fds),
+        }
+        data = json.dumps(request, separators=(",", ":")).encode()
+        self._pending[self._count] = future
+        self._out.append((memoryview(HEADER.pack(len(data)) + data), list(args.pass_fds)))
+        self._flush()
         return future
 
-    def _work(self) -> None:
-        while True:
-            item = self._jobs.get()
-            if item is None:
-                return
-            loop, future, job = item
+    def _flush(self) -> None:
+        while self._out and self.alive:
+            data, fds = self._out[0]
             try:
-                result = job()
-            except BaseException as exc:
-                _hand_over(loop, future, None, exc)
+                if fds:
+                    rights = array.array("i", fds)
+                    sent = self._sock.sendmsg(
+                        [data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, rights)]
+                    )
+                else:
+                    sent = self._sock.send(data)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as exc:
+                self._lost(exc)
+                return
+            if sent < len(data):
+                self._out[0] = (data[sent:], [])  # the descriptors went with the first part
+                continue
+            self._out.popleft()
+        want = bool(self._out) and self.alive
+        if want != self._writing:
+            self._writing = want
+            if want:
+                self._loop.add_writer(self._fd, self._flush)
             else:
-                _hand_over(loop, future, result, None)
+                self._loop.remove_writer(self._fd)
+
+    def _readable(self) -> None:
+        try:
+            data = self._sock.recv(1 << 16)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._lost(exc)
+            return
+        if not data:
+            self._lost(None)
+            return
+        buffer = self._buffer
+        buffer += data
+        while len(buffer) >= HEADER.size:
+            (size,) = HEADER.unpack_from(buffer)
+            if len(buffer) < HEADER.size + size:
+                break
+            message = json.loads(buffer[HEADER.size : HEADER.size + size])
+            del buffer[: HEADER.size + size]
+            self._take(message)
+
+    def _take(self, message: dict[str, Any]) -> None:
+        if "exit" in message:
+            child = self._children.pop(message["exit"], None)
+            if child is not None:
+                child.exited(message["code"])
+            return
+        future = self._pending.pop(message["n"])
+        if "pid" in message:
+            child = self._children[message["pid"]] = Child(message["pid"], self._loop)
+            future.set_result((child, message.get("ticks")))
+        else:
+            future.set_exception(OSError(message["errno"], message["error"]))
+
+    def _lost(self, error: OSError | None) -> None:
+        """The spawner is gone (or its socket broke): fail what waits on it."""
+        if not self.alive:
+            return
+        self.alive = False
+        logger.error(
+            "the local backend's spawner process (pid %s) exited%s; the processes it started "
+            "are killed",
+            self._proc.pid,
+            "" if error is None else f" ({error})",
+        )
+        self._detach()
+        gone = OSError(errno.EPIPE, "the spawner process exited")
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(gone)
+        self._pending.clear()
+        for child in self._children.values():
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(child.pid, signal.SIGKILL)
+            child.exited(-signal.SIGKILL)
+        self._children.clear()
+        self._proc.poll()
+
+    def _detach(self) -> None:
+        self._loop.remove_reader(self._fd)
+        if self._writing:
+            self._loop.remove_writer(self._fd)
+            self._writing = False
+        self._out.clear()
+        self._sock.close()
 
     def close(self) -> None:
-        for _ in self._threads:
-            self._jobs.put(None)
-        for thread in self._threads:
-            thread.join(timeout=5)
-        self._threads.clear()
-
-
-def _hand_over(
-    loop: asyncio.AbstractEventLoop,
-    future: asyncio.Future[Any],
-    result: Any,
-    exc: BaseException | None,
-) -> None:
-    def settle() -> None:
-        if future.cancelled():
-            return
-        if exc is None:
-            future.set_result(result)
-        else:
-            future.set_exception(exc)
-
-    try:
-        loop.call_soon_threadsafe(settle)
-    except RuntimeError:  # the loop is closed: nobody waits any more
-        pass
-
-
-class _ExitWatcher:
-    """Collects exited children for one loop: pidfds where possible, else a polling task."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, use_pidfd: bool) -> None:
-        self._loop = loop
-        self._use_pidfd = use_pidfd and hasattr(os, "pidfd_open")
-        self._polled: set[Child] = set()
-        self._poller: asyncio.Task[None] | None = None
-
-    def watch(self, child: Child) -> None:
-        if self._use_pidfd:
-            try:
-                fd = os.pidfd_open(child.pid)
-            except OSError as exc:
-                if exc.errno not in (errno.EMFILE, errno.ENFILE):
-                    # No pidfds here (old kernel, seccomp): poll from now on.
-                    logger.info("pidfd_open is not available (%s); polling child exits", exc)
-                    self._use_pidfd = False
-                # Out of descriptors: this one child is polled.
-            else:
-                self._loop.add_reader(fd, self._exited, fd, child)
-                return
-        self._polled.add(child)
-        if self._poller is None or self._poller.done():
-            self._poller = self._loop.create_task(self._poll())
-
-    def _exited(self, fd: int, child: Child) -> None:
-        self._loop.remove_reader(fd)
-        os.close(fd)
-        if not child.collect():  # readable yet not reapable: never spin on it, poll it
-            self._polled.add(child)
-            if self._poller is None or self._poller.done():
-                self._poller = self._loop.create_task(self._poll())
-
-    async def _poll(self) -> None:
-        while self._polled:
-            await asyncio.sleep(_POLL_SECONDS)
-            for child in list(self._polled):
-                if child.collect():
-                    self._polled.discard(child)
+        """Close the socket (the spawner then exits) and reap the process."""
+        if self.alive:
+            self.alive = False
+            self._detach()
+        try:
+            self._proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
 
 
 @attrs.define(eq=False)
@@ -246,39 +317,6 @@ def _alive(stat: ProcStat) -> bool:
     return now is not None and now.start_ticks == stat.start_ticks and not now.zombie
 
 
-@contextlib.contextmanager
-def _opened(stdin: Path | None, stdout: Path, stderr: Path) -> Iterator[tuple[int, int, int]]:
-    fds: list[int] = []
-    try:
-        if stdin is None:
-            fds.append(os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC))
-        else:
-            fds.append(os.open(stdin, os.O_RDONLY | os.O_CLOEXEC))
-        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
-        fds.append(os.open(stdout, flags, 0o600))
-        fds.append(os.open(stderr, flags, 0o600))
-        yield fds[0], fds[1], fds[2]
-    finally:
-        for fd in fds:
-            os.close(fd)
-
-
-def _spawn(args: SpawnArgs) -> tuple[subprocess.Popen[bytes], ProcStat | None]:
-    """Fork/exec ``args`` (in a spawner thread); the child leads a new session."""
-    with _opened(args.stdin, args.stdout, args.stderr) as (fd_in, fd_out, fd_err):
-        popen = subprocess.Popen(
-            list(args.argv),
-            stdin=fd_in,
-            stdout=fd_out,
-            stderr=fd_err,
-            cwd=str(args.cwd),
-            env=args.env,
-            start_new_session=True,
-            pass_fds=args.pass_fds,
-        )
-    return popen, read_stat(popen.pid)
-
-
 @attrs.frozen
 class SpawnArgs:
     """How to start one argv: where, with what environment, and what the child may keep."""
@@ -298,53 +336,58 @@ class Supervisor:
     """Starts, watches, pauses and ends process trees."""
 
     def __init__(
-        self,
-        grace_seconds: float = GRACE_SECONDS,
-        *,
-        spawner_threads: int = SPAWNER_THREADS,
-        use_pidfd: bool = True,
+        self, grace_seconds: float = GRACE_SECONDS, *, spawners: int | None = None
     ) -> None:
+        if spawners is not None and spawners < 1:
+            raise ValueError("spawners must be at least 1")
         self.grace_seconds = grace_seconds
-        self._spawner = _Spawner(spawner_threads)
-        self._use_pidfd = use_pidfd
-        self._watchers: dict[asyncio.AbstractEventLoop, _ExitWatcher] = {}
+        self._size = _spawners_from_env() if spawners is None else spawners
+        self._spawners: dict[asyncio.AbstractEventLoop, list[_SpawnerProcess]] = {}
+
+    def spawner_pids(self) -> list[int]:
+        """The pids of the running loop's spawner processes (none before the first start)."""
+        pool = self._spawners.get(asyncio.get_running_loop(), [])
+        return [spawner.pid for spawner in pool if spawner.alive]
+
+    def _spawner(self, loop: asyncio.AbstractEventLoop) -> _SpawnerProcess:
+        """The spawner with the fewest starts in flight (one is made, or remade, as needed)."""
+        pool = self._spawners.setdefault(loop, [])
+        for n, spawner in enumerate(pool):
+            if not spawner.alive:
+                spawner.close()
+                pool[n] = _SpawnerProcess(loop)
+        best = min(pool, key=lambda spawner: spawner.in_flight, default=None)
+        if best is None or (best.in_flight and len(pool) < self._size):
+            best = _SpawnerProcess(loop)
+            pool.append(best)
+        return best
 
     async def spawn(self, args: SpawnArgs) -> Running:
-        """Start ``args.argv`` (off the loop); raises ``OSError`` when it cannot start."""
-        loop = asyncio.get_running_loop()
-        watcher = self._watchers.get(loop)
-        if watcher is None:
-            watcher = self._watchers[loop] = _ExitWatcher(loop, self._use_pidfd)
-        started = self._spawner.run(loop, lambda: _spawn(args))
+        """Start ``args.argv`` (in a spawner process); raises ``OSError`` when it cannot."""
+        started = self._spawner(asyncio.get_running_loop()).spawn(args)
         try:
-            popen, stat = await asyncio.shield(started)
+            child, ticks = await asyncio.shield(started)
         except asyncio.CancelledError:
-            # The child may start anyway: it is then watched and ended, never left behind.
-            started.add_done_callback(lambda done: self._end_unwanted(done, watcher))
+            # The child may start anyway: it is then ended, never left behind.
+            started.add_done_callback(self._end_unwanted)
             raise
-        child = Child(popen, loop)
-        watcher.watch(child)
-        return Running(
-            child=child,
-            pid=child.pid,
-            start_ticks=None if stat is None else stat.start_ticks,
-            carriers=args.carriers,
-        )
+        return Running(child=child, pid=child.pid, start_ticks=ticks, carriers=args.carriers)
 
     @staticmethod
-    def _end_unwanted(done: asyncio.Future[Any], watcher: _ExitWatcher) -> None:
+    def _end_unwanted(done: asyncio.Future[tuple[Child, str | None]]) -> None:
         if done.cancelled() or done.exception() is not None:
             return
-        popen, _ = done.result()
+        child, _ = done.result()
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(popen.pid, signal.SIGKILL)
-        watcher.watch(Child(popen, asyncio.get_running_loop()))
+            os.killpg(child.pid, signal.SIGKILL)
 
     def close(self) -> None:
-        """Stop the spawner threads (after every child has ended: a boxed child dies with
-        the thread that started it)."""
-        self._spawner.close()
-        self._watchers.clear()
+        """Stop the spawner processes (after every child has ended: a boxed child dies with
+        the spawner that started it)."""
+        for pool in self._spawners.values():
+            for spawner in pool:
+                spawner.close()
+        self._spawners.clear()
 
     async def watch(self, run: Running, timeout: float) -> int:
         """Wait for the leader to exit, ending the tree once it has run ``timeout`` seconds.

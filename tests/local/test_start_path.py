@@ -1,6 +1,6 @@
-"""The start path: a fixed number of threads whatever the number of processes, exits seen
-without a thread per child (pidfd, or the polling fallback), and group commits that are
-still durable before a start goes on.
+"""The start path: no thread per process (starts and exits go through one spawner process),
+a lost spawner loses no record and leaves nothing running, and group commits that are still
+durable before a start goes on.
 
 The server tests run an in-process ``LocalBackend`` in the suite's isolation mode
 (``HOPX_LOCAL_ISOLATION``), so the test sees the server's own threads.
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import sqlite3
 import threading
 from pathlib import Path
@@ -21,7 +22,7 @@ import pytest
 from hopx_async.local import LocalBackend
 from hopx_async.local._records import SandboxRecord
 from hopx_async.local._store import Store
-from hopx_async.local._supervisor import SPAWNER_THREADS, SpawnArgs, Supervisor, exit_code_of
+from hopx_async.local._supervisor import SpawnArgs, Supervisor, exit_code_of
 
 from .helpers import Api, eventually, marker, pids_with_arg
 
@@ -60,10 +61,9 @@ async def test_threads_stay_bounded_while_200_processes_run() -> None:
         assert all(s["status"] == "running" for s in started), started
         assert await eventually(lambda: len(pids_with_arg(arg)) == RUNNING, seconds=60)
         with_all = server_threads()
-        # No thread per process: the same threads with 200 running as with one, and at
-        # most the fixed spawner threads more than before anything ran.
-        assert with_all == with_one
-        assert len(with_all) <= len(before) + SPAWNER_THREADS
+        # No thread per process, and none for starting them: the same threads with 200
+        # running as with one, as before anything ran.
+        assert with_all == with_one == before
         listed = await api.agent(sbx, "GET", "/execute/processes?output=false")
         assert sum(p["status"] == "running" for p in listed.body["processes"]) == RUNNING
 
@@ -102,10 +102,9 @@ async def test_exit_codes_and_timeouts_are_seen(api: Api) -> None:
         await api.cp("DELETE", f"/v1/sandboxes/{sbx.id}")
 
 
-@pytest.mark.parametrize("use_pidfd", [True, False], ids=["pidfd", "polling"])
-async def test_supervisor_collects_exits_both_ways(tmp_path: Path, use_pidfd: bool) -> None:
+async def test_supervisor_reports_exits_and_errors(tmp_path: Path) -> None:
     threads_before = set(threading.enumerate())
-    supervisor = Supervisor(0.2, use_pidfd=use_pidfd)
+    supervisor = Supervisor(0.2)
 
     def args(script: str) -> SpawnArgs:
         return SpawnArgs(
@@ -131,10 +130,27 @@ async def test_supervisor_collects_exits_both_ways(tmp_path: Path, use_pidfd: bo
             await supervisor.spawn(
                 SpawnArgs(["/nonexistent/program"], tmp_path, {}, tmp_path / "o", tmp_path / "e")
             )
+        with pytest.raises(FileNotFoundError):
+            await supervisor.spawn(
+                SpawnArgs(
+                    ["no-such-program-here"],
+                    tmp_path,
+                    {"PATH": "/bin"},
+                    tmp_path / "o",
+                    tmp_path / "e",
+                )
+            )
+        with pytest.raises(FileNotFoundError):  # a missing working directory
+            await supervisor.spawn(
+                SpawnArgs(["/bin/true"], tmp_path / "absent", {}, tmp_path / "o", tmp_path / "e")
+            )
+        spawners = supervisor.spawner_pids()
+        assert spawners
     finally:
         supervisor.close()
-    # Its spawner threads are gone once it is closed.
-    assert not [t for t in set(threading.enumerate()) - threads_before if t.name.startswith("hopx")]
+    # No thread was started, and the spawner process is gone once it is closed.
+    assert set(threading.enumerate()) == threads_before
+    assert not [pid for pid in spawners if os.path.exists(f"/proc/{pid}")]
 
 
 async def test_group_commit_is_durable_for_every_waiter(tmp_path: Path) -> None:
@@ -173,3 +189,50 @@ async def test_group_commit_is_durable_for_every_waiter(tmp_path: Path) -> None:
         assert visible() == {f"sbx_{n}" for n in range(5)}
     finally:
         store.close()
+
+
+def spawner_pids() -> list[int]:
+    """This process's spawner processes (the in-process server's)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rpartition(")")[2].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == os.getpid() and any(arg.endswith(b"_spawner.py") for arg in argv):
+            found.append(int(entry))
+    return found
+
+
+async def test_a_lost_spawner_loses_no_record_and_leaves_nothing_running() -> None:
+    async with (
+        LocalBackend(isolation=ISOLATION) as backend,
+        aiohttp.ClientSession() as session,
+    ):
+        api = Api(session, backend.base_url, backend.api_key)
+        sbx = await api.create()
+        arg = marker()
+        running = await api.command(sbx, f"sleep 60 {arg}")
+        assert await eventually(lambda: len(pids_with_arg(arg)) == 1)
+        spawners = spawner_pids()
+        assert spawners, "the server has no spawner process"
+        for pid in spawners:
+            os.kill(pid, signal.SIGKILL)
+        # The running process is ended (nothing reports its exit any more), and its record
+        # says so instead of staying "running" for ever.
+        done = await api.wait_done(sbx, running["process_id"])
+        assert done["status"] == "failed", done
+        assert done["exit_code"] == 128 + signal.SIGKILL, done
+        assert await eventually(lambda: not pids_with_arg(arg))
+        # The next start gets a new spawner and runs as usual.
+        again = await api.command(sbx, "echo again")
+        finished = await api.wait_done(sbx, again["process_id"])
+        assert finished["status"] == "completed", finished
+        assert finished["stdout"] == "again\n"
+        assert set(spawner_pids()).isdisjoint(spawners)
+        await api.cp("DELETE", f"/v1/sandboxes/{sbx.id}")
