@@ -24,25 +24,41 @@ class Layout:
     """
 
     root: Path
+    #: (sandbox id, part) -> path: a start asks for the same few paths many times
+    _paths: dict[tuple[str, str], Path] = attrs.field(
+        factory=dict, init=False, repr=False, eq=False
+    )
 
     @property
     def db(self) -> Path:
         return self.root / DB_NAME
 
+    def _part(self, sandbox_id: str, part: str) -> Path:
+        path = self._paths.get((sandbox_id, part))
+        if path is None:
+            base = self.root / "sandboxes" / sandbox_id
+            path = self._paths[(sandbox_id, part)] = base / part if part else base
+        return path
+
     def sandbox_dir(self, sandbox_id: str) -> Path:
-        return self.root / "sandboxes" / sandbox_id
+        return self._part(sandbox_id, "")
 
     def workspace(self, sandbox_id: str) -> Path:
-        return self.sandbox_dir(sandbox_id) / "workspace"
+        return self._part(sandbox_id, "workspace")
 
     def tmp(self, sandbox_id: str) -> Path:
-        return self.sandbox_dir(sandbox_id) / "tmp"
+        return self._part(sandbox_id, "tmp")
 
     def output_dir(self, sandbox_id: str) -> Path:
-        return self.sandbox_dir(sandbox_id) / "output"
+        return self._part(sandbox_id, "output")
 
     def output(self, sandbox_id: str, process_id: str, stream: str) -> Path:
-        return self.output_dir(sandbox_id) / f"{process_id}.{stream}"
+        return self._part(sandbox_id, "output") / f"{process_id}.{stream}"
+
+    def forget(self, sandbox_id: str) -> None:
+        """Drop the paths kept for a deleted sandbox."""
+        for part in ("", "workspace", "tmp", "output"):
+            self._paths.pop((sandbox_id, part), None)
 
     @property
     def webhooks(self) -> Path:

@@ -59,7 +59,7 @@ class SandboxRecord:
     version: int = 0
 
     def to_json(self) -> dict[str, Any]:
-        return attrs.asdict(self)
+        return attrs.asdict(self, recurse=False)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> SandboxRecord:
@@ -97,7 +97,7 @@ class ProcessRecord:
         return self.status in TERMINAL_STATUSES
 
     def to_json(self) -> dict[str, Any]:
-        return attrs.asdict(self)
+        return attrs.asdict(self, recurse=False)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ProcessRecord:

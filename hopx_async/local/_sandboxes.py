@@ -130,6 +130,7 @@ class Sandboxes:
             self.store.delete_sandbox(sandbox_id)
             logger.info("sandbox %s deleted (%s)", sandbox_id, reason)
             await asyncio.to_thread(shutil.rmtree, self.layout.sandbox_dir(sandbox_id), True)
+            self.layout.forget(sandbox_id)
         finally:
             self._deleting.discard(sandbox_id)
 

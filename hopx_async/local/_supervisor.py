@@ -86,6 +86,10 @@ class Child:
         """The exit status, once the child has exited."""
         return await asyncio.shield(self._exited)
 
+    def exit_future(self) -> asyncio.Future[int]:
+        """The future of the exit status (await it through ``asyncio.shield``)."""
+        return self._exited
+
     def exited(self, returncode: int) -> None:
         """Record the exit status (the first report counts)."""
         if not self._exited.done():
@@ -282,7 +286,13 @@ class Running:
     #: Loop time at which it was paused (None while it runs), and the paused seconds so far.
     paused_since: float | None = None
     paused_total: float = 0.0
-    changed: asyncio.Event = attrs.Factory(asyncio.Event)
+    #: Set while ``Supervisor.watch`` waits: done at a pause or resume, to look again.
+    waker: asyncio.Future[None] | None = None
+
+    def changed(self) -> None:
+        """Wake the watch of this process (it was paused or resumed)."""
+        if self.waker is not None:
+            _wake(self.waker)
 
     def active_seconds(self, now: float, started: float) -> float:
         """Seconds it has been running (not paused) since ``started``."""
@@ -290,6 +300,11 @@ class Running:
         if self.paused_since is not None:
             paused += now - self.paused_since
         return now - started - paused
+
+
+def _wake(future: asyncio.Future[Any]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 def exit_code_of(returncode: int) -> int:
@@ -396,26 +411,29 @@ class Supervisor:
         """
         loop = asyncio.get_running_loop()
         started = loop.time()
-        exited = asyncio.ensure_future(run.child.wait())
-        try:
-            while not exited.done():
-                remaining: float | None = None
-                if run.paused_since is None:
-                    remaining = timeout - run.active_seconds(loop.time(), started)
-                    if remaining <= 0:
-                        if run.end_reason is None:
-                            run.end_reason = "timeout"
-                        self.terminate_soon(run)
-                        break
-                run.changed.clear()
-                changed = asyncio.ensure_future(run.changed.wait())
-                await asyncio.wait(
-                    {exited, changed}, timeout=remaining, return_when=asyncio.FIRST_COMPLETED
-                )
-                changed.cancel()
-            returncode = await exited
-        finally:
-            exited.cancel()
+        exited = run.child.exit_future()
+        while not exited.done():
+            remaining: float | None = None
+            if run.paused_since is None:
+                remaining = timeout - run.active_seconds(loop.time(), started)
+                if remaining <= 0:
+                    if run.end_reason is None:
+                        run.end_reason = "timeout"
+                    self.terminate_soon(run)
+                    break
+            # Wake at the exit, at a pause or resume, or at the deadline: plain futures and
+            # one timer, no task (one of these waits runs per running process).
+            woken = run.waker = loop.create_future()
+            timer = None if remaining is None else loop.call_later(remaining, _wake, woken)
+            exited.add_done_callback(woken.cancel)
+            try:
+                await asyncio.wait([woken])
+            finally:
+                exited.remove_done_callback(woken.cancel)
+                if timer is not None:
+                    timer.cancel()
+                run.waker = None
+        returncode = await asyncio.shield(exited)
         if run.killer is not None:
             await run.killer
         return returncode
@@ -424,7 +442,7 @@ class Supervisor:
         """SIGSTOP the whole tree; its timeout stops counting."""
         if run.paused_since is None:
             run.paused_since = asyncio.get_running_loop().time()
-            run.changed.set()
+            run.changed()
         for stat in _members(run):
             _send(stat.pid, signal.SIGSTOP)
 
@@ -435,7 +453,7 @@ class Supervisor:
         if run.paused_since is not None:
             run.paused_total += asyncio.get_running_loop().time() - run.paused_since
             run.paused_since = None
-            run.changed.set()
+            run.changed()
 
     def terminate_soon(self, run: Running) -> None:
         """Start ending the whole tree of ``run`` (once)."""
@@ -458,7 +476,7 @@ class Supervisor:
         if run.paused_since is not None:
             run.paused_total += asyncio.get_running_loop().time() - run.paused_since
             run.paused_since = None
-            run.changed.set()
+            run.changed()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.grace_seconds
         while loop.time() < deadline:
