@@ -32,7 +32,9 @@ Measured per client run, between the first start and the last task detected:
 - requests the proxy received (the N starts excluded: every client sends exactly N) and the
   KiB of the answers' bodies to them;
 - client CPU (user + sys of the client process, all its threads) per task;
-- the client process's peak RSS (``ru_maxrss``, imports included);
+- the client process's peak RSS (``ru_maxrss``, imports included), and memory per task: how
+  much that peak exceeds the resident memory at the first start (sandboxes made, imports
+  done), divided by N;
 - detection latency p50 and p99;
 - the server process's CPU per task over the same phase (its threads, not the tasks it runs),
   and the most threads it had during the client run (Linux ``/proc``; 0 elsewhere).
@@ -191,6 +193,7 @@ class Sample:
     kib: float
     cpu_ms_per_task: float
     rss_mib: float
+    grown_kib_per_task: float
     p50_ms: float
     p99_ms: float
     wall: float
@@ -348,6 +351,7 @@ async def run_client(
         kib=sum(n for key, n in sizes.items() if key != START_ROUTE) / 1024,
         cpu_ms_per_task=result["cpu"] * 1000 / tasks,
         rss_mib=result["rss_kib"] / 1024,
+        grown_kib_per_task=result["grown_kib"] / tasks,
         p50_ms=percentile(latencies, 50) * 1000,
         p99_ms=percentile(latencies, 99) * 1000,
         wall=result["wall"],
@@ -424,6 +428,7 @@ def table(cells: dict[tuple[int, str], Cell], sizes: list[int], clients: list[st
         ("kib", "KiB", 0),
         ("cpu_ms_per_task", "CPU ms/task", 3),
         ("rss_mib", "peak RSS MiB", 1),
+        ("grown_kib_per_task", "memory KiB/task", 2),
         ("p50_ms", "detect p50 ms", 1),
         ("p99_ms", "detect p99 ms", 1),
         ("server_cpu_ms_per_task", "server CPU ms/task", 3),
@@ -487,6 +492,7 @@ def driver(args: argparse.Namespace) -> int:
         "requests and KiB: what the proxy received and answered between the first start and "
         "the last detection, the N starts excluded (KiB: answer bodies); CPU: user+sys of the "
         "client process over the same phase; peak RSS: the client process's maximum; "
+        "memory/task: that peak minus the resident memory at the first start, over N; "
         "detect: client's moment of knowing minus the server's completed_at; server CPU: "
         "user+sys of the server process (not of the tasks) over the same phase; server "
         "threads: the most seen in the server process (sampled every 50 ms) during the client "
@@ -536,12 +542,14 @@ class Meter:
     detected: list[tuple[float, str | datetime | None, str]] = field(default_factory=list)
     _cpu0: float = 0.0
     _t0: float = 0.0
+    _rss0: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def begin(self) -> None:
         self.config.mark("begin")
         self._t0 = time.perf_counter()
         self._cpu0 = own_cpu()
+        self._rss0 = current_rss_kib()
 
     def seen(self, completed_at: str | datetime | None, status: str) -> None:
         now = time.time()
@@ -559,7 +567,23 @@ class Meter:
             raise AssertionError(f"statuses {dict(statuses)}")
         latencies = [now - _timestamp(at) for now, at, _ in self.detected]
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        return {"latencies": latencies, "cpu": cpu, "wall": wall, "rss_kib": rss}
+        return {
+            "latencies": latencies,
+            "cpu": cpu,
+            "wall": wall,
+            "rss_kib": rss,
+            "grown_kib": max(0, rss - self._rss0),
+        }
+
+
+def current_rss_kib() -> int:
+    """This process's resident memory now (KiB; Linux ``/proc``, else the peak so far)."""
+    try:
+        with open("/proc/self/statm") as f:
+            pages = int(f.read().split()[1])
+    except (OSError, ValueError, IndexError):
+        return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+    return pages * os.sysconf("SC_PAGE_SIZE") // 1024
 
 
 def _timestamp(value: str | datetime | None) -> float:

@@ -37,8 +37,8 @@ __all__ = ["HEADER", "main"]
 
 #: the length prefix of every message
 HEADER = struct.Struct(">I")
-#: descriptors one message may carry
-_MAX_FDS = 64
+#: descriptors one read may carry (the kernel passes at most 253 per message)
+_MAX_FDS = 253
 _READ = 1 << 16
 #: signals a child starts with at their defaults (Python ignores SIGPIPE and SIGXFSZ)
 _DEFAULT_SIGNALS = tuple(
