@@ -75,8 +75,12 @@ async def read_json_body(request: web.Request) -> dict[str, Any]:
 
 
 def is_header_text(value: str) -> bool:
-    """Whether a credential header holds only printable ASCII (anything else never matches)."""
-    return all(" " <= char <= "~" for char in value)
+    """Whether a credential header holds only printable ASCII (anything else never matches).
+
+    >>> is_header_text("abc ~"), is_header_text("a\\tb"), is_header_text("é")
+    (True, False, False)
+    """
+    return value.isascii() and value.isprintable()
 
 
 def _text(key: str, value: str) -> str:
