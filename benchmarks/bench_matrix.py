@@ -615,7 +615,17 @@ async def client_hopx_async(cfg: Config) -> dict[str, Any]:
                 meter.seen(result.completed_at, str(result.status))
 
             meter.begin()
-            waits: list[asyncio.Future[None]] = []
+            # the waits still running (a finished one is dropped, as the other clients
+            # forget a task once seen: the harness's bookkeeping is not the client's memory)
+            waits: set[asyncio.Future[None]] = set()
+            failures: list[BaseException] = []
+
+            def finished(task: asyncio.Future[None]) -> None:
+                waits.discard(task)
+                error = None if task.cancelled() else task.exception()
+                if error is not None:
+                    failures.append(error)
+
             for batch in cfg.batches():
                 starts = [
                     sandboxes[i % len(sandboxes)].run_code_background(
@@ -626,8 +636,13 @@ async def client_hopx_async(cfg: Config) -> dict[str, Any]:
                 # wait on each process from the moment its start is answered, as the
                 # other clients do, not from the end of its batch
                 for started in asyncio.as_completed(starts):
-                    waits.append(asyncio.ensure_future(watch(await started)))
-            await asyncio.gather(*waits)
+                    waiting = asyncio.ensure_future(watch(await started))
+                    waits.add(waiting)
+                    waiting.add_done_callback(finished)
+            while waits and not failures:
+                await asyncio.wait(waits, return_when=asyncio.FIRST_EXCEPTION)
+            if failures:
+                raise failures[0]
             return meter.end()
         finally:
             await asyncio.gather(*(s.kill() for s in sandboxes), return_exceptions=True)
