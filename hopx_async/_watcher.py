@@ -5,9 +5,10 @@ Each tick costs one request whatever the number of waiters: a long poll of the c
 the last answer where the agent offers it (``list_since``; only of the endings where it also
 offers ``list_terminal``, so that a ``queued -> running`` change wakes nobody), otherwise one
 ``GET /execute/processes`` at an interval that grows with the age of the youngest process.
-After a long poll that the server held, the next one goes out at once; answers that come back
-quicker than the policy's ``initial_interval`` are spaced to one per interval (a burst of
-endings gathers into the next answer).
+After a terminal-only long poll (the server gathers the endings of a batch into one answer),
+or any long poll that the server held, the next one goes out at once; other answers that come
+back quicker than the policy's ``initial_interval`` are spaced to one per interval (a burst of
+changes gathers into the next answer).
 
 A full list is parsed lazily: only the records whose status or output changed since the last
 list (a cheap key per raw record), or that ended while somebody waits on them, become models;
@@ -135,6 +136,8 @@ class Watcher:
         self._keys: dict[str, RecordKey] = {}
         self._cursor: int | None = None
         self._restart = False
+        #: whether the last poll was a terminal-only long poll
+        self._terminal = False
         self._closed: BaseException | None = None
         #: list requests this watcher has sent
         self.polls = 0
@@ -240,14 +243,18 @@ class Watcher:
     def _pause(self, since: bool, took: float) -> float:
         """The pause before the next poll (``took``: how long the last one was out).
 
-        A long poll waits at the server, so the next one goes out at once after an answer
-        that was held (an ending after a quiet spell is seen at once). Answers that come back
-        sooner than ``initial_interval`` (endings in quick succession, or a server that does
-        not hold) are spaced to one per ``initial_interval``, which gathers the rest of a
-        burst into the next answer. Never below what the rate limit allows.
+        A terminal-only long poll wakes only for endings, and the server then gathers the
+        endings that follow closely into the same answer, so the next one goes out at once.
+        Other long polls wake for any change: the next one goes out at once after an answer
+        that was held, while answers that come back sooner than ``initial_interval`` (changes
+        in quick succession, or a server that does not hold) are spaced to one per
+        ``initial_interval``, which gathers the rest of a burst into the next answer.
+        Never below what the rate limit allows.
         """
         policy = self.agent.control.polling
         minimum = self.agent.min_poll_interval()
+        if since and self._terminal:
+            return minimum
         if since:
             return max(policy.initial_interval - took, minimum, 0.0)
         now = time.monotonic()
@@ -299,7 +306,7 @@ class Watcher:
         unknown = any(pid not in self._known for pid in self._waiting)
         cursor = 0 if unknown else (self._cursor or 0)
         wait = 0.0 if unknown else self.agent.control.polling.long_poll
-        terminal = wait > 0 and self.agent.has_feature("list_terminal")
+        terminal = self._terminal = wait > 0 and self.agent.has_feature("list_terminal")
         infos, version = await self.agent.list_since(cursor, wait, terminal=terminal)
         self._cursor = next_cursor(cursor, version)
         self.records_parsed += len(infos)
