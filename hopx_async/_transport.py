@@ -331,12 +331,16 @@ class Transport:
 
 
 def _decode(raw: bytes, content_type: str) -> Any:
+    """The JSON value of an answer's body, else its text (``None`` when empty).
+
+    >>> _decode(b'{"a": 1}', ""), _decode(b"not json", "application/json")
+    ({'a': 1}, 'not json')
+    """
     if not raw:
         return None
-    text = raw.decode("utf-8", "replace")
-    if "json" in content_type or text[:1] in ("{", "["):
+    if "json" in content_type or raw[:1] in (b"{", b"["):
         try:
-            return jsonlib.loads(text)
-        except ValueError:
-            return text
-    return text
+            return jsonlib.loads(raw)  # bytes: no text copy of a large list first
+        except ValueError:  # not JSON, or not UTF-8
+            pass
+    return raw.decode("utf-8", "replace")

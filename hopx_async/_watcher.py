@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import time
 import weakref
-from collections.abc import Container
+from collections.abc import Awaitable, Container
 
 import attrs
 
@@ -266,9 +266,14 @@ class Watcher:
             while self._waiting:
                 since = self.agent.has_feature("list_since")
                 sent = time.monotonic()
-                self._inflight = asyncio.ensure_future(self._poll(since))
+                # Only a long poll can be restarted by watch() (its cursor moved back), so
+                # only it runs as a task of its own; a full list is awaited directly.
+                poll: Awaitable[tuple[list[ProcessInfo], Container[str] | None]]
+                poll = self._poll(since)
+                if since:
+                    poll = self._inflight = asyncio.ensure_future(poll)
                 try:
-                    infos, listed = await self._inflight
+                    infos, listed = await poll
                 except asyncio.CancelledError:
                     if self._restart:
                         self._restart = False

@@ -202,6 +202,9 @@ def raw_process_list(data: Any) -> list[Mapping[str, Any]]:
         items = data.get("processes", data.get("data", []))
     if not isinstance(items, list):
         return []
+    # the usual case: every item is a dict (an exact type check is cheaper than the ABC's)
+    if all(item.__class__ is dict for item in items):
+        return items
     return [item for item in items if isinstance(item, Mapping)]
 
 
@@ -232,19 +235,23 @@ def record_key(item: Mapping[str, Any]) -> RecordKey:
     >>> record_key({"status": "running"}) == record_key({"status": "completed"})
     False
     """
-    out, err = item.get("stdout"), item.get("stderr")
-    return hash(
-        (
-            _scalar(item.get("status")),
-            _scalar(item.get("version")),
-            _scalar(item.get("exit_code")),
-            len(out) if isinstance(out, str) else _scalar(out),
-            len(err) if isinstance(err, str) else _scalar(err),
-            _scalar(item.get("stdout_truncated")),
-            _scalar(item.get("stderr_truncated")),
-            _scalar(item.get("completed_at", item.get("end_time"))),
-        )
+    get = item.get
+    out, err = get("stdout"), get("stderr")
+    ended = get("completed_at")
+    fields = (
+        get("status"),
+        get("version"),
+        get("exit_code"),
+        len(out) if isinstance(out, str) else out,
+        len(err) if isinstance(err, str) else err,
+        get("stdout_truncated"),
+        get("stderr_truncated"),
+        get("end_time") if ended is None and "completed_at" not in item else ended,
     )
+    try:
+        return hash(fields)  # JSON scalars (the usual case) hash as they are
+    except TypeError:  # a list or an object where a scalar belongs
+        return hash(tuple(_scalar(value) for value in fields))
 
 
 def _scalar(value: Any) -> object:
@@ -273,7 +280,9 @@ def changed_processes(
     infos: list[ProcessInfo] = []
     new_keys: dict[str, RecordKey] = {}
     for item in items:
-        pid = raw_process_id(item)
+        pid = item.get("process_id")
+        if pid.__class__ is not str or not pid:  # the usual case is a non-empty str
+            pid = raw_process_id(item)
         key = record_key(item)
         new_keys[pid] = key
         if keys.get(pid) != key or (pid in waited and item.get("status") in terminal):

@@ -179,3 +179,17 @@ def test_full_list_keys_follow_the_listed_processes() -> None:
     # a process that disappeared from the list is forgotten
     _, keys = changed_processes([rec("b", "running", "x")], keys)
     assert set(keys) == {"b"}
+
+
+def test_record_keys_of_odd_records() -> None:
+    """Non-scalar fields, a numeric id or an ``id`` instead of ``process_id`` still key."""
+    from hopx_async._wire import changed_processes, record_key
+
+    odd = {"id": 7, "status": "running", "exit_code": [1], "stdout": {"x": 1}}
+    assert record_key(odd) == record_key(dict(odd))
+    assert record_key(odd) != record_key({**odd, "exit_code": [2]})
+    infos, keys = changed_processes([odd], {})
+    assert [i.process_id for i in infos] == ["7"] and list(keys) == ["7"]
+    assert changed_processes([odd], keys)[0] == []
+    ended = {**odd, "status": "completed", "end_time": "2026-01-01T00:00:00Z"}
+    assert [i.status for i in changed_processes([ended], keys)[0]] == ["completed"]
