@@ -453,25 +453,24 @@ class Processes:
         """Return once the sandbox's counter exceeds ``since``, or after ``wait`` seconds.
 
         ``terminal=True``: once a process of the sandbox reached a terminal state after
-        ``since`` (other changes do not count); when that woke it, then while others still
-        run it lingers for further endings a few milliseconds apart, so that a batch ending
-        together makes one answer. The quiet spell counts from the latest ending, not from
-        the moment this coroutine resumes (a busy loop has already gathered what ended
-        meanwhile), and only an ending extends it: starts streaming in do not hold the
-        answer back.
+        ``since`` (other changes do not count). It answers when no process ended for
+        ``_LINGER_QUIET`` (counted from the latest ending, not from the moment this coroutine
+        resumes: a busy loop has gathered what ended meanwhile) or none still runs, so that
+        a batch ending together makes one answer, also when its first endings were already
+        there on arrival; ``_LINGER_MAX`` at most. Starts streaming in do not hold it back.
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
-        held = False
         while sbx.id in self.procs and not self._changed_since(sbx, since, terminal):
             if not await self._next_change(sbx.id, deadline - loop.time()):
                 return
-            held = True
-        if not (terminal and held):  # news already there on arrival: answer at once
+        if not terminal:
             return
         linger_end = min(deadline, loop.time() + _LINGER_MAX)
-        while sbx.id in self.procs and any(not rec.finished for rec in self.procs[sbx.id].values()):
+        while sbx.id in self.procs:
             quiet = self._ended_when.get(sbx.id, 0.0) + _LINGER_QUIET - time.monotonic()
+            if quiet <= 0 or all(rec.finished for rec in self.procs[sbx.id].values()):
+                return
             if not await self._next_change(sbx.id, min(quiet, linger_end - loop.time())):
                 return
 
