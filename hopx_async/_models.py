@@ -135,10 +135,14 @@ def parse_time(value: Any) -> datetime | None:
 
 
 def _str(value: Any) -> str | None:
-    return None if value is None else str(value)
+    if value is None or value.__class__ is str:  # the usual cases, without a call
+        return value
+    return str(value)
 
 
 def _text(value: Any) -> str:
+    if value.__class__ is str:
+        return value
     if value is None:
         return ""
     if isinstance(value, bytes):
@@ -147,6 +151,8 @@ def _text(value: Any) -> str:
 
 
 def _int(value: Any) -> int | None:
+    if value.__class__ is int:
+        return value
     if value is None or isinstance(value, bool):
         return None
     try:
@@ -166,8 +172,9 @@ def _float(value: Any) -> float | None:
 
 def _first(data: Mapping[str, Any], *keys: str) -> Any:
     for key in keys:
-        if data.get(key) is not None:
-            return data[key]
+        value = data.get(key)
+        if value is not None:
+            return value
     return None
 
 

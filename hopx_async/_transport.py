@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 import aiohttp
+import anyio
 import attrs
 from multidict import CIMultiDictProxy
 
@@ -108,6 +109,9 @@ class Transport:
             ),
         )
         self._loop = loop
+        # anyio imports its event-loop backend on first use (tens of ms): let that happen
+        # here, once, rather than inside the first wait() or wait_all()
+        anyio.get_current_task()
         return self._session
 
     async def aclose(self, *, final: bool = True) -> None:
