@@ -37,6 +37,8 @@ __all__ = ["ProcessState", "Watcher", "WatcherStats", "attach", "poll_interval",
 
 #: full lists in a row a waited-on process may be missing from before it is "not found"
 MISSING_POLLS = 3
+#: endings of processes nobody held a handle on, kept per sandbox for a handle made just after
+UNCLAIMED_ENDINGS = 128
 
 
 @attrs.frozen
@@ -136,6 +138,12 @@ class Watcher:
         self._keys: dict[str, RecordKey] = {}
         self._cursor: int | None = None
         self._restart = False
+        #: endings that changes-since answers brought for processes without a handle yet (a
+        #: start answer can arrive after the ending of its process), the oldest dropped first
+        self._unclaimed: dict[str, ProcessInfo] = {}
+        #: endings at or below this version may be missing from ``_unclaimed`` (never listed
+        #: by a changes-since answer, or dropped); None before the first such answer
+        self._forgotten: int | None = None
         #: whether the last poll was a terminal-only long poll
         self._terminal = False
         self._closed: BaseException | None = None
@@ -192,15 +200,22 @@ class Watcher:
             fut.set_exception(self._closed)
             return fut
         pid = state.process_id
-        self._waiting.setdefault(pid, []).append(fut)
-        self._started.setdefault(pid, state.seen_at)
-        if state.known:
-            self._known.add(pid)
         # Changes after the one before the handle's last known version (a start answer can
         # report an older status with the newest version); everything when it knows none,
         # which still costs one request for any number of such handles.
         floor = 0 if state.version is None else state.version - 1
-        if self._cursor is None or floor < self._cursor:
+        behind = self._cursor is None or floor < self._cursor
+        if behind:
+            ended = self._unclaimed.pop(pid, None)
+            if ended is not None:  # it ended before its handle was made: known already
+                state.observe(ended)
+                fut.set_result(ended)
+                return fut
+        self._waiting.setdefault(pid, []).append(fut)
+        self._started.setdefault(pid, state.seen_at)
+        if state.known:
+            self._known.add(pid)
+        if behind and not self._seen_since(floor):
             self._cursor = floor
             if self._inflight is not None and not self._inflight.done():
                 # The poll in flight asks for changes after a later version: restart it.
@@ -209,6 +224,26 @@ class Watcher:
         if self._task is None or self._task.done():
             self._task = loop.create_task(self._run(), name=f"hopx-watch-{self.agent.sandbox_id}")
         return fut
+
+    def _seen_since(self, floor: int) -> bool:
+        """Whether every ending after version ``floor`` up to the cursor has been taken (the
+        ending of a process with a handle, or kept in ``_unclaimed``): then a process newer
+        than ``floor`` that is not in ``_unclaimed`` has not ended by the cursor, and the
+        next answer (or the one in flight) brings its ending."""
+        return self._cursor is not None and self._forgotten is not None and floor >= self._forgotten
+
+    def _unclaimed_ending(self, info: ProcessInfo) -> None:
+        """Keep the ending of a process without a handle (the oldest goes past the bound)."""
+        self._unclaimed[info.process_id] = info
+        if len(self._unclaimed) > UNCLAIMED_ENDINGS:
+            oldest = self._unclaimed.pop(next(iter(self._unclaimed)))
+            self._forget(oldest.version)
+
+    def _forget(self, version: int | None) -> None:
+        """Endings up to ``version`` (None: up to the cursor) may no longer be known."""
+        if version is None:
+            version = self._cursor or 0
+        self._forgotten = version if self._forgotten is None else max(self._forgotten, version)
 
     def unwatch(self, process_id: str, fut: asyncio.Future[ProcessInfo]) -> None:
         futs = self._waiting.get(process_id)
@@ -223,6 +258,7 @@ class Watcher:
     def close(self, error: BaseException) -> None:
         """End every pending wait with ``error`` and stop polling; later waits fail at once."""
         self._closed = error
+        self._unclaimed.clear()
         for pid in list(self._waiting):
             self._fail(pid, error)
         if self._task is not None and not self._task.done():
@@ -312,18 +348,26 @@ class Watcher:
         cursor = 0 if unknown else (self._cursor or 0)
         wait = 0.0 if unknown else self.agent.control.polling.long_poll
         terminal = self._terminal = wait > 0 and self.agent.has_feature("list_terminal")
+        if self._forgotten is None:
+            self._forgotten = cursor  # endings before the first answer were never listed
         infos, version = await self.agent.list_since(cursor, wait, terminal=terminal)
         self._cursor = next_cursor(cursor, version)
         self.records_parsed += len(infos)
         full = cursor == 0 and not terminal  # a terminal-only answer never lists everything
+        if full or self._cursor < cursor:
+            self._forget(None)  # the ended processes of a full list are not kept
         return infos, ({info.process_id for info in infos} if full else None)
 
     def _dispatch(self, infos: list[ProcessInfo], listed: Container[str] | None) -> None:
         """Take the records; ``listed``: every id of a full list (None for a partial one)."""
         for info in infos:
             pid = info.process_id
-            self.observe(info)
+            state = self._states.get(pid)
+            if state is not None:
+                state.observe(info)
             if pid not in self._waiting:
+                if state is None and listed is None and info.is_done:
+                    self._unclaimed_ending(info)
                 continue
             self._known.add(pid)
             if info.is_done:

@@ -193,3 +193,37 @@ def test_record_keys_of_odd_records() -> None:
     assert changed_processes([odd], keys)[0] == []
     ended = {**odd, "status": "completed", "end_time": "2026-01-01T00:00:00Z"}
     assert [i.status for i in changed_processes([ended], keys)[0]] == ["completed"]
+
+
+async def test_an_ending_seen_before_its_handle_was_made_costs_no_request(
+    proxied: AsyncHopx, proxy: FaultProxy
+) -> None:
+    """A long poll brings the ending of a process nobody holds a handle on (as when its start
+    answer is read after it ended): a handle made later gets it without another request."""
+    import gc
+
+    async with (
+        proxied.sandboxes.create("code-interpreter") as sandbox,
+        gated_batch(sandbox, 1) as (blocker,),
+    ):
+        waiting = asyncio.ensure_future(blocker.wait())
+
+        def polls_reach(count: int) -> Callable[[], Awaitable[bool]]:
+            async def check() -> bool:
+                return sandbox.watcher_stats.polls >= count
+
+            return check
+
+        await until(polls_reach(1), "the first poll")
+        proc = await sandbox.commands.run("echo early", background=True)
+        process_id = proc.id
+        del proc
+        gc.collect()
+        # its ending wakes the held poll; the next poll then goes out
+        await until(polls_reach(2), "the answer with the ending")
+        lists = proxy.count(*LIST)
+        result = await sandbox.process(process_id).wait(timeout=30)
+        assert (result.status, result.stdout) == ("completed", "early\n")
+        assert proxy.count(*LIST) == lists, "the ending was known already"
+        await sandbox.commands.run("touch release")
+        assert (await asyncio.wait_for(waiting, 60)).status == "completed"
