@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import time
 import weakref
-from collections.abc import Awaitable, Container
+from collections.abc import Awaitable, Collection
 
 import attrs
 
@@ -133,7 +133,7 @@ class Watcher:
         self._started: dict[str, float] = {}
         self._missing: dict[str, int] = {}
         self._task: asyncio.Task[None] | None = None
-        self._inflight: asyncio.Task[tuple[list[ProcessInfo], Container[str] | None]] | None = None
+        self._inflight: asyncio.Task[tuple[list[ProcessInfo], Collection[str] | None]] | None = None
         #: a cheap key per record of the last full list (its ids only: bounded)
         self._keys: dict[str, RecordKey] = {}
         self._cursor: int | None = None
@@ -294,7 +294,7 @@ class Watcher:
         if since:
             return max(policy.initial_interval - took, minimum, 0.0)
         now = time.monotonic()
-        youngest = min((now - t for t in self._started.values()), default=0.0)
+        youngest = now - max(self._started.values(), default=now)
         return poll_interval(policy, youngest, minimum)
 
     async def _run(self) -> None:
@@ -304,7 +304,7 @@ class Watcher:
                 sent = time.monotonic()
                 # Only a long poll can be restarted by watch() (its cursor moved back), so
                 # only it runs as a task of its own; a full list is awaited directly.
-                poll: Awaitable[tuple[list[ProcessInfo], Container[str] | None]]
+                poll: Awaitable[tuple[list[ProcessInfo], Collection[str] | None]]
                 poll = self._poll(since)
                 if since:
                     poll = self._inflight = asyncio.ensure_future(poll)
@@ -334,7 +334,7 @@ class Watcher:
             if self._inflight is not None:
                 self._inflight.cancel()
 
-    async def _poll(self, since: bool) -> tuple[list[ProcessInfo], Container[str] | None]:
+    async def _poll(self, since: bool) -> tuple[list[ProcessInfo], Collection[str] | None]:
         """One list request: the records to take, and the ids of every process listed when
         it was a full list (else None)."""
         self.polls += 1
@@ -358,7 +358,7 @@ class Watcher:
             self._forget(None)  # the ended processes of a full list are not kept
         return infos, ({info.process_id for info in infos} if full else None)
 
-    def _dispatch(self, infos: list[ProcessInfo], listed: Container[str] | None) -> None:
+    def _dispatch(self, infos: list[ProcessInfo], listed: Collection[str] | None) -> None:
         """Take the records; ``listed``: every id of a full list (None for a partial one)."""
         for info in infos:
             pid = info.process_id
@@ -376,10 +376,9 @@ class Watcher:
                         fut.set_result(info)
         if listed is None:
             return
-        for pid in list(self._waiting):
-            if pid in listed:
-                self._missing.pop(pid, None)
-                continue
+        for pid in [pid for pid in self._missing if pid in listed]:
+            del self._missing[pid]
+        for pid in self._waiting.keys() - listed:  # (a set operation: no loop in Python)
             self._missing[pid] = self._missing.get(pid, 0) + 1
             # a process never seen is unknown at once; a listed one may be briefly missing
             if pid not in self._known or self._missing[pid] >= MISSING_POLLS:
