@@ -172,7 +172,7 @@ class Transport:
             try:
                 kwargs: dict[str, Any] = {"headers": headers}
                 if json is not None:
-                    kwargs["data"] = jsonlib.dumps(json)
+                    kwargs["data"] = jsonlib.dumps(json).encode()  # bytes: no text payload
                     kwargs["headers"] = {**headers, "Content-Type": "application/json"}
                 if params:
                     kwargs["params"] = params

@@ -11,8 +11,9 @@ back quicker than the policy's ``initial_interval`` are spaced to one per interv
 changes gathers into the next answer).
 
 A full list is parsed lazily: only the records whose status or output changed since the last
-list (a cheap key per raw record), or that ended while somebody waits on them, become models;
-the keys kept are those of the last list only, so they never outgrow the sandbox's processes.
+list (a cheap key per raw record), or that ended while somebody waits on them, become models,
+and records of processes nobody holds a handle on are skipped; the keys kept are those of the
+last list only, so they never outgrow the sandbox's processes.
 
 Every answer about a process, from any request, goes to its :class:`ProcessState`, which all
 handles on that process share.
@@ -128,6 +129,9 @@ class Watcher:
     def __init__(self, agent: Agent) -> None:
         self.agent = agent
         self._states: weakref.WeakValueDictionary[str, ProcessState] = weakref.WeakValueDictionary()
+        #: the ids of ``_states`` (and maybe some whose state is gone): a plain set, so that a
+        #: full list skips the records nobody holds at the cost of one lookup each
+        self._held: set[str] = set()
         self._waiting: dict[str, list[asyncio.Future[ProcessInfo]]] = {}
         self._known: set[str] = set()
         self._started: dict[str, float] = {}
@@ -161,6 +165,9 @@ class Watcher:
         state = self._states.get(process_id)
         if state is None:
             state = self._states[process_id] = ProcessState(process_id)
+            self._held.add(process_id)
+            if len(self._held) > 2 * len(self._states) + 64:  # drop the ids of gone states
+                self._held = set(self._states.keys())
         return state
 
     def observe(self, info: ProcessInfo, *, full: bool = True) -> None:
@@ -340,7 +347,7 @@ class Watcher:
         self.polls += 1
         if not since:
             items = await self.agent.list_raw()
-            infos, self._keys = changed_processes(items, self._keys, self._waiting)
+            infos, self._keys = changed_processes(items, self._keys, self._waiting, self._held)
             self.records_parsed += len(infos)
             return infos, self._keys
         # A waited-on process not known to exist is looked for in a full list, at once.

@@ -265,10 +265,14 @@ def changed_processes(
     items: Iterable[Mapping[str, Any]],
     keys: Mapping[str, RecordKey],
     waited: Container[str] = (),
+    held: Container[str] | None = None,
 ) -> tuple[list[ProcessInfo], dict[str, RecordKey]]:
     """Models for the raw records that changed since ``keys``, or that ended and are in
     ``waited``; and the keys of every record listed (to pass next time: they hold only the ids
     listed, so processes that disappeared drop out).
+
+    With ``held`` (the ids somebody holds a handle on), a record in neither ``held`` nor
+    ``waited`` is skipped: no key, no model (a handle made later gets it from the next list).
 
     >>> infos, keys = changed_processes([{"process_id": "p", "status": "running"}], {})
     >>> [i.status for i in infos], list(keys)
@@ -283,6 +287,8 @@ def changed_processes(
         pid = item.get("process_id")
         if pid.__class__ is not str or not pid:  # the usual case is a non-empty str
             pid = raw_process_id(item)
+        if held is not None and pid not in held and pid not in waited:
+            continue
         key = record_key(item)
         new_keys[pid] = key
         if keys.get(pid) != key or (pid in waited and item.get("status") in terminal):

@@ -227,3 +227,17 @@ async def test_an_ending_seen_before_its_handle_was_made_costs_no_request(
         assert proxy.count(*LIST) == lists, "the ending was known already"
         await sandbox.commands.run("touch release")
         assert (await asyncio.wait_for(waiting, 60)).status == "completed"
+
+
+def test_full_list_skips_records_nobody_holds() -> None:
+    """Records of processes without a handle cost no key and no model; waited ones never skip."""
+    from hopx_async._wire import changed_processes
+
+    items = [{"process_id": p, "status": "running"} for p in ("a", "b", "c")]
+    infos, keys = changed_processes(items, {}, (), held={"a"})
+    assert [i.process_id for i in infos] == ["a"] and set(keys) == {"a"}
+    infos, keys = changed_processes(items, keys, {"b"}, held={"a"})
+    assert [i.process_id for i in infos] == ["b"] and set(keys) == {"a", "b"}
+    # a handle made later gets its record from the next list
+    infos, keys = changed_processes(items, keys, (), held={"a", "c"})
+    assert [i.process_id for i in infos] == ["c"] and set(keys) == {"a", "c"}
