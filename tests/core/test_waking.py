@@ -189,7 +189,9 @@ def test_record_keys_of_odd_records() -> None:
     assert record_key(odd) == record_key(dict(odd))
     assert record_key(odd) != record_key({**odd, "exit_code": [2]})
     infos, keys = changed_processes([odd], {})
-    assert [i.process_id for i in infos] == ["7"] and list(keys) == ["7"]
+    assert [i.process_id for i in infos] == ["7"] and keys == {"7": record_key(odd)}
+    plain = {"process_id": "p", "status": "running", "stdout": "ab", "end_time": "t"}
+    assert changed_processes([plain], {})[1] == {"p": record_key(plain)}
     assert changed_processes([odd], keys)[0] == []
     ended = {**odd, "status": "completed", "end_time": "2026-01-01T00:00:00Z"}
     assert [i.status for i in changed_processes([ended], keys)[0]] == ["completed"]
