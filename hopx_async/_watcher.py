@@ -150,6 +150,8 @@ class Watcher:
         self._forgotten: int | None = None
         #: whether the last poll was a terminal-only long poll
         self._terminal = False
+        #: when (``time.monotonic()``) the next poll may go out, after the last one's pause
+        self._next_poll = 0.0
         self._closed: BaseException | None = None
         #: list requests this watcher has sent
         self.polls = 0
@@ -306,6 +308,17 @@ class Watcher:
 
     async def _run(self) -> None:
         try:
+            # A watcher that stopped when its last wait ended keeps the pace it had: a wait
+            # that starts just after does not cost a poll before the pause is over. Full
+            # lists also wait for the first interval of processes seen just now (a process
+            # that just started has not ended yet; a long poll is held at the server anyway).
+            now = time.monotonic()
+            delay = self._next_poll - now
+            if not self.agent.has_feature("list_since"):
+                oldest = min(self._started.values(), default=now)
+                delay = max(delay, oldest + self.agent.control.polling.initial_interval - now)
+            if delay > 0:
+                await asyncio.sleep(delay)
             while self._waiting:
                 since = self.agent.has_feature("list_since")
                 sent = time.monotonic()
@@ -328,10 +341,10 @@ class Watcher:
                 finally:
                     self._inflight = None
                 self._dispatch(infos, listed)
-                if self._waiting:
-                    pause = self._pause(since, time.monotonic() - sent)
-                    if pause > 0:
-                        await asyncio.sleep(pause)
+                pause = self._pause(since, time.monotonic() - sent)
+                self._next_poll = time.monotonic() + pause
+                if self._waiting and pause > 0:
+                    await asyncio.sleep(pause)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the sandbox is gone, the key was revoked, ...
