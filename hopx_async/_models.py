@@ -135,10 +135,14 @@ def parse_time(value: Any) -> datetime | None:
 
 
 def _str(value: Any) -> str | None:
-    return None if value is None else str(value)
+    if value is None or value.__class__ is str:  # the usual cases, without a call
+        return value
+    return str(value)
 
 
 def _text(value: Any) -> str:
+    if value.__class__ is str:
+        return value
     if value is None:
         return ""
     if isinstance(value, bytes):
@@ -147,6 +151,8 @@ def _text(value: Any) -> str:
 
 
 def _int(value: Any) -> int | None:
+    if value.__class__ is int:
+        return value
     if value is None or isinstance(value, bool):
         return None
     try:
@@ -156,6 +162,8 @@ def _int(value: Any) -> int | None:
 
 
 def _float(value: Any) -> float | None:
+    if value.__class__ is float:
+        return value
     if value is None or isinstance(value, bool):
         return None
     try:
@@ -166,8 +174,9 @@ def _float(value: Any) -> float | None:
 
 def _first(data: Mapping[str, Any], *keys: str) -> Any:
     for key in keys:
-        if data.get(key) is not None:
-            return data[key]
+        value = data.get(key)
+        if value is not None:
+            return value
     return None
 
 
@@ -298,24 +307,26 @@ class ProcessInfo(_DictAccess):
     @classmethod
     def from_wire(cls, data: Mapping[str, Any]) -> ProcessInfo:
         """Parse a process object, documented or generated-model field names."""
+        get = data.get  # called for every changed record of a list: one lookup each
+        status = get("status")
         return cls(
             process_id=str(_first(data, "process_id", "id") or ""),
-            status=str(data.get("status") or "unknown"),
-            execution_id=_str(data.get("execution_id")),
-            name=_str(data.get("name")),
-            language=_str(data.get("language")),
-            command=_str(data.get("command")),
+            status=status if status.__class__ is str and status else str(status or "unknown"),
+            execution_id=_str(get("execution_id")),
+            name=_str(get("name")),
+            language=_str(get("language")),
+            command=_str(get("command")),
             started_at=parse_time(_first(data, "started_at", "start_time")),
             completed_at=parse_time(_first(data, "completed_at", "end_time")),
-            stdout=_text(data.get("stdout")),
-            stderr=_text(data.get("stderr")),
-            exit_code=_int(data.get("exit_code")),
+            stdout=_text(get("stdout")),
+            stderr=_text(get("stderr")),
+            exit_code=_int(get("exit_code")),
             execution_time=_float(_first(data, "execution_time", "duration")),
-            pid=_int(data.get("pid")),
-            timeout=_int(data.get("timeout")),
-            stdout_truncated=bool(data.get("stdout_truncated")),
-            stderr_truncated=bool(data.get("stderr_truncated")),
-            version=_int(data.get("version")),
+            pid=_int(get("pid")),
+            timeout=_int(get("timeout")),
+            stdout_truncated=bool(get("stdout_truncated")),
+            stderr_truncated=bool(get("stderr_truncated")),
+            version=_int(get("version")),
         )
 
 

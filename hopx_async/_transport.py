@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 import aiohttp
+import anyio
 import attrs
 from multidict import CIMultiDictProxy
 
@@ -108,6 +109,9 @@ class Transport:
             ),
         )
         self._loop = loop
+        # anyio imports its event-loop backend on first use (tens of ms): let that happen
+        # here, once, rather than inside the first wait() or wait_all()
+        anyio.get_current_task()
         return self._session
 
     async def aclose(self, *, final: bool = True) -> None:
@@ -168,7 +172,7 @@ class Transport:
             try:
                 kwargs: dict[str, Any] = {"headers": headers}
                 if json is not None:
-                    kwargs["data"] = jsonlib.dumps(json)
+                    kwargs["data"] = jsonlib.dumps(json).encode()  # bytes: no text payload
                     kwargs["headers"] = {**headers, "Content-Type": "application/json"}
                 if params:
                     kwargs["params"] = params
@@ -331,12 +335,16 @@ class Transport:
 
 
 def _decode(raw: bytes, content_type: str) -> Any:
+    """The JSON value of an answer's body, else its text (``None`` when empty).
+
+    >>> _decode(b'{"a": 1}', ""), _decode(b"not json", "application/json")
+    ({'a': 1}, 'not json')
+    """
     if not raw:
         return None
-    text = raw.decode("utf-8", "replace")
-    if "json" in content_type or text[:1] in ("{", "["):
+    if "json" in content_type or raw[:1] in (b"{", b"["):
         try:
-            return jsonlib.loads(text)
-        except ValueError:
-            return text
-    return text
+            return jsonlib.loads(raw)  # bytes: no text copy of a large list first
+        except ValueError:  # not JSON, or not UTF-8
+            pass
+    return raw.decode("utf-8", "replace")

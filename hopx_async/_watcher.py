@@ -5,13 +5,15 @@ Each tick costs one request whatever the number of waiters: a long poll of the c
 the last answer where the agent offers it (``list_since``; only of the endings where it also
 offers ``list_terminal``, so that a ``queued -> running`` change wakes nobody), otherwise one
 ``GET /execute/processes`` at an interval that grows with the age of the youngest process.
-After a long poll that the server held, the next one goes out at once; answers that come back
-quicker than the policy's ``initial_interval`` are spaced to one per interval (a burst of
-endings gathers into the next answer).
+After a terminal-only long poll (the server gathers the endings of a batch into one answer),
+or any long poll that the server held, the next one goes out at once; other answers that come
+back quicker than the policy's ``initial_interval`` are spaced to one per interval (a burst of
+changes gathers into the next answer).
 
 A full list is parsed lazily: only the records whose status or output changed since the last
-list (a cheap key per raw record), or that ended while somebody waits on them, become models;
-the keys kept are those of the last list only, so they never outgrow the sandbox's processes.
+list (a cheap key per raw record), or that ended while somebody waits on them, become models,
+and records of processes nobody holds a handle on are skipped; the keys kept are those of the
+last list only, so they never outgrow the sandbox's processes.
 
 Every answer about a process, from any request, goes to its :class:`ProcessState`, which all
 handles on that process share.
@@ -22,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import time
 import weakref
-from collections.abc import Container
+from collections.abc import Awaitable, Collection
 
 import attrs
 
@@ -36,6 +38,8 @@ __all__ = ["ProcessState", "Watcher", "WatcherStats", "attach", "poll_interval",
 
 #: full lists in a row a waited-on process may be missing from before it is "not found"
 MISSING_POLLS = 3
+#: endings of processes nobody held a handle on, kept per sandbox for a handle made just after
+UNCLAIMED_ENDINGS = 128
 
 
 @attrs.frozen
@@ -125,16 +129,29 @@ class Watcher:
     def __init__(self, agent: Agent) -> None:
         self.agent = agent
         self._states: weakref.WeakValueDictionary[str, ProcessState] = weakref.WeakValueDictionary()
+        #: the ids of ``_states`` (and maybe some whose state is gone): a plain set, so that a
+        #: full list skips the records nobody holds at the cost of one lookup each
+        self._held: set[str] = set()
         self._waiting: dict[str, list[asyncio.Future[ProcessInfo]]] = {}
         self._known: set[str] = set()
         self._started: dict[str, float] = {}
         self._missing: dict[str, int] = {}
         self._task: asyncio.Task[None] | None = None
-        self._inflight: asyncio.Task[tuple[list[ProcessInfo], Container[str] | None]] | None = None
+        self._inflight: asyncio.Task[tuple[list[ProcessInfo], Collection[str] | None]] | None = None
         #: a cheap key per record of the last full list (its ids only: bounded)
         self._keys: dict[str, RecordKey] = {}
         self._cursor: int | None = None
         self._restart = False
+        #: endings that changes-since answers brought for processes without a handle yet (a
+        #: start answer can arrive after the ending of its process), the oldest dropped first
+        self._unclaimed: dict[str, ProcessInfo] = {}
+        #: endings at or below this version may be missing from ``_unclaimed`` (never listed
+        #: by a changes-since answer, or dropped); None before the first such answer
+        self._forgotten: int | None = None
+        #: whether the last poll was a terminal-only long poll
+        self._terminal = False
+        #: when (``time.monotonic()``) the next poll may go out, after the last one's pause
+        self._next_poll = 0.0
         self._closed: BaseException | None = None
         #: list requests this watcher has sent
         self.polls = 0
@@ -150,6 +167,9 @@ class Watcher:
         state = self._states.get(process_id)
         if state is None:
             state = self._states[process_id] = ProcessState(process_id)
+            self._held.add(process_id)
+            if len(self._held) > 2 * len(self._states) + 64:  # drop the ids of gone states
+                self._held = set(self._states.keys())
         return state
 
     def observe(self, info: ProcessInfo, *, full: bool = True) -> None:
@@ -189,15 +209,22 @@ class Watcher:
             fut.set_exception(self._closed)
             return fut
         pid = state.process_id
-        self._waiting.setdefault(pid, []).append(fut)
-        self._started.setdefault(pid, state.seen_at)
-        if state.known:
-            self._known.add(pid)
         # Changes after the one before the handle's last known version (a start answer can
         # report an older status with the newest version); everything when it knows none,
         # which still costs one request for any number of such handles.
         floor = 0 if state.version is None else state.version - 1
-        if self._cursor is None or floor < self._cursor:
+        behind = self._cursor is None or floor < self._cursor
+        if behind:
+            ended = self._unclaimed.pop(pid, None)
+            if ended is not None:  # it ended before its handle was made: known already
+                state.observe(ended)
+                fut.set_result(ended)
+                return fut
+        self._waiting.setdefault(pid, []).append(fut)
+        self._started.setdefault(pid, state.seen_at)
+        if state.known:
+            self._known.add(pid)
+        if behind and not self._seen_since(floor):
             self._cursor = floor
             if self._inflight is not None and not self._inflight.done():
                 # The poll in flight asks for changes after a later version: restart it.
@@ -206,6 +233,26 @@ class Watcher:
         if self._task is None or self._task.done():
             self._task = loop.create_task(self._run(), name=f"hopx-watch-{self.agent.sandbox_id}")
         return fut
+
+    def _seen_since(self, floor: int) -> bool:
+        """Whether every ending after version ``floor`` up to the cursor has been taken (the
+        ending of a process with a handle, or kept in ``_unclaimed``): then a process newer
+        than ``floor`` that is not in ``_unclaimed`` has not ended by the cursor, and the
+        next answer (or the one in flight) brings its ending."""
+        return self._cursor is not None and self._forgotten is not None and floor >= self._forgotten
+
+    def _unclaimed_ending(self, info: ProcessInfo) -> None:
+        """Keep the ending of a process without a handle (the oldest goes past the bound)."""
+        self._unclaimed[info.process_id] = info
+        if len(self._unclaimed) > UNCLAIMED_ENDINGS:
+            oldest = self._unclaimed.pop(next(iter(self._unclaimed)))
+            self._forget(oldest.version)
+
+    def _forget(self, version: int | None) -> None:
+        """Endings up to ``version`` (None: up to the cursor) may no longer be known."""
+        if version is None:
+            version = self._cursor or 0
+        self._forgotten = version if self._forgotten is None else max(self._forgotten, version)
 
     def unwatch(self, process_id: str, fut: asyncio.Future[ProcessInfo]) -> None:
         futs = self._waiting.get(process_id)
@@ -220,6 +267,7 @@ class Watcher:
     def close(self, error: BaseException) -> None:
         """End every pending wait with ``error`` and stop polling; later waits fail at once."""
         self._closed = error
+        self._unclaimed.clear()
         for pid in list(self._waiting):
             self._fail(pid, error)
         if self._task is not None and not self._task.done():
@@ -240,28 +288,48 @@ class Watcher:
     def _pause(self, since: bool, took: float) -> float:
         """The pause before the next poll (``took``: how long the last one was out).
 
-        A long poll waits at the server, so the next one goes out at once after an answer
-        that was held (an ending after a quiet spell is seen at once). Answers that come back
-        sooner than ``initial_interval`` (endings in quick succession, or a server that does
-        not hold) are spaced to one per ``initial_interval``, which gathers the rest of a
-        burst into the next answer. Never below what the rate limit allows.
+        A terminal-only long poll wakes only for endings, and the server then gathers the
+        endings that follow closely into the same answer, so the next one goes out at once.
+        Other long polls wake for any change: the next one goes out at once after an answer
+        that was held, while answers that come back sooner than ``initial_interval`` (changes
+        in quick succession, or a server that does not hold) are spaced to one per
+        ``initial_interval``, which gathers the rest of a burst into the next answer.
+        Never below what the rate limit allows.
         """
         policy = self.agent.control.polling
         minimum = self.agent.min_poll_interval()
+        if since and self._terminal:
+            return minimum
         if since:
             return max(policy.initial_interval - took, minimum, 0.0)
         now = time.monotonic()
-        youngest = min((now - t for t in self._started.values()), default=0.0)
+        youngest = now - max(self._started.values(), default=now)
         return poll_interval(policy, youngest, minimum)
 
     async def _run(self) -> None:
         try:
+            # A watcher that stopped when its last wait ended keeps the pace it had: a wait
+            # that starts just after does not cost a poll before the pause is over. Full
+            # lists also wait for the first interval of processes seen just now (a process
+            # that just started has not ended yet; a long poll is held at the server anyway).
+            now = time.monotonic()
+            delay = self._next_poll - now
+            if not self.agent.has_feature("list_since"):
+                oldest = min(self._started.values(), default=now)
+                delay = max(delay, oldest + self.agent.control.polling.initial_interval - now)
+            if delay > 0:
+                await asyncio.sleep(delay)
             while self._waiting:
                 since = self.agent.has_feature("list_since")
                 sent = time.monotonic()
-                self._inflight = asyncio.ensure_future(self._poll(since))
+                # Only a long poll can be restarted by watch() (its cursor moved back), so
+                # only it runs as a task of its own; a full list is awaited directly.
+                poll: Awaitable[tuple[list[ProcessInfo], Collection[str] | None]]
+                poll = self._poll(since)
+                if since:
+                    poll = self._inflight = asyncio.ensure_future(poll)
                 try:
-                    infos, listed = await self._inflight
+                    infos, listed = await poll
                 except asyncio.CancelledError:
                     if self._restart:
                         self._restart = False
@@ -273,10 +341,10 @@ class Watcher:
                 finally:
                     self._inflight = None
                 self._dispatch(infos, listed)
-                if self._waiting:
-                    pause = self._pause(since, time.monotonic() - sent)
-                    if pause > 0:
-                        await asyncio.sleep(pause)
+                pause = self._pause(since, time.monotonic() - sent)
+                self._next_poll = time.monotonic() + pause
+                if self._waiting and pause > 0:
+                    await asyncio.sleep(pause)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the sandbox is gone, the key was revoked, ...
@@ -286,32 +354,40 @@ class Watcher:
             if self._inflight is not None:
                 self._inflight.cancel()
 
-    async def _poll(self, since: bool) -> tuple[list[ProcessInfo], Container[str] | None]:
+    async def _poll(self, since: bool) -> tuple[list[ProcessInfo], Collection[str] | None]:
         """One list request: the records to take, and the ids of every process listed when
         it was a full list (else None)."""
         self.polls += 1
         if not since:
             items = await self.agent.list_raw()
-            infos, self._keys = changed_processes(items, self._keys, self._waiting)
+            infos, self._keys = changed_processes(items, self._keys, self._waiting, self._held)
             self.records_parsed += len(infos)
             return infos, self._keys
         # A waited-on process not known to exist is looked for in a full list, at once.
         unknown = any(pid not in self._known for pid in self._waiting)
         cursor = 0 if unknown else (self._cursor or 0)
         wait = 0.0 if unknown else self.agent.control.polling.long_poll
-        terminal = wait > 0 and self.agent.has_feature("list_terminal")
+        terminal = self._terminal = wait > 0 and self.agent.has_feature("list_terminal")
+        if self._forgotten is None:
+            self._forgotten = cursor  # endings before the first answer were never listed
         infos, version = await self.agent.list_since(cursor, wait, terminal=terminal)
         self._cursor = next_cursor(cursor, version)
         self.records_parsed += len(infos)
         full = cursor == 0 and not terminal  # a terminal-only answer never lists everything
+        if full or self._cursor < cursor:
+            self._forget(None)  # the ended processes of a full list are not kept
         return infos, ({info.process_id for info in infos} if full else None)
 
-    def _dispatch(self, infos: list[ProcessInfo], listed: Container[str] | None) -> None:
+    def _dispatch(self, infos: list[ProcessInfo], listed: Collection[str] | None) -> None:
         """Take the records; ``listed``: every id of a full list (None for a partial one)."""
         for info in infos:
             pid = info.process_id
-            self.observe(info)
+            state = self._states.get(pid)
+            if state is not None:
+                state.observe(info)
             if pid not in self._waiting:
+                if state is None and listed is None and info.is_done:
+                    self._unclaimed_ending(info)
                 continue
             self._known.add(pid)
             if info.is_done:
@@ -320,10 +396,9 @@ class Watcher:
                         fut.set_result(info)
         if listed is None:
             return
-        for pid in list(self._waiting):
-            if pid in listed:
-                self._missing.pop(pid, None)
-                continue
+        for pid in [pid for pid in self._missing if pid in listed]:
+            del self._missing[pid]
+        for pid in self._waiting.keys() - listed:  # (a set operation: no loop in Python)
             self._missing[pid] = self._missing.get(pid, 0) + 1
             # a process never seen is unknown at once; a listed one may be briefly missing
             if pid not in self._known or self._missing[pid] >= MISSING_POLLS:

@@ -54,7 +54,8 @@ class AttachedRun:
     started: float
 
 
-#: a terminal-only long poll, once woken, waits this long for the next ending of the batch...
+#: a terminal-only long poll, once woken, answers when this long passed since the latest ending
+#: of the batch without another one...
 _LINGER_QUIET = 0.004
 #: ... and this long in all, at most
 _LINGER_MAX = 0.02
@@ -86,6 +87,8 @@ class Processes:
         #: per sandbox, the counter at its latest terminal change (found from the records
         #: on first use)
         self._ended_at: dict[str, int] = {}
+        #: per sandbox, when (``time.monotonic()``) its latest terminal change was made
+        self._ended_when: dict[str, float] = {}
         self._idempotent: dict[tuple[str, str], asyncio.Future[dict[str, Any]]] = {}
         self._followers: set[asyncio.Task[None]] = set()
         self._starting: set[asyncio.Task[dict[str, Any]]] = set()
@@ -193,6 +196,7 @@ class Processes:
             self.renderer.forget(process_id)
         self._sync_runs.pop(sandbox_id, None)
         self._ended_at.pop(sandbox_id, None)
+        self._ended_when.pop(sandbox_id, None)
         for key in [k for k in self._idempotent if k[0] == sandbox_id]:
             del self._idempotent[key]
         self._wake(sandbox_id)
@@ -393,6 +397,7 @@ class Processes:
         rec.version = sbx.version
         if rec.finished:
             self._ended_at[sbx.id] = sbx.version
+            self._ended_when[sbx.id] = time.monotonic()
         self.store.put_process(rec)
         self.store.put_sandbox(sbx)
         self._wake(sbx.id)
@@ -448,22 +453,25 @@ class Processes:
         """Return once the sandbox's counter exceeds ``since``, or after ``wait`` seconds.
 
         ``terminal=True``: once a process of the sandbox reached a terminal state after
-        ``since`` (other changes do not count); when that woke it, then while others still
-        run it lingers for further endings a few milliseconds apart, so that a batch ending
-        together makes one answer.
+        ``since`` (other changes do not count). It answers when no process ended for
+        ``_LINGER_QUIET`` (counted from the latest ending, not from the moment this coroutine
+        resumes: a busy loop has gathered what ended meanwhile) or none still runs, so that
+        a batch ending together makes one answer, also when its first endings were already
+        there on arrival; ``_LINGER_MAX`` at most. Starts streaming in do not hold it back.
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
-        held = False
         while sbx.id in self.procs and not self._changed_since(sbx, since, terminal):
             if not await self._next_change(sbx.id, deadline - loop.time()):
                 return
-            held = True
-        if not (terminal and held):  # news already there on arrival: answer at once
+        if not terminal:
             return
         linger_end = min(deadline, loop.time() + _LINGER_MAX)
-        while sbx.id in self.procs and any(not rec.finished for rec in self.procs[sbx.id].values()):
-            if not await self._next_change(sbx.id, min(_LINGER_QUIET, linger_end - loop.time())):
+        while sbx.id in self.procs:
+            quiet = self._ended_when.get(sbx.id, 0.0) + _LINGER_QUIET - time.monotonic()
+            if quiet <= 0 or all(rec.finished for rec in self.procs[sbx.id].values()):
+                return
+            if not await self._next_change(sbx.id, min(quiet, linger_end - loop.time())):
                 return
 
     def _changed_since(self, sbx: SandboxRecord, since: int, terminal: bool) -> bool:

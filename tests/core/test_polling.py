@@ -144,3 +144,32 @@ def test_cursor_resets_when_the_server_counter_goes_back() -> None:
     assert next_cursor(7, 3) == 0, "version 3 < cursor 7: the history was lost"
     assert next_cursor(0, 1) == 1
     assert next_cursor(7, None) == 7, "an answer without a counter leaves the cursor"
+
+
+class _PauseAgent:
+    """What ``Watcher._pause`` reads of an agent: the policy, the rate limit, the features."""
+
+    def __init__(self, min_interval: float) -> None:
+        self.sandbox_id = "sbx_pause"
+        self.control = type("Control", (), {"polling": PollPolicy(initial_interval=0.05)})()
+        self._min = min_interval
+
+    def min_poll_interval(self) -> float:
+        return self._min
+
+    def has_feature(self, name: str) -> bool:
+        return True
+
+
+@pytest.mark.parametrize("min_interval", [0.0, 4.0])
+def test_pause_after_a_terminal_only_answer_is_only_the_rate_limit(min_interval: float) -> None:
+    """Endings are gathered at the server: the next terminal-only poll goes out at once,
+    unless the rate limit asks for more; other quick answers are spaced to the interval."""
+    from hopx_async._watcher import Watcher
+
+    watcher = Watcher(_PauseAgent(min_interval))  # type: ignore[arg-type]
+    watcher._terminal = True
+    assert watcher._pause(since=True, took=0.001) == min_interval
+    watcher._terminal = False  # a long poll that wakes for every change
+    assert watcher._pause(since=True, took=0.01) == pytest.approx(max(0.04, min_interval))
+    assert watcher._pause(since=True, took=1.0) == min_interval

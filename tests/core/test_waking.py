@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
+from aiohttp import web
 
 from hopx_async import AsyncBackgroundProcess, AsyncHopx, AsyncSandbox, PollPolicy
 
@@ -72,6 +75,8 @@ async def test_fanout_ending_together_costs_at_most_two_lists_per_sandbox(
     proxied: AsyncHopx, proxy: FaultProxy
 ) -> None:
     sandboxes = 10
+    per_sandbox: Counter[str] = Counter()
+    proxy.on_request = lambda request: _count_list(request, per_sandbox)
     async with contextlib.AsyncExitStack() as stack:
         boxes = [
             await stack.enter_async_context(proxied.sandboxes.create("code-interpreter"))
@@ -85,11 +90,19 @@ async def test_fanout_ending_together_costs_at_most_two_lists_per_sandbox(
             results = await asyncio.wait_for(waiting, 60)
             assert [r.status for r in results] == ["completed"] * 10
         lists = proxy.count(*LIST) - before
-        polls = [box.watcher_stats.polls for box in boxes]
-    assert lists == sum(polls)
-    # one held poll per sandbox usually gets the whole batch; one split batch costs a second
-    assert all(p >= 1 for p in polls)
-    assert lists <= 2 * sandboxes, f"list requests per sandbox: {polls}"
+        polls = {box.sandbox_id: box.watcher_stats.polls for box in boxes}
+    assert lists == sum(polls.values())
+    # counted at the server's side of the wire, per sandbox: the batch of ten endings costs
+    # one held poll, or two when the batch was split between two answers
+    assert {box.sandbox_id: per_sandbox[box.sandbox_id] for box in boxes} == polls
+    assert all(1 <= p <= 2 for p in polls.values()), f"list requests per sandbox: {polls}"
+
+
+def _count_list(request: web.Request, counts: Counter[str]) -> None:
+    """Count ``GET /sandboxes/{id}/execute/processes`` by sandbox id."""
+    found = re.fullmatch(r"/sandboxes/([^/]+)/execute/processes", request.path)
+    if request.method == "GET" and found is not None:
+        counts[found.group(1)] += 1
 
 
 async def test_a_start_does_not_wake_a_waiter_for_endings(
@@ -166,3 +179,67 @@ def test_full_list_keys_follow_the_listed_processes() -> None:
     # a process that disappeared from the list is forgotten
     _, keys = changed_processes([rec("b", "running", "x")], keys)
     assert set(keys) == {"b"}
+
+
+def test_record_keys_of_odd_records() -> None:
+    """Non-scalar fields, a numeric id or an ``id`` instead of ``process_id`` still key."""
+    from hopx_async._wire import changed_processes, record_key
+
+    odd = {"id": 7, "status": "running", "exit_code": [1], "stdout": {"x": 1}}
+    assert record_key(odd) == record_key(dict(odd))
+    assert record_key(odd) != record_key({**odd, "exit_code": [2]})
+    infos, keys = changed_processes([odd], {})
+    assert [i.process_id for i in infos] == ["7"] and keys == {"7": record_key(odd)}
+    plain = {"process_id": "p", "status": "running", "stdout": "ab", "end_time": "t"}
+    assert changed_processes([plain], {})[1] == {"p": record_key(plain)}
+    assert changed_processes([odd], keys)[0] == []
+    ended = {**odd, "status": "completed", "end_time": "2026-01-01T00:00:00Z"}
+    assert [i.status for i in changed_processes([ended], keys)[0]] == ["completed"]
+
+
+async def test_an_ending_seen_before_its_handle_was_made_costs_no_request(
+    proxied: AsyncHopx, proxy: FaultProxy
+) -> None:
+    """A long poll brings the ending of a process nobody holds a handle on (as when its start
+    answer is read after it ended): a handle made later gets it without another request."""
+    import gc
+
+    async with (
+        proxied.sandboxes.create("code-interpreter") as sandbox,
+        gated_batch(sandbox, 1) as (blocker,),
+    ):
+        waiting = asyncio.ensure_future(blocker.wait())
+
+        def polls_reach(count: int) -> Callable[[], Awaitable[bool]]:
+            async def check() -> bool:
+                return sandbox.watcher_stats.polls >= count
+
+            return check
+
+        await until(polls_reach(1), "the first poll")
+        proc = await sandbox.commands.run("echo early", background=True)
+        process_id = proc.id
+        del proc
+        gc.collect()
+        # its ending wakes the held poll; the next poll then goes out
+        await until(polls_reach(2), "the answer with the ending")
+        lists = proxy.count(*LIST)
+        result = await sandbox.process(process_id).wait(timeout=30)
+        assert (result.status, result.stdout) == ("completed", "early\n")
+        assert proxy.count(*LIST) == lists, "the ending was known already"
+        await sandbox.commands.run("touch release")
+        assert (await asyncio.wait_for(waiting, 60)).status == "completed"
+
+
+def test_full_list_skips_records_nobody_holds() -> None:
+    """Records of processes without a handle cost no key and no model; waited ones never skip."""
+    from hopx_async._wire import changed_processes
+
+    items = [{"process_id": p, "status": "running"} for p in ("a", "b", "c")]
+    infos, keys = changed_processes(items, {}, (), held={"a"})
+    assert [i.process_id for i in infos] == ["a"] and set(keys) == {"a"}
+    infos, keys = changed_processes(items, keys, {"b"}, held={"a"})
+    assert [i.process_id for i in infos] == ["b"] and set(keys) == {"a", "b"}
+    # a handle made later gets its record from the next list
+    infos, keys = changed_processes(items, keys, (), held={"a", "c"})
+    assert [i.process_id for i in infos] == ["c"] and set(keys) == {"a", "c"}
