@@ -200,6 +200,7 @@ class LocalBackend:
         isolation = await asyncio.to_thread(detect_isolation, self.isolation_mode)
         catalog = Catalog()
         supervisor = Supervisor(self.grace_seconds)
+        supervisor.prestart()
         launcher = self._launcher = Launcher(layout, catalog, supervisor, isolation)
         if launcher.boxed:
             failure = await asyncio.to_thread(launcher.self_test)

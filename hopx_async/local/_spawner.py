@@ -12,7 +12,8 @@ Messages are a 4-byte big-endian length and a JSON object. The server sends
 listed in ``fds`` attached (``SCM_RIGHTS``, in that order): each is given to the child at the
 number named in ``fds``. The spawner answers ``{"n", "pid", "ticks"}`` or
 ``{"n", "errno", "error"}``, and once a child has exited, ``{"exit": pid, "code": code}``
-(``code`` as ``subprocess`` gives it: the exit status, or ``-N`` after signal N).
+(``code`` as ``subprocess`` gives it: the exit status, or ``-N`` after signal N). Its first
+message, ``{"ready": true}``, says it is up.
 
 It ends when the server closes the socket, and dies with the server (``PR_SET_DUMPABLE`` 0,
 ``PR_SET_PDEATHSIG``): a boxed child (``--die-with-parent``) then dies with it. It has no
@@ -206,6 +207,7 @@ def main(argv: list[str]) -> int:
     signal.set_wakeup_fd(woken_w, warn_on_full_buffer=False)
     signal.signal(signal.SIGCHLD, lambda *_: None)
     spawner = Spawner(sock)
+    spawner.send({"ready": True})
     selector = selectors.DefaultSelector()
     selector.register(sock, selectors.EVENT_READ, "sock")
     selector.register(woken_r, selectors.EVENT_READ, "woken")

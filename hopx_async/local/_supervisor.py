@@ -132,6 +132,8 @@ class _SpawnerProcess:
         self._children: dict[int, Child] = {}
         self._count = 0
         self.alive = True
+        #: Whether it said it is up (until then a start sent to it waits for its startup).
+        self.ready = False
         loop.add_reader(self._fd, self._readable)
 
     @property
@@ -213,6 +215,9 @@ class _SpawnerProcess:
             self._take(message)
 
     def _take(self, message: dict[str, Any]) -> None:
+        if "ready" in message:
+            self.ready = True
+            return
         if "exit" in message:
             child = self._children.pop(message["exit"], None)
             if child is not None:
@@ -365,17 +370,31 @@ class Supervisor:
         return [spawner.pid for spawner in pool if spawner.alive]
 
     def _spawner(self, loop: asyncio.AbstractEventLoop) -> _SpawnerProcess:
-        """The spawner with the fewest starts in flight (one is made, or remade, as needed)."""
+        """The ready spawner with the fewest starts in flight.
+
+        When every ready one is busy, another is started (up to the pool's size) for the
+        starts to come; the start at hand only waits for one that is still starting up when
+        none is ready.
+        """
         pool = self._spawners.setdefault(loop, [])
         for n, spawner in enumerate(pool):
             if not spawner.alive:
                 spawner.close()
                 pool[n] = _SpawnerProcess(loop)
-        best = min(pool, key=lambda spawner: spawner.in_flight, default=None)
-        if best is None or (best.in_flight and len(pool) < self._size):
-            best = _SpawnerProcess(loop)
-            pool.append(best)
+        ready = [spawner for spawner in pool if spawner.ready]
+        best = min(ready, key=lambda spawner: spawner.in_flight, default=None)
+        starting = any(not spawner.ready for spawner in pool)
+        if (best is None or best.in_flight) and len(pool) < self._size and not starting:
+            pool.append(_SpawnerProcess(loop))
+        if best is None:
+            best = min(pool, key=lambda spawner: spawner.in_flight)
         return best
+
+    def prestart(self) -> None:
+        """Start the running loop's first spawner now, so that the first start does not wait
+        for an interpreter to start (call it on the loop's thread, which the spawner's life
+        is tied to)."""
+        self._spawner(asyncio.get_running_loop())
 
     async def spawn(self, args: SpawnArgs) -> Running:
         """Start ``args.argv`` (in a spawner process); raises ``OSError`` when it cannot."""

@@ -215,6 +215,8 @@ async def test_a_lost_spawner_loses_no_record_and_leaves_nothing_running() -> No
         aiohttp.ClientSession() as session,
     ):
         api = Api(session, backend.base_url, backend.api_key)
+        # One spawner is up before the first start (which then waits for no interpreter).
+        assert len(spawner_pids()) == 1
         sbx = await api.create()
         arg = marker()
         running = await api.command(sbx, f"sleep 60 {arg}")
