@@ -117,6 +117,7 @@ class Spawner:
             del self.buffer[: HEADER.size + size]
             passed = [self.fds.pop(0) for _ in request.get("fds", ())]
             self.spawn(request, passed)
+            self.reap()  # an exit is reported at once, not after a burst of starts
         return True
 
     def spawn(self, request: dict[str, Any], passed: list[int]) -> None:

@@ -50,9 +50,11 @@ logger = logging.getLogger("hopx_async.local")
 GRACE_SECONDS = 1.0
 #: The spawner process's program (run by path: it needs the standard library only).
 _SPAWNER_FILE = str(Path(__file__).with_name("_spawner.py"))
-#: Spawner processes per event loop, at most (each starts one process at a time: a start
-#: waits for its child's exec, so a few in parallel keep up with a burst).
-SPAWNERS = 3
+#: Spawner processes per event loop, at most (``HOPX_LOCAL_SPAWNERS``). Each starts one
+#: process at a time. One keeps up with what two cores can run (about 800 starts of ``true``
+#: a second measured); more in parallel only made boxes being set up crowd out the server's
+#: loop and its clients (detection latency rose by half in the benchmark matrix).
+SPAWNERS = 1
 
 
 def _spawners_from_env() -> int:
