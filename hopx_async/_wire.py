@@ -291,25 +291,9 @@ def changed_processes(
             pid = raw_process_id(item)
         if held is not None and pid not in held and pid not in waited:
             continue
-        # record_key(item), inline for the usual record of JSON scalars (one call less each)
-        out, err, ended, status = get("stdout"), get("stderr"), get("completed_at"), get("status")
-        try:
-            key = hash(
-                (
-                    status,
-                    get("version"),
-                    get("exit_code"),
-                    len(out) if isinstance(out, str) else out,
-                    len(err) if isinstance(err, str) else err,
-                    get("stdout_truncated"),
-                    get("stderr_truncated"),
-                    get("end_time") if ended is None and "completed_at" not in item else ended,
-                )
-            )
-        except TypeError:
-            key = record_key(item)
+        key = record_key(item)
         new_keys[pid] = key
-        if old_key(pid) != key or (status in terminal and pid in waited):
+        if old_key(pid) != key or (get("status") in terminal and pid in waited):
             infos.append(ProcessInfo.from_wire(item))
     return infos, new_keys
 
