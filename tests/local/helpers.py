@@ -7,7 +7,7 @@ import os
 import secrets
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import aiohttp
@@ -119,12 +119,9 @@ def marker() -> str:
     return f"0.0{secrets.randbelow(10**8):08d}1"
 
 
-def pids_with_arg(arg: str) -> list[int]:
-    """Host pids of live (non-zombie) processes that have ``arg`` in their argv.
-
-    The ``bwrap`` processes carrying a box (whose argv holds the command) do not count.
-    """
-    found = []
+def processes() -> Iterator[tuple[int, list[bytes], list[str]]]:
+    """Every process in ``/proc``: its pid, argv, and the fields of its stat line after the
+    command name (``[0]`` the state, ``[1]`` the parent's pid)."""
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -132,12 +129,22 @@ def pids_with_arg(arg: str) -> list[int]:
             with open(f"/proc/{entry}/cmdline", "rb") as f:
                 argv = f.read().split(b"\0")
             with open(f"/proc/{entry}/stat") as f:
-                state = f.read().rpartition(")")[2].split()[0]
+                fields = f.read().rpartition(")")[2].split()
         except OSError:
             continue
-        if arg.encode() in argv and state != "Z" and not argv[0].endswith(b"bwrap"):
-            found.append(int(entry))
-    return found
+        yield int(entry), argv, fields
+
+
+def pids_with_arg(arg: str) -> list[int]:
+    """Host pids of live (non-zombie) processes that have ``arg`` in their argv.
+
+    The ``bwrap`` processes carrying a box (whose argv holds the command) do not count.
+    """
+    return [
+        pid
+        for pid, argv, fields in processes()
+        if arg.encode() in argv and fields[:1] != ["Z"] and not argv[0].endswith(b"bwrap")
+    ]
 
 
 async def eventually(check: Callable[[], bool], seconds: float = 10.0) -> bool:

@@ -24,7 +24,7 @@ from hopx_async.local._records import SandboxRecord
 from hopx_async.local._store import Store
 from hopx_async.local._supervisor import SpawnArgs, Supervisor, exit_code_of
 
-from .helpers import Api, eventually, marker, pids_with_arg
+from .helpers import Api, eventually, marker, pids_with_arg, processes
 
 pytestmark = pytest.mark.anyio
 
@@ -192,21 +192,12 @@ async def test_group_commit_is_durable_for_every_waiter(tmp_path: Path) -> None:
 
 
 def spawner_pids() -> list[int]:
-    """This process's spawner processes (the in-process server's)."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                argv = f.read().split(b"\0")
-            with open(f"/proc/{entry}/stat") as f:
-                ppid = int(f.read().rpartition(")")[2].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-        if ppid == os.getpid() and any(arg.endswith(b"_spawner.py") for arg in argv):
-            found.append(int(entry))
-    return found
+    """This process's spawner processes (the in-process servers')."""
+    return [
+        pid
+        for pid, argv, fields in processes()
+        if fields[1:2] == [str(os.getpid())] and any(a.endswith(b"_spawner.py") for a in argv)
+    ]
 
 
 async def test_a_lost_spawner_loses_no_record_and_leaves_nothing_running() -> None:
