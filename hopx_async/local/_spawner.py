@@ -32,9 +32,10 @@ import signal
 import socket
 import struct
 import sys
+from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["HEADER", "main"]
+__all__ = ["HEADER", "frame", "main", "unframe"]
 
 #: the length prefix of every message
 HEADER = struct.Struct(">I")
@@ -49,6 +50,29 @@ _DEFAULT_SIGNALS = tuple(
 )
 _PR_SET_PDEATHSIG = 1
 _PR_SET_DUMPABLE = 4
+
+
+def frame(message: dict[str, Any]) -> bytes:
+    """One message as it goes on the socket: its length (4 bytes, big-endian), then JSON.
+
+    >>> buffer = bytearray(frame({"n": 1}) + frame({"n": 2})[:3])
+    >>> list(unframe(buffer)), len(buffer)
+    ([{'n': 1}], 3)
+    """
+    data = json.dumps(message, separators=(",", ":")).encode()
+    return HEADER.pack(len(data)) + data
+
+
+def unframe(buffer: bytearray) -> Iterator[dict[str, Any]]:
+    """Take every whole message off the front of ``buffer``; a partial one stays there."""
+    while len(buffer) >= HEADER.size:
+        (size,) = HEADER.unpack_from(buffer)
+        end = HEADER.size + size
+        if len(buffer) < end:
+            return
+        message: dict[str, Any] = json.loads(buffer[HEADER.size : end])
+        del buffer[:end]
+        yield message
 
 
 def _prctl(option: int, value: int) -> None:
@@ -94,8 +118,7 @@ class Spawner:
         self.children: set[int] = set()
 
     def send(self, message: dict[str, Any]) -> None:
-        data = json.dumps(message, separators=(",", ":")).encode()
-        self.sock.sendall(HEADER.pack(len(data)) + data)
+        self.sock.sendall(frame(message))
 
     def read(self) -> bool:
         """Take what the socket has; False once the server has closed it."""
@@ -109,12 +132,7 @@ class Spawner:
         if not data:
             return False
         self.buffer += data
-        while len(self.buffer) >= HEADER.size:
-            (size,) = HEADER.unpack_from(self.buffer)
-            if len(self.buffer) < HEADER.size + size:
-                break
-            request = json.loads(self.buffer[HEADER.size : HEADER.size + size])
-            del self.buffer[: HEADER.size + size]
+        for request in unframe(self.buffer):
             passed = [self.fds.pop(0) for _ in request.get("fds", ())]
             self.spawn(request, passed)
             self.reap()  # an exit is reported at once, not after a burst of starts

@@ -18,7 +18,6 @@ import asyncio
 import collections
 import contextlib
 import errno
-import json
 import logging
 import os
 import signal
@@ -32,7 +31,7 @@ from typing import Any
 import attrs
 
 from ._procfs import ProcStat, all_stats, descendants, read_stat
-from ._spawner import HEADER
+from ._spawner import frame, unframe
 
 __all__ = [
     "GRACE_SECONDS",
@@ -83,10 +82,6 @@ class Child:
     @property
     def returncode(self) -> int | None:
         return self._exited.result() if self._exited.done() else None
-
-    async def wait(self) -> int:
-        """The exit status, once the child has exited."""
-        return await asyncio.shield(self._exited)
 
     def exit_future(self) -> asyncio.Future[int]:
         """The future of the exit status (await it through ``asyncio.shield``)."""
@@ -161,9 +156,8 @@ class _SpawnerProcess:
             "stderr": str(args.stderr),
             "fds": list(args.pass_fds),
         }
-        data = json.dumps(request, separators=(",", ":")).encode()
         self._pending[self._count] = future
-        self._out.append((memoryview(HEADER.pack(len(data)) + data), list(args.pass_fds)))
+        self._out.append((memoryview(frame(request)), list(args.pass_fds)))
         self._flush()
         return future
 
@@ -206,14 +200,8 @@ class _SpawnerProcess:
         if not data:
             self._lost(None)
             return
-        buffer = self._buffer
-        buffer += data
-        while len(buffer) >= HEADER.size:
-            (size,) = HEADER.unpack_from(buffer)
-            if len(buffer) < HEADER.size + size:
-                break
-            message = json.loads(buffer[HEADER.size : HEADER.size + size])
-            del buffer[: HEADER.size + size]
+        self._buffer += data
+        for message in unframe(self._buffer):
             self._take(message)
 
     def _take(self, message: dict[str, Any]) -> None:
