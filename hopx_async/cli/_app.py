@@ -15,7 +15,7 @@ from hopx_async import (
     WaitTimeoutError,
 )
 
-from . import _env, _map, _processes, _run, _sandboxes  # noqa: F401  (registers the commands)
+from . import _env, _kill, _logs, _map, _ps, _run, _sandboxes, _wait  # noqa: F401  (registers the commands)
 from ._common import (
     EXIT_API,
     EXIT_FAILED,
@@ -25,10 +25,9 @@ from ._common import (
     EXIT_USAGE,
     CliError,
     Interrupted,
-    describe,
 )
 from ._group import cli
-from ._output import note
+from ._output import describe, note
 
 
 # ------------------------------------------------------------------------------ entry point

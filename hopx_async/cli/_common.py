@@ -1,19 +1,18 @@
-"""Shared pieces of the command line: exit codes, references, JSON, output, Ctrl-C."""
+"""Shared pieces of the commands: exit codes, errors, references, settings, input, Ctrl-C."""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import sys
-from collections.abc import Awaitable, Iterable, Mapping
-from datetime import datetime, timezone
+from collections.abc import Awaitable, Coroutine, Iterable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import attrs
 
-from hopx_async import AsyncHopx, HopxError
+from hopx_async import AsyncHopx, ProcessResult, ProcessStatus
 
 T = TypeVar("T")
 
@@ -133,79 +132,56 @@ def default_sandbox(flag: str | None) -> str | None:
     return flag or os.environ.get("HOPX_SANDBOX") or None
 
 
-# ------------------------------------------------------------------------------------ JSON
-def jsonable(value: Any) -> Any:
-    """Models, datetimes and containers as JSON-ready values."""
-    if hasattr(value, "to_dict") and attrs.has(type(value)):
-        return {k: jsonable(v) for k, v in value.to_dict(json_ready=True).items()}
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, Mapping):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    if attrs.has(type(value)):
-        return jsonable(attrs.asdict(value, recurse=False))
-    return value
+# ----------------------------------------------------------------------------------- input
+DEFAULT_TEMPLATE = "code-interpreter"
+LANGUAGES = ("python", "javascript", "bash", "go")
+_SUFFIX_LANGUAGE = {
+    ".py": "python",
+    ".js": "javascript",
+    ".mjs": "javascript",
+    ".sh": "bash",
+    ".go": "go",
+}
 
 
-def print_json(value: Any) -> None:
-    """One JSON document on stdout."""
-    sys.stdout.write(json.dumps(jsonable(value), indent=2, ensure_ascii=False) + "\n")
-    sys.stdout.flush()
+def language_for(path: str | None, given: str | None) -> str:
+    if given:
+        return given
+    if path and path != "-":
+        return _SUFFIX_LANGUAGE.get(Path(path).suffix.lower(), "python")
+    return "python"
 
 
-# ------------------------------------------------------------------------------ formatting
-def fmt_duration(seconds: float | None) -> str:
-    """``0.25s``, ``12.0s``, ``3m05s``; empty when unknown."""
-    if seconds is None:
-        return ""
-    if seconds < 60:
-        return f"{seconds:.2f}s" if seconds < 10 else f"{seconds:.1f}s"
-    minutes, secs = divmod(int(seconds), 60)
-    return f"{minutes}m{secs:02d}s"
+def read_source(path: str | None, code: str | None) -> str:
+    """The code of ``FILE``, ``-c CODE`` or ``-`` (stdin)."""
+    if (path is None) == (code is None):
+        raise CliError("give one of FILE, -c CODE or - (stdin)", EXIT_USAGE)
+    if code is not None:
+        return code
+    assert path is not None
+    if path == "-":
+        return sys.stdin.read()
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise CliError(f"cannot read {path}: {exc.strerror}", EXIT_USAGE) from None
 
 
-def fmt_time(value: datetime | None) -> str:
-    """Local ``HH:MM:SS`` today, else ``YYYY-MM-DD HH:MM``."""
-    if value is None:
-        return ""
-    local = value.astimezone()
-    if local.date() == datetime.now(timezone.utc).astimezone().date():
-        return local.strftime("%H:%M:%S")
-    return local.strftime("%Y-%m-%d %H:%M")
+def process_exit_code(result: ProcessResult) -> int:
+    """The exit code of ``hopx run`` for a finished process."""
+    if result.status == ProcessStatus.TIMEOUT:
+        return EXIT_TIMEOUT
+    if result.status == ProcessStatus.COMPLETED:
+        return result.exit_code or 0
+    if result.exit_code:
+        return result.exit_code
+    return EXIT_FAILED
 
 
-def fmt_exit(code: int | None) -> str:
-    return "" if code is None else str(code)
-
-
-def plural(count: int, word: str) -> str:
-    """``1 process``, ``2 processes``."""
-    if count == 1:
-        return f"1 {word}"
-    return f"{count} {word}es" if word.endswith(("s", "x")) else f"{count} {word}s"
-
-
-def status_style(status: str) -> str:
-    """A rich style per process status."""
-    return {
-        "completed": "green",
-        "running": "cyan",
-        "queued": "cyan",
-        "failed": "red",
-        "killed": "magenta",
-        "timeout": "yellow",
-    }.get(status, "")
-
-
-def describe(exc: BaseException) -> str:
-    """One line for an error of the SDK."""
-    text = str(exc).strip().splitlines()
-    first = text[0] if text else type(exc).__name__
-    if isinstance(exc, HopxError) and not first:
-        return type(exc).__name__
-    return first
+# ------------------------------------------------------------------------------- running
+def arun(coro: Coroutine[Any, Any, T]) -> T:
+    """Run one command's coroutine on a fresh event loop."""
+    return asyncio.run(coro)
 
 
 # ----------------------------------------------------------------------------------- Ctrl-C

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import click
 
-from ._common import EXIT_OK, EXIT_USAGE, CliError, Settings, default_sandbox, parse_env, print_json
+from ._common import EXIT_OK, EXIT_USAGE, CliError, Settings, arun, default_sandbox, parse_env
 from ._group import OrderedGroup, cli, json_option, pass_settings, sandbox_option
-from ._output import arun, print_table
+from ._output import print_json, print_table
 
 
 @cli.group(cls=OrderedGroup)

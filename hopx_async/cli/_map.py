@@ -14,31 +14,31 @@ import click
 from hopx_async import AsyncSandbox, ProcessResult, Task
 
 from ._common import (
+    DEFAULT_TEMPLATE,
     EXIT_FAILED,
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_USAGE,
+    LANGUAGES,
     CliError,
     Interrupted,
     Settings,
-    fmt_duration,
-    fmt_exit,
+    arun,
     interruptible,
+    language_for,
     parse_env,
-    plural,
-    print_json,
+    read_source,
 )
 from ._group import cli, json_option, pass_settings
 from ._output import (
-    DEFAULT_TEMPLATE,
-    LANGUAGES,
-    arun,
+    fmt_duration,
+    fmt_exit,
     interactive,
-    language_for,
     note,
+    plural,
+    print_json,
     print_table,
     progress_bar,
-    read_source,
     tally,
 )
 

@@ -1,14 +1,14 @@
-"""Output and shared helpers of the commands: terminal or pipe, tables, progress."""
+"""What the commands print: terminal or pipe, tables, JSON, progress, formatting, notes."""
 
 from __future__ import annotations
 
-import asyncio
+import json
 import sys
-from collections.abc import Coroutine, Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timezone
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
+import attrs
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -21,32 +21,9 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from hopx_async import (
-    ProcessInfo,
-    ProcessResult,
-    ProcessStatus,
-)
+from hopx_async import HopxError, ProcessInfo, ProcessResult, ProcessStatus
 
-from ._common import (
-    EXIT_FAILED,
-    EXIT_TIMEOUT,
-    EXIT_USAGE,
-    CliError,
-    status_style,
-)
-
-T = TypeVar("T")
-
-DEFAULT_TEMPLATE = "code-interpreter"
-LANGUAGES = ("python", "javascript", "bash", "go")
-_SUFFIX_LANGUAGE = {
-    ".py": "python",
-    ".js": "javascript",
-    ".mjs": "javascript",
-    ".sh": "bash",
-    ".go": "go",
-}
-
+# -------------------------------------------------------------------------------- consoles
 err_console = Console(stderr=True, highlight=False)
 
 
@@ -65,11 +42,7 @@ def note(message: str) -> None:
     print(f"hopx: {message}", file=sys.stderr, flush=True)
 
 
-def arun(coro: Coroutine[Any, Any, T]) -> T:
-    """Run one command's coroutine on a fresh event loop."""
-    return asyncio.run(coro)
-
-
+# ---------------------------------------------------------------------------------- tables
 def print_table(
     headers: Sequence[str], rows: Iterable[Sequence[str]], *, status_column: int | None = None
 ) -> None:
@@ -91,48 +64,6 @@ def print_table(
         print("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip())
 
 
-def language_for(path: str | None, given: str | None) -> str:
-    if given:
-        return given
-    if path and path != "-":
-        return _SUFFIX_LANGUAGE.get(Path(path).suffix.lower(), "python")
-    return "python"
-
-
-def read_source(path: str | None, code: str | None) -> str:
-    """The code of ``FILE``, ``-c CODE`` or ``-`` (stdin)."""
-    if (path is None) == (code is None):
-        raise CliError("give one of FILE, -c CODE or - (stdin)", EXIT_USAGE)
-    if code is not None:
-        return code
-    assert path is not None
-    if path == "-":
-        return sys.stdin.read()
-    try:
-        return Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise CliError(f"cannot read {path}: {exc.strerror}", EXIT_USAGE) from None
-
-
-def process_exit_code(result: ProcessResult) -> int:
-    """The exit code of ``hopx run`` for a finished process."""
-    if result.status == ProcessStatus.TIMEOUT:
-        return EXIT_TIMEOUT
-    if result.status == ProcessStatus.COMPLETED:
-        return result.exit_code or 0
-    if result.exit_code:
-        return result.exit_code
-    return EXIT_FAILED
-
-
-def duration_of(info: ProcessInfo | ProcessResult) -> float | None:
-    if info.execution_time is not None:
-        return info.execution_time
-    if info.started_at is not None and not ProcessStatus.is_terminal(info.status):
-        return (datetime.now(timezone.utc) - info.started_at).total_seconds()
-    return None
-
-
 def progress_bar() -> Progress:
     """A rich progress bar (spinner, tally, bar, done/total, elapsed) on stdout."""
     return Progress(
@@ -151,3 +82,86 @@ def tally(results: Iterable[ProcessResult]) -> str:
     for result in results:
         counts[result.status] = counts.get(result.status, 0) + 1
     return ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "waiting"
+
+
+# ------------------------------------------------------------------------------------ JSON
+def jsonable(value: Any) -> Any:
+    """Models, datetimes and containers as JSON-ready values."""
+    if hasattr(value, "to_dict") and attrs.has(type(value)):
+        return {k: jsonable(v) for k, v in value.to_dict(json_ready=True).items()}
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if attrs.has(type(value)):
+        return jsonable(attrs.asdict(value, recurse=False))
+    return value
+
+
+def print_json(value: Any) -> None:
+    """One JSON document on stdout."""
+    sys.stdout.write(json.dumps(jsonable(value), indent=2, ensure_ascii=False) + "\n")
+    sys.stdout.flush()
+
+
+# ------------------------------------------------------------------------------ formatting
+def fmt_duration(seconds: float | None) -> str:
+    """``0.25s``, ``12.0s``, ``3m05s``; empty when unknown."""
+    if seconds is None:
+        return ""
+    if seconds < 60:
+        return f"{seconds:.2f}s" if seconds < 10 else f"{seconds:.1f}s"
+    minutes, secs = divmod(int(seconds), 60)
+    return f"{minutes}m{secs:02d}s"
+
+
+def fmt_time(value: datetime | None) -> str:
+    """Local ``HH:MM:SS`` today, else ``YYYY-MM-DD HH:MM``."""
+    if value is None:
+        return ""
+    local = value.astimezone()
+    if local.date() == datetime.now(timezone.utc).astimezone().date():
+        return local.strftime("%H:%M:%S")
+    return local.strftime("%Y-%m-%d %H:%M")
+
+
+def fmt_exit(code: int | None) -> str:
+    return "" if code is None else str(code)
+
+
+def plural(count: int, word: str) -> str:
+    """``1 process``, ``2 processes``."""
+    if count == 1:
+        return f"1 {word}"
+    return f"{count} {word}es" if word.endswith(("s", "x")) else f"{count} {word}s"
+
+
+def status_style(status: str) -> str:
+    """A rich style per process status."""
+    return {
+        "completed": "green",
+        "running": "cyan",
+        "queued": "cyan",
+        "failed": "red",
+        "killed": "magenta",
+        "timeout": "yellow",
+    }.get(status, "")
+
+
+def duration_of(info: ProcessInfo | ProcessResult) -> float | None:
+    if info.execution_time is not None:
+        return info.execution_time
+    if info.started_at is not None and not ProcessStatus.is_terminal(info.status):
+        return (datetime.now(timezone.utc) - info.started_at).total_seconds()
+    return None
+
+
+def describe(exc: BaseException) -> str:
+    """One line for an error of the SDK."""
+    text = str(exc).strip().splitlines()
+    first = text[0] if text else type(exc).__name__
+    if isinstance(exc, HopxError) and not first:
+        return type(exc).__name__
+    return first

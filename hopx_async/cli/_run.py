@@ -13,26 +13,23 @@ from hopx_async import (
 )
 
 from ._common import (
+    DEFAULT_TEMPLATE,
     EXIT_INTERRUPTED,
     EXIT_OK,
+    LANGUAGES,
     Interrupted,
     Ref,
     Settings,
+    arun,
     default_sandbox,
     interruptible,
-    parse_env,
-    print_json,
-)
-from ._group import cli, json_option, pass_settings, sandbox_option
-from ._output import (
-    DEFAULT_TEMPLATE,
-    LANGUAGES,
-    arun,
     language_for,
-    note,
+    parse_env,
     process_exit_code,
     read_source,
 )
+from ._group import cli, json_option, pass_settings, sandbox_option
+from ._output import note, print_json
 
 
 # ------------------------------------------------------------------------------------- run

@@ -11,18 +11,9 @@ from hopx_async import (
     SandboxInfo,
 )
 
-from ._common import (
-    EXIT_OK,
-    EXIT_USAGE,
-    CliError,
-    Settings,
-    fmt_time,
-    parse_env,
-    plural,
-    print_json,
-)
+from ._common import DEFAULT_TEMPLATE, EXIT_OK, EXIT_USAGE, CliError, Settings, arun, parse_env
 from ._group import OrderedGroup, cli, json_option, pass_settings
-from ._output import DEFAULT_TEMPLATE, arun, print_table
+from ._output import fmt_time, plural, print_json, print_table
 
 
 # -------------------------------------------------------------------------------- sandbox
