@@ -1,4 +1,4 @@
-"""Tolerant parsing of every wire variant (section 6 of the contract)."""
+"""Tolerant parsing of every wire variant (docs/wire.md, section 6)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Wire variants the SDK must read (rule 1 of section 6 of the contract), end to end."""
+"""Wire variants the SDK must read (docs/wire.md, section 6, rule 1), end to end."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Section 3 of the contract (a sandbox's agent), over real HTTP."""
+"""docs/wire.md, section 3 (a sandbox's agent), over real HTTP."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Section 2 of the contract (control plane), over real HTTP."""
+"""docs/wire.md, section 2 (control plane), over real HTTP."""
 
 from __future__ import annotations
 

@@ -10,8 +10,8 @@ import pytest
 from hopx_async.local import LocalBackend
 
 
-# hopx-ai 0.5.0 never closes the httpx clients of its class-level calls (section 5 of the
-# contract); collect them inside this test, where their ResourceWarnings are expected.
+# hopx-ai 0.5.0 never closes the httpx clients of its class-level calls (docs/wire.md,
+# section 5); collect them inside this test, where their ResourceWarnings are expected.
 @pytest.mark.filterwarnings("ignore::ResourceWarning")
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_official_sdk_background_list_kill(backend: LocalBackend) -> None:

@@ -19,7 +19,7 @@ hopx_ai: Any = pytest.importorskip(
     "hopx_ai", reason="the official SDK hopx-ai is not installed (pip install -e '.[bench]')"
 )
 
-# hopx-ai 0.5.0 never closes some of its httpx clients (section 5 of the contract); their
+# hopx-ai 0.5.0 never closes some of its httpx clients (docs/wire.md, section 5); their
 # ResourceWarnings, collected inside these tests, are expected.
 pytestmark = [
     pytest.mark.filterwarnings("ignore::ResourceWarning"),

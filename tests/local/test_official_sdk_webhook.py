@@ -32,8 +32,8 @@ def _check(hit_body: bytes, answer: dict[str, Any], stdout: str) -> None:
     assert result["stdout"] == stdout
 
 
-# hopx-ai 0.5.0 never closes the httpx clients of its class-level calls (section 5 of the
-# contract); collect them inside each test, where their ResourceWarnings are expected.
+# hopx-ai 0.5.0 never closes the httpx clients of its class-level calls (docs/wire.md,
+# section 5); collect them inside each test, where their ResourceWarnings are expected.
 @pytest.mark.filterwarnings("ignore::ResourceWarning")
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 async def test_official_sync_run_code_async(backend: LocalBackend) -> None:
