@@ -23,7 +23,19 @@ class OrderedGroup(click.Group):
 
 
 #: the order of ``hopx --help``: the process's life, then the rest
-TOP_ORDER = ("run", "ps", "logs", "wait", "kill", "rm", "map", "sandbox", "env", "local")
+TOP_ORDER = (
+    "run",
+    "ps",
+    "logs",
+    "wait",
+    "kill",
+    "rm",
+    "map",
+    "sandbox",
+    "template",
+    "env",
+    "local",
+)
 
 
 class TopGroup(click.Group):
