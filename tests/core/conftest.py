@@ -1,4 +1,7 @@
-"""Fixtures of the async core's tests: clients and sandboxes on the local backend."""
+"""Fixtures of the async core's tests: clients and sandboxes on the local backend.
+
+(The outer ``HOPX_*`` variables are removed for every test by ``tests/conftest.py``.)
+"""
 
 from __future__ import annotations
 
@@ -10,13 +13,6 @@ import pytest
 from hopx_async import AsyncHopx, AsyncSandbox, PollPolicy
 
 from .proxy import FaultProxy
-
-
-@pytest.fixture(autouse=True)
-def _no_outer_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The tests never see the developer's own HOPX_* settings."""
-    monkeypatch.delenv("HOPX_API_KEY", raising=False)
-    monkeypatch.delenv("HOPX_BASE_URL", raising=False)
 
 
 @pytest.fixture
