@@ -21,7 +21,7 @@ from hopx_async import (
 from hopx_async._files import CHUNK
 
 from .proxy import Fault, FaultProxy
-from .test_bad_arguments import offline_sandbox
+from .test_validation_limits import offline_sandbox
 
 pytestmark = pytest.mark.anyio
 
