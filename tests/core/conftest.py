@@ -42,3 +42,18 @@ async def proxied(backend: Any, proxy: FaultProxy) -> AsyncIterator[AsyncHopx]:
         polling=PollPolicy(initial_interval=0.02),
     ) as c:
         yield c
+
+
+@pytest.fixture(params=["extensions", "plain"])
+async def any_server(request: Any, backend: Any) -> AsyncIterator[tuple[AsyncSandbox, FaultProxy]]:
+    """A sandbox on the local backend with its extensions, and as the real service (none)."""
+    async with (
+        FaultProxy(backend.base_url, hide_features=request.param == "plain") as proxy,
+        AsyncHopx(
+            api_key=backend.api_key,
+            base_url=proxy.url,
+            polling=PollPolicy(initial_interval=0.02, max_interval=0.2),
+        ) as client,
+        client.sandboxes.create("base") as sandbox,
+    ):
+        yield sandbox, proxy

@@ -148,22 +148,6 @@ async def test_connection_refused_is_a_network_error() -> None:
             await client.sandboxes.get("sbx_1")
 
 
-async def test_rate_limit_headers_of_a_real_limited_server_are_respected() -> None:
-    """A local backend with a real limit: the client learns the budget from its headers."""
-    from hopx_async.local import LocalBackend
-
-    async with (
-        LocalBackend(rate_limit_per_minute=4) as limited,
-        AsyncHopx(api_key=limited.api_key, base_url=limited.base_url) as client,
-    ):
-        sandbox = await client.sandboxes.create("base")  # 1 control-plane request
-        for _ in range(3):
-            await client.sandboxes.get(sandbox.id)  # 4: the budget is spent
-        await sandbox.run_code("print(1)")  # agent: /health + /execute, its own budget
-        # half the agent's budget for polling: one poll per 2 * 60 / 4 = 30 s at most
-        assert sandbox.watcher_stats.min_interval == 30.0
-
-
 async def test_token_is_refreshed_before_it_expires(backend: Any, proxy: FaultProxy) -> None:
     """The client's clock passes the token's expiry: refreshed before use, no 401 needed."""
     import time
