@@ -5,6 +5,10 @@
   with ``.base_url`` and ``.api_key``.
 - Every test runs with the ``HOPX_*`` variables of the outer environment removed, so that a
   developer's real credentials can never leak into (or change) a test run.
+- The whole session runs with the ``PYTHON*`` variables of the outer environment removed, so
+  that the interpreters the tests start (scripts, the ``hopx`` command, servers) behave the
+  same on every machine: a CI machine's ``PYTHONUNBUFFERED=1`` must not hide output that is
+  still in a buffer on a user's machine.
 """
 
 from __future__ import annotations
@@ -20,6 +24,15 @@ from hopx_async.local import LocalBackend
 @pytest.fixture(scope="session")
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_outer_python_env() -> Iterator[None]:
+    with pytest.MonkeyPatch.context() as patch:
+        for name in list(os.environ):
+            if name.startswith("PYTHON"):
+                patch.delenv(name)
+        yield
 
 
 @pytest.fixture(autouse=True)

@@ -1,4 +1,7 @@
-"""Fixtures of the async core's tests: clients and sandboxes on the local backend."""
+"""Fixtures of the async core's tests: clients and sandboxes on the local backend.
+
+(The outer ``HOPX_*`` variables are removed for every test by ``tests/conftest.py``.)
+"""
 
 from __future__ import annotations
 
@@ -10,13 +13,6 @@ import pytest
 from hopx_async import AsyncHopx, AsyncSandbox, PollPolicy
 
 from .proxy import FaultProxy
-
-
-@pytest.fixture(autouse=True)
-def _no_outer_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The tests never see the developer's own HOPX_* settings."""
-    monkeypatch.delenv("HOPX_API_KEY", raising=False)
-    monkeypatch.delenv("HOPX_BASE_URL", raising=False)
 
 
 @pytest.fixture
@@ -46,3 +42,18 @@ async def proxied(backend: Any, proxy: FaultProxy) -> AsyncIterator[AsyncHopx]:
         polling=PollPolicy(initial_interval=0.02),
     ) as c:
         yield c
+
+
+@pytest.fixture(params=["extensions", "plain"])
+async def any_server(request: Any, backend: Any) -> AsyncIterator[tuple[AsyncSandbox, FaultProxy]]:
+    """A sandbox on the local backend with its extensions, and as the real service (none)."""
+    async with (
+        FaultProxy(backend.base_url, hide_features=request.param == "plain") as proxy,
+        AsyncHopx(
+            api_key=backend.api_key,
+            base_url=proxy.url,
+            polling=PollPolicy(initial_interval=0.02, max_interval=0.2),
+        ) as client,
+        client.sandboxes.create("base") as sandbox,
+    ):
+        yield sandbox, proxy

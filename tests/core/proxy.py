@@ -20,6 +20,8 @@ import aiohttp
 import attrs
 from aiohttp import web
 
+from hopx_async import AsyncHopx, RetryPolicy
+
 
 @attrs.define
 class Fault:
@@ -156,3 +158,12 @@ class FaultProxy:
             headers=passthrough,
             content_type=content_type.split(";")[0] or None,
         )
+
+
+def fast_client(backend: Any, url: str, retries: int = 4) -> AsyncHopx:
+    """A client of ``backend`` at ``url`` (the proxy's) whose retries are quick."""
+    return AsyncHopx(
+        api_key=backend.api_key,
+        base_url=url,
+        retries=RetryPolicy(max_retries=retries, initial_delay=0.01, max_delay=0.05),
+    )

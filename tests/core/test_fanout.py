@@ -1,4 +1,7 @@
-"""Fan-out: wait_all, as_completed and run_many cancel everything when one part fails."""
+"""Fan-out: wait_all, as_completed and run_many over many processes and sandboxes: the order
+of the results, timeouts that leave the processes running, one connection pool, bounded
+concurrency, and cancelling everything when one part fails.
+"""
 
 from __future__ import annotations
 
@@ -225,5 +228,35 @@ async def test_cancelled_fan_out_leaves_no_task(client: AsyncHopx, sandbox: Asyn
     await asyncio.sleep(0)
     assert sandbox.watcher_stats.waiters == 0
     assert len(asyncio.all_tasks()) <= before
+    for p in procs:
+        await p.kill()
+
+
+async def test_as_completed_yields_in_completion_order(client: AsyncHopx, sandbox: Any) -> None:
+    slow = await sandbox.run_code_background("import time; time.sleep(1.0); print('slow')")
+    fast = await sandbox.run_code_background("print('fast')")
+    order: list[ProcessResult] = [r async for r in client.as_completed([slow, fast])]
+    assert [r.stdout for r in order] == ["fast\n", "slow\n"]
+
+
+async def test_many_sandboxes_share_one_pool(client: AsyncHopx) -> None:
+    sandboxes = [await client.sandboxes.create("base") for _ in range(4)]
+    try:
+        procs = [await s.run_code_background(f"print('{s.id}')") for s in sandboxes]
+        results = await client.wait_all(procs, check=True)
+        assert [r.stdout.strip() for r in results] == [s.id for s in sandboxes]
+        assert all(s.client is client for s in sandboxes), "one client, so one pool"
+    finally:
+        for s in sandboxes:
+            await s.kill()
+
+
+async def test_wait_all_timeout_keeps_processes(client: AsyncHopx, sandbox: Any) -> None:
+    from hopx_async import WaitTimeoutError
+
+    procs = [await sandbox.run_code_background("import time; time.sleep(20)") for _ in range(3)]
+    with pytest.raises(WaitTimeoutError, match="3 of 3"):
+        await client.wait_all(procs, timeout=0.3)
+    assert {(await p.refresh()).status for p in procs} == {"running"}
     for p in procs:
         await p.kill()

@@ -21,7 +21,7 @@ from hopx_async import (
 from hopx_async._files import CHUNK
 
 from .proxy import Fault, FaultProxy
-from .test_bad_arguments import offline_sandbox
+from .test_validation_limits import offline_sandbox
 
 pytestmark = pytest.mark.anyio
 
@@ -148,39 +148,6 @@ async def test_an_upload_is_resent_once_after_a_token_refresh(
         assert await sandbox.files.upload(data, "resent.bin") == 995
         assert proxy.count("POST", "/files/upload") == 2
         assert await sandbox.files.read("resent.bin") == ("0123456789" * 100)[5:]
-
-
-async def test_run_code_past_its_timeout_is_a_result(sandbox: AsyncSandbox) -> None:
-    result = await sandbox.run_code(
-        "import time\nprint('begun', flush=True)\ntime.sleep(30)", timeout=1
-    )
-    assert result.success is False
-    assert result.exit_code == 124
-    assert result.stdout == "begun\n"
-    assert "timed out after 1 second;" in result.stderr
-
-
-async def test_a_408_timeout_answer_is_a_result_too(proxied: AsyncHopx, proxy: FaultProxy) -> None:
-    # A fault: how a server that answers a synchronous timeout with 408 (as this backend
-    # once did) would answer; the service and this backend answer 200.
-    answer = {
-        "error": "execution timed out after 1 seconds",
-        "code": "EXECUTION_TIMEOUT",
-        "stdout": "partial\n",
-        "stderr": "warn",
-        "exit_code": None,
-    }
-    async with proxied.sandboxes.create("code-interpreter") as sandbox:
-        proxy.inject(Fault("POST", r"/execute$", 408, answer, times=1))
-        result = await sandbox.run_code("print('x')", timeout=1)
-        assert result.success is False
-        assert result.exit_code == 124
-        assert result.stdout == "partial\n"
-        assert result.stderr == "warn\nexecution timed out after 1 seconds\n"
-        proxy.inject(Fault("POST", r"/commands/run$", 408, answer, times=1))
-        command = await sandbox.commands.run("sleep 5", timeout=1)
-        assert command.exit_code == 124
-        assert command.stdout == "partial\n"
 
 
 async def test_env(sandbox: AsyncSandbox) -> None:

@@ -151,3 +151,17 @@ async def test_remove_finished_process(sandbox: AsyncSandbox) -> None:
     await proc.wait()
     await sandbox.remove_process(proc.id)
     assert proc.id not in {p.process_id for p in await sandbox.list_processes()}
+
+
+CODE = "import sys\nprint('out', flush=True)\nprint('err', file=sys.stderr, flush=True)"
+
+
+async def test_output_then_wait_keeps_stdout_and_stderr(any_server: Any) -> None:
+    sandbox, _ = any_server
+    proc = await sandbox.run_code_background(CODE)
+    streamed = [chunk async for chunk in proc.output()]
+    assert "".join(c.text for c in streamed if c.stream == "stdout") == "out\n"
+    result = await proc.wait()
+    assert (result.stdout, result.stderr) == ("out\n", "err\n")
+    again = await sandbox.process(proc.id).wait()
+    assert (again.stdout, again.stderr) == ("out\n", "err\n")

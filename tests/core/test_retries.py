@@ -18,19 +18,11 @@ from hopx_async import (
     ServiceUnavailableError,
 )
 
-from .proxy import Fault, FaultProxy
+from .proxy import Fault, FaultProxy, fast_client
 
 pytestmark = pytest.mark.anyio
 
 UNAVAILABLE = {"error": "try later", "code": "SERVICE_UNAVAILABLE", "request_id": "req_f"}
-
-
-def fast_client(backend: Any, url: str, retries: int = 4) -> AsyncHopx:
-    return AsyncHopx(
-        api_key=backend.api_key,
-        base_url=url,
-        retries=RetryPolicy(max_retries=retries, initial_delay=0.01, max_delay=0.05),
-    )
 
 
 async def test_get_survives_a_503_burst(backend: Any, proxy: FaultProxy) -> None:
@@ -125,19 +117,6 @@ async def test_post_refused_before_the_server_is_not_retried(backend: Any) -> No
         assert proxy.count("POST", "/execute/background") == 1
 
 
-async def test_expired_token_is_refreshed_once(backend: Any, proxy: FaultProxy) -> None:
-    async with fast_client(backend, proxy.url) as client, client.sandboxes.create("base") as sbx:
-        await sbx.run_code("print(1)")
-        tokens: list[str | None] = []
-        proxy.on_request = lambda r: tokens.append(r.headers.get("Authorization"))
-        expired = {"error": "token expired", "code": "INVALID_TOKEN"}
-        proxy.inject(Fault("GET", r"/execute/processes$", 401, expired, times=1))
-        assert await sbx.list_processes() == []
-        assert proxy.count("POST", "/v1/sandboxes/{sbx}/token/refresh") == 1
-        refused, _refresh, retried = tokens
-        assert refused and retried and refused != retried, "the retry carries the new token"
-
-
 async def test_connection_refused_is_a_network_error() -> None:
     async with AsyncHopx(
         api_key="k",
@@ -146,42 +125,3 @@ async def test_connection_refused_is_a_network_error() -> None:
     ) as client:
         with pytest.raises(NetworkError, match="cannot connect"):
             await client.sandboxes.get("sbx_1")
-
-
-async def test_rate_limit_headers_of_a_real_limited_server_are_respected() -> None:
-    """A local backend with a real limit: the client learns the budget from its headers."""
-    from hopx_async.local import LocalBackend
-
-    async with (
-        LocalBackend(rate_limit_per_minute=4) as limited,
-        AsyncHopx(api_key=limited.api_key, base_url=limited.base_url) as client,
-    ):
-        sandbox = await client.sandboxes.create("base")  # 1 control-plane request
-        for _ in range(3):
-            await client.sandboxes.get(sandbox.id)  # 4: the budget is spent
-        await sandbox.run_code("print(1)")  # agent: /health + /execute, its own budget
-        # half the agent's budget for polling: one poll per 2 * 60 / 4 = 30 s at most
-        assert sandbox.watcher_stats.min_interval == 30.0
-
-
-async def test_token_is_refreshed_before_it_expires(backend: Any, proxy: FaultProxy) -> None:
-    """The client's clock passes the token's expiry: refreshed before use, no 401 needed."""
-    import time
-
-    ahead = [0.0]
-    async with (
-        AsyncHopx(
-            api_key=backend.api_key, base_url=proxy.url, clock=lambda: time.time() + ahead[0]
-        ) as client,
-        client.sandboxes.create("base") as sbx,
-    ):
-        assert (await sbx.run_code("print(1)")).stdout == "1\n"
-        refresh = ("POST", "/v1/sandboxes/{sbx}/token/refresh")
-        assert proxy.count(*refresh) == 0
-        ahead[0] = 7 * 24 * 3600.0  # a week later: any token has expired
-        assert (await sbx.run_code("print(2)")).stdout == "2\n"
-        assert proxy.count(*refresh) == 1
-        ahead[0] = 0.0
-        assert (await sbx.run_code("print(3)")).stdout == "3\n"
-        assert proxy.count(*refresh) == 1, "a fresh token is not refreshed again"
-        assert proxy.count("POST", "/execute") == 3, "no request was refused on the way"

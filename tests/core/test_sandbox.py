@@ -1,4 +1,5 @@
-"""AsyncSandbox against the local backend over real HTTP."""
+"""AsyncSandbox against the local backend over real HTTP: create, connect, list, run code
+and commands (a run past its timeout is a result), pause, resume and set the timeout."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from hopx_async import (
     ProcessInfo,
     SandboxNotFoundError,
 )
+
+from .proxy import Fault, FaultProxy
 
 pytestmark = pytest.mark.anyio
 
@@ -169,3 +172,36 @@ async def test_token_of_other_sandbox_is_refused(backend: Any, client: AsyncHopx
         impostor = AsyncSandbox(client, b.info, token=a_token)
         with pytest.raises((AuthenticationError, PermissionDeniedError)):
             await impostor.run_code("print(1)")
+
+
+async def test_run_code_past_its_timeout_is_a_result(sandbox: AsyncSandbox) -> None:
+    result = await sandbox.run_code(
+        "import time\nprint('begun', flush=True)\ntime.sleep(30)", timeout=1
+    )
+    assert result.success is False
+    assert result.exit_code == 124
+    assert result.stdout == "begun\n"
+    assert "timed out after 1 second;" in result.stderr
+
+
+async def test_a_408_timeout_answer_is_a_result_too(proxied: AsyncHopx, proxy: FaultProxy) -> None:
+    # A fault: how a server that answers a synchronous timeout with 408 (as this backend
+    # once did) would answer; the service and this backend answer 200.
+    answer = {
+        "error": "execution timed out after 1 seconds",
+        "code": "EXECUTION_TIMEOUT",
+        "stdout": "partial\n",
+        "stderr": "warn",
+        "exit_code": None,
+    }
+    async with proxied.sandboxes.create("code-interpreter") as sandbox:
+        proxy.inject(Fault("POST", r"/execute$", 408, answer, times=1))
+        result = await sandbox.run_code("print('x')", timeout=1)
+        assert result.success is False
+        assert result.exit_code == 124
+        assert result.stdout == "partial\n"
+        assert result.stderr == "warn\nexecution timed out after 1 seconds\n"
+        proxy.inject(Fault("POST", r"/commands/run$", 408, answer, times=1))
+        command = await sandbox.commands.run("sleep 5", timeout=1)
+        assert command.exit_code == 124
+        assert command.stdout == "partial\n"

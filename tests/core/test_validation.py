@@ -1,4 +1,7 @@
-"""Bad arguments are refused before any I/O, with the argument and the allowed values named."""
+"""Bad arguments are refused before any I/O, with the argument and the allowed values named.
+
+Out-of-range numbers, text that cannot travel and API keys: ``test_validation_limits.py``.
+"""
 
 from __future__ import annotations
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import secrets
 import sys
@@ -155,3 +156,38 @@ async def eventually(check: Callable[[], bool], seconds: float = 10.0) -> bool:
             return False
         await asyncio.sleep(0.02)
     return True
+
+
+async def _raw_http(base_url: str, request: bytes, *, wait: float = 30) -> tuple[int, Any]:
+    """Send bytes as they are; read the whole answer (the server closes or says its length)."""
+    host, port = base_url.removeprefix("http://").rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        writer.write(request)
+        await writer.drain()
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), wait)
+        status = int(head.split(b" ", 2)[1])
+        length = next(
+            (
+                int(line.split(b":", 1)[1])
+                for line in head.split(b"\r\n")
+                if line.lower().startswith(b"content-length:")
+            ),
+            None,
+        )
+        body = await asyncio.wait_for(
+            reader.readexactly(length) if length is not None else reader.read(), wait
+        )
+        try:
+            return status, json.loads(body)
+        except ValueError:
+            return status, body.decode("utf-8", "replace")
+    finally:
+        writer.close()
+
+
+def _request(method: str, path: str, headers: dict[str, bytes], body: bytes = b"") -> bytes:
+    lines = [f"{method} {path} HTTP/1.1".encode(), b"Host: 127.0.0.1", b"Connection: close"]
+    lines += [name.encode() + b": " + value for name, value in headers.items()]
+    lines.append(b"Content-Length: " + str(len(body)).encode())
+    return b"\r\n".join(lines) + b"\r\n\r\n" + body

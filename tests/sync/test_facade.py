@@ -286,3 +286,10 @@ def test_as_completed_hands_over_finished_results_in_one_hop(
     monkeypatch.undo()
     assert sorted(r.process_id for r in results) == sorted(p.id for p in procs)
     assert hops <= 3
+
+
+def test_run_code_timeout_is_a_result(sandbox: Sandbox) -> None:
+    result = sandbox.run_code("echo begun; sleep 30", language="bash", timeout=1)
+    assert result.success is False
+    assert result.exit_code == 124
+    assert result.stdout == "begun\n"

@@ -79,6 +79,7 @@ def test_the_forked_child_can_use_the_facade_again(backend: Any) -> None:
         client = Hopx(api_key=os.environ["K"], base_url=os.environ["U"])
         standalone = Sandbox.create(template="code-interpreter")
         print("parent:", standalone.run_code("print(1)").stdout.strip())
+        sys.stdout.flush()  # a piped stdout is block-buffered: the child would print it again
         pid = os.fork()
         if pid == 0:
             try:

@@ -1,7 +1,9 @@
-"""Out-of-range numbers, text that cannot travel and unsafe keys: ``ValidationError``, no I/O.
+"""Limits of arguments, checked before any I/O: out-of-range numbers, text that cannot travel
+(surrogates, NUL), unsafe environment keys, and API keys that cannot be a header are a
+``ValidationError`` (never a bare ``OverflowError``, a late aiohttp error or a request that
+the server would answer with a 500); printable keys and values in range are accepted.
 
-Each of these once got through the SDK: as a bare ``OverflowError``, a late aiohttp error,
-or a request that the server answered with a 500.
+The argument checks with their messages: ``test_validation.py``.
 """
 
 from __future__ import annotations
