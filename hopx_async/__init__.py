@@ -12,6 +12,7 @@ The embedded local backend lives in :mod:`hopx_async.local`.
 """
 
 from ._client import AsyncHopx, AsyncSandboxes
+from ._commands import AsyncCommands
 from ._config import DEFAULT_BASE_URL, Limits, PollPolicy, RetryPolicy, Timeouts
 from ._defaults import aclose_default_client
 from ._errors import (
@@ -56,7 +57,7 @@ from ._models import (
     Template,
 )
 from ._process import AsyncBackgroundProcess
-from ._sandbox import AsyncCommands, AsyncSandbox
+from ._sandbox import AsyncSandbox
 from ._utils import AwaitableContext
 from ._version import __version__
 from ._watcher import WatcherStats

@@ -13,13 +13,14 @@ import contextlib
 import json as jsonlib
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode
 
 import aiohttp
 
+from ._config import PollPolicy
 from ._control import ControlPlane
 from ._errors import (
     APIError,
@@ -75,6 +76,10 @@ class Agent:
     ) -> None:
         self.control = control
         self.info = info
+        #: how waits, output reads and long polls of this sandbox pace themselves
+        self.polling: PollPolicy = control.polling
+        #: one request's deadline (a long poll waits this much longer than it asks the server)
+        self.request_timeout: float = control.transport.timeouts.request
         self._url = agent_base(info)
         self._token = token
         self._token_expires_at = token_expires_at
@@ -331,7 +336,7 @@ class Agent:
             "GET",
             "/execute/processes",
             params=params,
-            timeout=wait + self.control.transport.timeouts.request,
+            timeout=wait + self.request_timeout,
         )
         return process_list(resp.data), list_version(resp.data)
 
@@ -390,7 +395,7 @@ class Agent:
             f"/execute/processes/{segment(process_id, 'process_id')}",
             params=cursor.params(max_bytes=max_bytes, wait=wait),
             resource="process",
-            timeout=(wait or 0) + self.control.transport.timeouts.request,
+            timeout=(wait or 0) + self.request_timeout,
         )
         return resp.mapping
 
@@ -429,7 +434,7 @@ class Agent:
         """After a 409: return once it is worth asking again if paused, else raise ``error``."""
         if not await self.is_paused():
             raise error
-        await asyncio.sleep(self.control.polling.max_interval)
+        await asyncio.sleep(self.polling.max_interval)
 
     # --------------------------------------------------------------------- streams
     async def open_websocket(
@@ -462,7 +467,7 @@ class Agent:
         *,
         params: Mapping[str, str] | None = None,
         resource: str | None = None,
-    ) -> AsyncIterator[Mapping[str, Any]]:
+    ) -> AsyncGenerator[Mapping[str, Any], None]:
         """The JSON messages of one WebSocket stream, up to and including ``complete``.
 
         ``request`` is sent first. An ``error`` message raises its :class:`APIError`; a

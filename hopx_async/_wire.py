@@ -77,19 +77,24 @@ def segment(value: str, argument: str = "id") -> str:
 def execution_body(
     field: str,
     text: Any,
-    *,
-    language: Any = None,
+    language: Any,
     timeout: Any,
     env: Any,
-    name: Any = None,
     working_dir: Any,
-    max_timeout: float | None = None,
+    name: Any = None,
+    *,
+    sync: bool = False,
 ) -> tuple[dict[str, Any], float]:
-    """Check the arguments every execution call shares and build its request body."""
+    """Check the arguments every execution call shares and build its request body.
+
+    ``language`` None: none sent (commands); ``sync``: the timeout is capped at the service's
+    limit for synchronous runs and streams. The lifetime is sent in whole seconds (at least 1).
+    """
     body: dict[str, Any] = {field: validate.non_empty_str(field, text)}
     if language is not None:
         body["language"] = validate.language(language)
-    seconds = validate.positive_number("timeout", timeout, maximum=max_timeout)
+    maximum = validate.MAX_SYNC_TIMEOUT if sync else None
+    seconds = validate.positive_number("timeout", timeout, maximum=maximum)
     body["timeout"] = int(max(1, round(seconds)))
     env_vars = validate.env_vars("env", env)
     if env_vars:

@@ -16,7 +16,7 @@ NOWHERE = "http://127.0.0.1:9"
 def offline_sandbox(url: str = NOWHERE) -> AsyncSandbox:
     client = AsyncHopx(api_key="k", base_url=url)
     info = SandboxInfo.from_wire({"id": "sbx_x", "status": "running", "public_host": url})
-    return AsyncSandbox(client, info, token="t")
+    return AsyncSandbox(client, client._control, info, token="t")
 
 
 CASES: list[tuple[str, Callable[[AsyncSandbox], Awaitable[Any]], str]] = [
