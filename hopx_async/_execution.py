@@ -146,9 +146,9 @@ class AsyncExecution:
 
         >>> result = await execution.wait(timeout=600, check=True)  # doctest: +SKIP
         """
-        deadline = validate.optional_timeout("timeout", timeout)
+        limit = validate.optional_timeout("timeout", timeout)
         process = await self._find()
-        return await process.wait(deadline, check=check)
+        return await process.wait(limit, check=check)
 
     async def _find(self) -> AsyncBackgroundProcess:
         if self._process is None:

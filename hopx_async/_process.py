@@ -194,17 +194,17 @@ class AsyncBackgroundProcess:
 
         >>> result = await proc.wait(timeout=30, check=True)  # doctest: +SKIP
         """
-        deadline = validate.optional_timeout("timeout", timeout)
+        limit = validate.optional_timeout("timeout", timeout)
         result = self._state.result
         if result is None:
-            if deadline is None:
+            if limit is None:
                 result = await self._wait_done()
             else:
-                result = await _within(deadline, self._wait_done)
+                result = await _within(limit, self._wait_done)
             if result is None:
-                assert deadline is not None
+                assert limit is not None
                 raise WaitTimeoutError(
-                    f"process {self._id} still {self.status} after waiting {deadline:g}s "
+                    f"process {self._id} still {self.status} after waiting {limit:g}s "
                     "(it keeps running; wait again or kill() it)",
                     process_id=self._id,
                 )
