@@ -56,7 +56,7 @@ class Task:
     language: str = "python"
     env: Mapping[str, str] | None = attrs.field(default=None, converter=_env, repr=_env_repr)
     name: str | None = None
-    timeout: int = 300
+    timeout: float = 300
     working_dir: str | None = None
 
     def __attrs_post_init__(self) -> None:

@@ -259,14 +259,15 @@ class AsyncSandbox:
         code: str,
         *,
         language: str = "python",
-        timeout: int = 300,
+        timeout: float = 300,
         env: Mapping[str, str] | None = None,
         name: str | None = None,
         working_dir: str | None = None,
     ) -> AsyncBackgroundProcess:
         """Start code in the background and return a handle at once.
 
-        ``timeout`` is the process's lifetime on the server, in seconds (default 300).
+        ``timeout`` is the process's lifetime on the server, in seconds (default 300; the
+        server gets whole seconds, at least 1).
 
         >>> proc = await sandbox.run_code_background(
         ...     "import time; time.sleep(5); print('done')", name="nap")  # doctest: +SKIP
@@ -313,7 +314,7 @@ class AsyncSandbox:
         callback_headers: Mapping[str, str] | None = None,
         callback_signature_secret: str | None = None,
         language: str = "python",
-        timeout: int = 1800,
+        timeout: float = 1800,
         env: Mapping[str, str] | None = None,
         working_dir: str | None = None,
     ) -> AsyncExecution:
