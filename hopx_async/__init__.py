@@ -20,20 +20,9 @@ from ._errors import *  # noqa: F403 (the error classes, named once in _errors._
 from ._execution import AsyncExecution
 from ._fanout import ProgressCallback, Task
 from ._files import AsyncEnv, AsyncFiles
-from ._models import (
-    CommandResult,
-    ExecutionResult,
-    FileInfo,
-    OutputChunk,
-    ProcessInfo,
-    ProcessResult,
-    ProcessStatus,
-    Resources,
-    SandboxInfo,
-    StreamEvent,
-    Template,
-)
+from ._models import ProcessInfo, ProcessResult, ProcessStatus, Resources, SandboxInfo, Template
 from ._process import AsyncBackgroundProcess
+from ._results import CommandResult, ExecutionResult, FileInfo, OutputChunk, StreamEvent
 from ._sandbox import AsyncSandbox
 from ._utils import AwaitableContext
 from ._version import __version__

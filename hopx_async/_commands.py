@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Any, Literal, overload
 
 from . import _validation as validate
 from ._agent import Agent
-from ._models import CommandResult, StreamEvent
 from ._process import AsyncBackgroundProcess, start_process
+from ._results import CommandResult, StreamEvent
 from ._watcher import Watcher
 from ._wire import execution_body
 

@@ -22,7 +22,7 @@ import anyio.to_thread
 from . import _validation as validate
 from ._agent import Agent
 from ._errors import HopxError, ValidationError
-from ._models import FileInfo
+from ._results import FileInfo
 
 __all__ = ["AsyncEnv", "AsyncFiles"]
 

@@ -25,7 +25,8 @@ from ._errors import (
     ProcessNotFoundError,
     WaitTimeoutError,
 )
-from ._models import OutputChunk, ProcessInfo, ProcessResult, ProcessStatus
+from ._models import ProcessInfo, ProcessResult, ProcessStatus
+from ._results import OutputChunk
 from ._watcher import Watcher
 from ._wire import STREAMS, OutputCursor, pushed_chunk, segment, status_only
 

@@ -18,15 +18,9 @@ from ._errors import HopxError, NotFoundError, SandboxNotFoundError
 from ._execution import AsyncExecution, callback_body, start_execution
 from ._fanout import ProgressCallback
 from ._files import AsyncEnv, AsyncFiles
-from ._models import (
-    ExecutionResult,
-    ProcessInfo,
-    ProcessResult,
-    ProcessStatus,
-    SandboxInfo,
-    StreamEvent,
-)
+from ._models import ProcessInfo, ProcessResult, ProcessStatus, SandboxInfo
 from ._process import AsyncBackgroundProcess, handle_for, start_process
+from ._results import ExecutionResult, StreamEvent
 from ._utils import AwaitableContext
 from ._watcher import Watcher, WatcherStats
 from ._wire import create_body, execution_body, status_filter, token_of

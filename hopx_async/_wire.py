@@ -17,7 +17,9 @@ from urllib.parse import quote
 import attrs
 
 from . import _validation as validate
-from ._models import OutputChunk, ProcessInfo, ProcessStatus, SandboxInfo, parse_time
+from ._fields import parse_time
+from ._models import ProcessInfo, ProcessStatus, SandboxInfo
+from ._results import OutputChunk
 
 __all__ = [
     "RecordKey",
