@@ -35,17 +35,15 @@ from ._errors import (
     TokenExpiredError,
     error_from_response,
 )
+from ._lists import list_version, process_list, raw_process_list
 from ._models import ProcessInfo, ProcessResult, SandboxInfo
+from ._output import OutputCursor
 from ._transport import Response
 from ._wire import (
     KILL_FORMS,
-    OutputCursor,
     StartAnswer,
     agent_base,
     kill_request,
-    list_version,
-    process_list,
-    raw_process_list,
     segment,
     start_answer,
     timed_out_result,

@@ -26,9 +26,10 @@ from ._errors import (
     WaitTimeoutError,
 )
 from ._models import ProcessInfo, ProcessResult, ProcessStatus
+from ._output import STREAMS, OutputCursor, pushed_chunk, status_only
 from ._results import OutputChunk
 from ._watcher import Watcher
-from ._wire import STREAMS, OutputCursor, pushed_chunk, segment, status_only
+from ._wire import segment
 
 if TYPE_CHECKING:
     from ._sandbox import AsyncSandbox

@@ -33,8 +33,8 @@ import attrs
 from ._agent import Agent
 from ._config import PollPolicy
 from ._errors import ConflictError, ProcessNotFoundError
+from ._lists import RecordKey, changed_processes, next_cursor
 from ._models import ProcessInfo, ProcessResult
-from ._wire import RecordKey, changed_processes, next_cursor
 
 if TYPE_CHECKING:
     from ._process import AsyncBackgroundProcess
