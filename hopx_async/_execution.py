@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from . import _validation as validate
-from ._agent import Agent
+from ._connection import AgentConnection
 from ._errors import HopxError, ValidationError
 from ._models import ProcessResult
 from ._process import AsyncBackgroundProcess
@@ -165,7 +165,7 @@ class AsyncExecution:
 
 
 async def start_execution(
-    sandbox: AsyncSandbox, agent: Agent, body: dict[str, Any]
+    sandbox: AsyncSandbox, agent: AgentConnection, body: dict[str, Any]
 ) -> AsyncExecution:
     """POST ``/execute/async`` to ``sandbox``'s agent (never retried: it starts something)
     and return the handle."""

@@ -20,7 +20,7 @@ import anyio
 import anyio.to_thread
 
 from . import _validation as validate
-from ._agent import Agent
+from ._connection import AgentConnection
 from ._errors import HopxError, ValidationError
 from ._results import FileInfo
 
@@ -70,7 +70,7 @@ class AsyncFiles:
     'a,b\\n1,2\\n'
     """
 
-    def __init__(self, agent: Agent) -> None:
+    def __init__(self, agent: AgentConnection) -> None:
         self._agent = agent
 
     def __repr__(self) -> str:
@@ -284,7 +284,7 @@ class AsyncEnv:
     '1'
     """
 
-    def __init__(self, agent: Agent) -> None:
+    def __init__(self, agent: AgentConnection) -> None:
         self._agent = agent
 
     def __repr__(self) -> str:

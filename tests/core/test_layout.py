@@ -88,6 +88,7 @@ NO_IO = ("_wire", "_retry", "_lists", "_output", "_models", "_results", "_fields
 IO = {
     "_transport",
     "_control",
+    "_connection",
     "_agent",
     "_watcher",
     "_process",
