@@ -62,7 +62,7 @@ class Agent(AgentConnection):
         return process_list((await self.request("GET", "/execute/processes")).data)
 
     async def list_raw(self) -> list[Mapping[str, Any]]:
-        """Every process as the agent sent it (unparsed; see ``_wire.changed_processes``)."""
+        """Every process as the agent sent it (unparsed; see ``_lists.changed_processes``)."""
         return raw_process_list((await self.request("GET", "/execute/processes")).data)
 
     async def list_since(
