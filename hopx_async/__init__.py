@@ -11,52 +11,19 @@ The blocking twin of every class lives in :mod:`hopx_sync` (``AsyncHopx`` -> ``H
 The embedded local backend lives in :mod:`hopx_async.local`.
 """
 
+from . import _errors
 from ._client import AsyncHopx, AsyncSandboxes
+from ._commands import AsyncCommands
 from ._config import DEFAULT_BASE_URL, Limits, PollPolicy, RetryPolicy, Timeouts
 from ._defaults import aclose_default_client
-from ._errors import (
-    APIError,
-    AuthenticationError,
-    BadRequestError,
-    ClientClosedError,
-    ConfigurationError,
-    ConflictError,
-    ExecutionTimeoutError,
-    HopxError,
-    HopxTimeoutError,
-    NetworkError,
-    NotFoundError,
-    PaymentRequiredError,
-    PermissionDeniedError,
-    ProcessFailedError,
-    ProcessNotFoundError,
-    RateLimitError,
-    RequestTimeoutError,
-    SandboxNotFoundError,
-    ServerError,
-    ServiceUnavailableError,
-    TokenExpiredError,
-    ValidationError,
-    WaitTimeoutError,
-)
+from ._errors import *  # noqa: F403 (the error classes, named once in _errors.__all__)
 from ._execution import AsyncExecution
 from ._fanout import ProgressCallback, Task
 from ._files import AsyncEnv, AsyncFiles
-from ._models import (
-    CommandResult,
-    ExecutionResult,
-    FileInfo,
-    OutputChunk,
-    ProcessInfo,
-    ProcessResult,
-    ProcessStatus,
-    Resources,
-    SandboxInfo,
-    StreamEvent,
-    Template,
-)
+from ._models import ProcessInfo, ProcessResult, ProcessStatus, Resources, SandboxInfo, Template
 from ._process import AsyncBackgroundProcess
-from ._sandbox import AsyncCommands, AsyncSandbox
+from ._results import CommandResult, ExecutionResult, FileInfo, OutputChunk, StreamEvent
+from ._sandbox import AsyncSandbox
 from ._utils import AwaitableContext
 from ._version import __version__
 from ._watcher import WatcherStats
@@ -98,30 +65,8 @@ __all__ = [
     "WatcherStats",
     # webhooks
     "verify_webhook",
-    # errors
-    "HopxError",
-    "ValidationError",
-    "ConfigurationError",
-    "APIError",
-    "BadRequestError",
-    "AuthenticationError",
-    "TokenExpiredError",
-    "PaymentRequiredError",
-    "PermissionDeniedError",
-    "NotFoundError",
-    "SandboxNotFoundError",
-    "ProcessNotFoundError",
-    "ConflictError",
-    "ExecutionTimeoutError",
-    "RateLimitError",
-    "ServerError",
-    "ServiceUnavailableError",
-    "NetworkError",
-    "HopxTimeoutError",
-    "RequestTimeoutError",
-    "WaitTimeoutError",
-    "ProcessFailedError",
-    "ClientClosedError",
     "WebhookVerificationError",
     "__version__",
 ]
+# errors: the hierarchy of _errors, drawn in its docstring
+__all__ += _errors.__all__

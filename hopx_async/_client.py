@@ -10,11 +10,12 @@ import time
 import warnings
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from types import TracebackType
+from typing import ClassVar
 
 from . import _fanout
 from . import _validation as validate
 from ._config import Limits, PollPolicy, RetryPolicy, Timeouts, resolve_api_key, resolve_base_url
-from ._control import ControlPlane, bind, control_of
+from ._control import ControlPlane
 from ._errors import ClientClosedError
 from ._fanout import ProgressCallback, Task
 from ._models import ProcessResult, SandboxInfo, Template
@@ -30,9 +31,9 @@ __all__ = ["AsyncHopx", "AsyncSandboxes"]
 class AsyncSandboxes:
     """Sandbox operations of a client: ``client.sandboxes``."""
 
-    def __init__(self, client: AsyncHopx) -> None:
+    def __init__(self, client: AsyncHopx, control: ControlPlane) -> None:
         self._client = client
-        self._control = control_of(client)
+        self._control = control
 
     def __repr__(self) -> str:
         return f"<AsyncSandboxes of {self._client!r}>"
@@ -57,7 +58,9 @@ class AsyncSandboxes:
         )
 
         async def make() -> AsyncSandbox:
-            return sandbox_from(self._client, await self._control.create_sandbox(body))
+            return sandbox_from(
+                self._client, self._control, await self._control.create_sandbox(body)
+            )
 
         return AwaitableContext(make)
 
@@ -67,7 +70,8 @@ class AsyncSandboxes:
         >>> sandbox = await client.sandboxes.connect("sbx_123")  # doctest: +SKIP
         """
         validate.non_empty_str("sandbox_id", sandbox_id)
-        return sandbox_from(self._client, await self._control.get_sandbox(sandbox_id))
+        data = await self._control.get_sandbox(sandbox_id)
+        return sandbox_from(self._client, self._control, data)
 
     async def get(self, sandbox_id: str) -> SandboxInfo:
         """The record of one sandbox.
@@ -136,6 +140,10 @@ class AsyncHopx:
     ...         results = await client.wait_all(procs)
     """
 
+    #: whether the client holds the sandboxes made through it and closes its pool when the
+    #: last is killed (a loop's default client, see ``_defaults``); not set by callers
+    _shares_pool: ClassVar[bool] = False
+
     def __init__(
         self,
         api_key: str | None = None,
@@ -157,11 +165,15 @@ class AsyncHopx:
             clock=now,
         )
         self._control = ControlPlane(
-            self._transport, self._base_url, key, polling=polling or PollPolicy(), clock=now
+            self._transport,
+            self._base_url,
+            key,
+            polling=polling or PollPolicy(),
+            clock=now,
+            shared=self._shares_pool,
         )
-        bind(self, self._control)
         self._origin = _caller_location()
-        self.sandboxes = AsyncSandboxes(self)
+        self.sandboxes = AsyncSandboxes(self, self._control)
 
     @property
     def base_url(self) -> str:

@@ -2,7 +2,7 @@
 
 A :class:`ControlPlane` also carries what every sandbox of its client shares: the
 transport (one connection pool), the polling policy and the clock. The client makes one and
-binds it to itself; a sandbox finds it with :func:`control_of`.
+hands it to each sandbox it makes (through ``client.sandboxes``).
 """
 
 from __future__ import annotations
@@ -18,8 +18,6 @@ from ._wire import segment
 __all__ = [
     "Closable",
     "ControlPlane",
-    "bind",
-    "control_of",
     "default_client",
     "set_default_factory",
 ]
@@ -42,6 +40,7 @@ class ControlPlane:
         *,
         polling: PollPolicy,
         clock: Callable[[], float],
+        shared: bool = False,
     ) -> None:
         self.transport = transport
         self.base_url = base_url
@@ -52,8 +51,9 @@ class ControlPlane:
         self._closables: weakref.WeakSet[Closable] = weakref.WeakSet()
         #: sandboxes made without an explicit client, held while they live
         self._adopted: set[Any] = set()
-        #: whether this is a loop's default client, which closes its pool with its last sandbox
-        self.shared = False
+        #: whether this is a loop's default client, which holds the sandboxes made through it
+        #: and closes its pool with the last of them
+        self.shared = shared
 
     def __repr__(self) -> str:
         return f"<ControlPlane {self.base_url}>"
@@ -69,7 +69,7 @@ class ControlPlane:
             closable.close(error)
 
     def adopt(self, sandbox: Any) -> None:
-        """Hold a sandbox made without an explicit client until it is killed."""
+        """Hold a sandbox of a shared client until it is killed."""
         self._adopted.add(sandbox)
 
     async def release(self, sandbox: Any) -> None:
@@ -124,22 +124,6 @@ class ControlPlane:
 
     async def list_templates(self) -> Any:
         return (await self.request("GET", "/v1/templates")).data
-
-
-_bound: weakref.WeakKeyDictionary[object, ControlPlane] = weakref.WeakKeyDictionary()
-
-
-def bind(owner: object, control: ControlPlane) -> None:
-    """Make ``control`` the control plane of ``owner`` (a client)."""
-    _bound[owner] = control
-
-
-def control_of(owner: object) -> ControlPlane:
-    """The control plane bound to ``owner`` (a client)."""
-    try:
-        return _bound[owner]
-    except KeyError:
-        raise TypeError(f"{owner!r} is not a HopX client") from None
 
 
 _default_factory: Callable[[], Any] | None = None

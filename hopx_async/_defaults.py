@@ -10,9 +10,17 @@ import asyncio
 import weakref
 
 from ._client import AsyncHopx
-from ._control import control_of, set_default_factory
+from ._control import set_default_factory
 
 __all__ = ["aclose_default_client", "default_client"]
+
+
+class _LoopDefault(AsyncHopx):
+    """A loop's default client: it holds the sandboxes made through it and closes its pool
+    when the last of them is killed (the next one opens a new pool)."""
+
+    _shares_pool = True
+
 
 _defaults: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncHopx] = (
     weakref.WeakKeyDictionary()
@@ -24,9 +32,7 @@ def default_client() -> AsyncHopx:
     loop = asyncio.get_running_loop()
     client = _defaults.get(loop)
     if client is None or client.closed:
-        client = AsyncHopx()
-        control_of(client).shared = True
-        _defaults[loop] = client
+        client = _defaults[loop] = _LoopDefault()
     return client
 
 

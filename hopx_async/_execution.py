@@ -13,10 +13,10 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from . import _validation as validate
+from ._connection import AgentConnection
 from ._errors import HopxError, ValidationError
 from ._models import ProcessResult
-from ._process import AsyncBackgroundProcess, handle_for
-from ._watcher import watcher_of
+from ._process import AsyncBackgroundProcess
 
 if TYPE_CHECKING:
     from ._sandbox import AsyncSandbox
@@ -88,7 +88,7 @@ class AsyncExecution:
         self._callback_url = callback_url
         self._status = status
         self._process: AsyncBackgroundProcess | None = (
-            None if process_id is None else handle_for(sandbox, process_id)
+            None if process_id is None else sandbox.process(process_id)
         )
 
     @property
@@ -146,16 +146,15 @@ class AsyncExecution:
 
         >>> result = await execution.wait(timeout=600, check=True)  # doctest: +SKIP
         """
-        deadline = validate.optional_timeout("timeout", timeout)
+        limit = validate.optional_timeout("timeout", timeout)
         process = await self._find()
-        return await process.wait(deadline, check=check)
+        return await process.wait(limit, check=check)
 
     async def _find(self) -> AsyncBackgroundProcess:
         if self._process is None:
-            agent = watcher_of(self._sandbox).agent
-            for info in await agent.list_processes():
+            for info in await self._sandbox.list_processes():
                 if info.execution_id == self._execution_id:
-                    self._process = handle_for(self._sandbox, info.process_id)
+                    self._process = self._sandbox.process(info.process_id)
                     break
             else:
                 raise HopxError(
@@ -165,9 +164,12 @@ class AsyncExecution:
         return self._process
 
 
-async def start_execution(sandbox: AsyncSandbox, body: dict[str, Any]) -> AsyncExecution:
-    """POST ``/execute/async`` (never retried: it starts something) and return the handle."""
-    resp = await watcher_of(sandbox).agent.request("POST", "/execute/async", json=body, safe=False)
+async def start_execution(
+    sandbox: AsyncSandbox, agent: AgentConnection, body: dict[str, Any]
+) -> AsyncExecution:
+    """POST ``/execute/async`` to ``sandbox``'s agent (never retried: it starts something)
+    and return the handle."""
+    resp = await agent.request("POST", "/execute/async", json=body, safe=False)
     data = resp.mapping
     execution_id = data.get("execution_id")
     if not isinstance(execution_id, str) or not execution_id:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncGenerator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Coroutine, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -56,7 +56,7 @@ class Task:
     language: str = "python"
     env: Mapping[str, str] | None = attrs.field(default=None, converter=_env, repr=_env_repr)
     name: str | None = None
-    timeout: int = 300
+    timeout: float = 300
     working_dir: str | None = None
 
     def __attrs_post_init__(self) -> None:
@@ -91,6 +91,56 @@ def handles(processes: Iterable[AsyncBackgroundProcess]) -> list[AsyncBackground
     return procs
 
 
+class _Tally:
+    """The per-item bookkeeping of one fan-out: results in the order given, the progress
+    callback, and the first failure (which cancels the rest)."""
+
+    __slots__ = ("done", "failure", "on_progress", "results", "total", "unfinished")
+
+    def __init__(
+        self, total: int, on_progress: ProgressCallback | None, *, unfinished: str
+    ) -> None:
+        #: the timeout's message, formatted with ``left`` ("3 of 10") and ``limit`` (seconds)
+        self.unfinished = unfinished
+        self.total = total
+        self.done = 0
+        self.results: list[ProcessResult | None] = [None] * total
+        self.failure: BaseException | None = None
+        self.on_progress = on_progress
+
+    def ended(self, index: int, result: ProcessResult) -> None:
+        """Item ``index`` ended with ``result`` (the callback may raise: the caller fails)."""
+        self.results[index] = result
+        self.done += 1
+        if self.on_progress is not None:
+            self.on_progress(self.done, self.total, result)
+
+    def failed(self, error: BaseException, scope: anyio.CancelScope) -> None:
+        """An item failed: the first failure is kept, and the rest is cancelled."""
+        if self.failure is None:
+            self.failure = error
+        scope.cancel()
+
+    async def run(
+        self,
+        limit: float | None,
+        one: Callable[[int, anyio.CancelScope], Coroutine[Any, Any, None]],
+    ) -> list[ProcessResult]:
+        """``one(index, scope)`` for every item on a task group, within ``limit`` seconds;
+        the results, or the first failure raised (a timeout as :class:`WaitTimeoutError`)."""
+        with anyio.move_on_after(limit) as timer:
+            async with anyio.create_task_group() as group:
+                for index in range(self.total):
+                    group.start_soon(one, index, group.cancel_scope)
+        if self.failure is not None:
+            raise self.failure
+        if timer.cancelled_caught:
+            assert limit is not None
+            left = f"{self.total - self.done} of {self.total}"
+            raise WaitTimeoutError(self.unfinished.format(left=left, limit=limit))
+        return [r for r in self.results if r is not None]
+
+
 async def wait_all(
     processes: Iterable[AsyncBackgroundProcess],
     *,
@@ -100,39 +150,21 @@ async def wait_all(
 ) -> list[ProcessResult]:
     """Wait for every process; results in the order given. See :meth:`AsyncHopx.wait_all`."""
     procs = handles(processes)
-    deadline = validate.optional_timeout("timeout", timeout)
+    limit = validate.optional_timeout("timeout", timeout)
     check_callback(on_progress)
-    total = len(procs)
-    results: list[ProcessResult | None] = [None] * total
-    done = 0
-    failure: list[BaseException] = []
+    tally = _Tally(
+        len(procs),
+        on_progress,
+        unfinished="{left} processes still running after {limit:g}s (they keep running)",
+    )
 
-    async def one(index: int, proc: AsyncBackgroundProcess, scope: anyio.CancelScope) -> None:
-        nonlocal done
+    async def one(index: int, scope: anyio.CancelScope) -> None:
         try:
-            result = await proc.wait(check=check)
-            results[index] = result
-            done += 1
-            if on_progress is not None:
-                on_progress(done, total, result)
+            tally.ended(index, await procs[index].wait(check=check))
         except Exception as exc:
-            if not failure:
-                failure.append(exc)
-            scope.cancel()
+            tally.failed(exc, scope)
 
-    with anyio.move_on_after(deadline) as timer:
-        async with anyio.create_task_group() as group:
-            for index, proc in enumerate(procs):
-                group.start_soon(one, index, proc, group.cancel_scope)
-    if failure:
-        raise failure[0]
-    if timer.cancelled_caught:
-        assert deadline is not None
-        raise WaitTimeoutError(
-            f"{total - done} of {total} processes still running after {deadline:g}s "
-            "(they keep running)"
-        )
-    return [r for r in results if r is not None]
+    return await tally.run(limit, one)
 
 
 async def as_completed(
@@ -140,18 +172,18 @@ async def as_completed(
 ) -> AsyncGenerator[ProcessResult, None]:
     """Yield each result as soon as its process ends. See :meth:`AsyncHopx.as_completed`."""
     procs = handles(processes)
-    deadline = validate.optional_timeout("timeout", timeout)
+    limit = validate.optional_timeout("timeout", timeout)
     tasks = [asyncio.ensure_future(p.wait()) for p in procs]
     remaining = len(tasks)
     try:
-        for fut in asyncio.as_completed(tasks, timeout=deadline):
+        for fut in asyncio.as_completed(tasks, timeout=limit):
             try:
                 result = await fut
             except asyncio.TimeoutError:
-                assert deadline is not None
+                assert limit is not None
                 raise WaitTimeoutError(
                     f"{remaining} of {len(tasks)} processes still running after "
-                    f"{deadline:g}s (they keep running)"
+                    f"{limit:g}s (they keep running)"
                 ) from None
             remaining -= 1
             yield result
@@ -218,20 +250,20 @@ async def run_many(
     """Run tasks over sandboxes, at most ``max_concurrency`` at once. See
     :meth:`AsyncHopx.run_many`."""
     items, boxes = check_tasks(tasks, sandboxes, max_concurrency)
-    deadline = validate.optional_timeout("timeout", timeout)
+    limit = validate.optional_timeout("timeout", timeout)
     check_callback(on_progress)
-    total = len(items)
-    results: list[ProcessResult | None] = [None] * total
-    done = 0
-    failure: list[BaseException] = []
-    limiter = anyio.Semaphore(min(max_concurrency, max(total, 1)))
+    tally = _Tally(
+        len(items),
+        on_progress,
+        unfinished="{left} tasks not finished after {limit:g}s (the started ones were killed)",
+    )
+    limiter = anyio.Semaphore(min(max_concurrency, max(len(items), 1)))
     spread = itertools.cycle(boxes)
     placed = [next(spread) for _ in items]
 
     async def one(index: int, scope: anyio.CancelScope) -> None:
-        nonlocal done
         async with limiter:
-            if failure:
+            if tally.failure is not None:
                 return
             proc: AsyncBackgroundProcess | None = None
             try:
@@ -239,15 +271,9 @@ async def run_many(
                 with anyio.CancelScope(shield=True):
                     proc = await start_task(placed[index], items[index])
                 assert proc is not None
-                result = await proc.wait(check=check)
-                results[index] = result
-                done += 1
-                if on_progress is not None:
-                    on_progress(done, total, result)
+                tally.ended(index, await proc.wait(check=check))
             except Exception as exc:
-                if not failure:
-                    failure.append(exc)
-                scope.cancel()  # before the slot is freed: nothing else starts
+                tally.failed(exc, scope)  # before the slot is freed: nothing else starts
                 if proc is not None:
                     await _kill_quietly(proc)
             except BaseException:  # cancelled: end what this task started
@@ -255,19 +281,7 @@ async def run_many(
                     await _kill_quietly(proc)
                 raise
 
-    with anyio.move_on_after(deadline) as timer:
-        async with anyio.create_task_group() as group:
-            for index in range(total):
-                group.start_soon(one, index, group.cancel_scope)
-    if failure:
-        raise failure[0]
-    if timer.cancelled_caught:
-        assert deadline is not None
-        raise WaitTimeoutError(
-            f"{total - done} of {total} tasks not finished after {deadline:g}s "
-            "(the started ones were killed)"
-        )
-    return [r for r in results if r is not None]
+    return await tally.run(limit, one)
 
 
 async def _kill_quietly(proc: AsyncBackgroundProcess) -> None:

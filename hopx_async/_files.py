@@ -13,19 +13,16 @@ import os
 import secrets
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, cast
+from typing import IO, Any, cast
 
 import aiohttp
 import anyio
 import anyio.to_thread
 
 from . import _validation as validate
+from ._connection import AgentConnection
 from ._errors import HopxError, ValidationError
-from ._models import FileInfo
-from ._watcher import watcher_of
-
-if TYPE_CHECKING:
-    from ._sandbox import AsyncSandbox
+from ._results import FileInfo
 
 __all__ = ["AsyncEnv", "AsyncFiles"]
 
@@ -73,12 +70,11 @@ class AsyncFiles:
     'a,b\\n1,2\\n'
     """
 
-    def __init__(self, sandbox: AsyncSandbox) -> None:
-        self._sandbox = sandbox
-        self._agent = watcher_of(sandbox).agent
+    def __init__(self, agent: AgentConnection) -> None:
+        self._agent = agent
 
     def __repr__(self) -> str:
-        return f"<AsyncFiles of {self._sandbox.id}>"
+        return f"<AsyncFiles of {self._agent.sandbox_id}>"
 
     async def read(self, path: str) -> str:
         """The text of a UTF-8 file (``read_bytes`` for any other content).
@@ -288,12 +284,11 @@ class AsyncEnv:
     '1'
     """
 
-    def __init__(self, sandbox: AsyncSandbox) -> None:
-        self._sandbox = sandbox
-        self._agent = watcher_of(sandbox).agent
+    def __init__(self, agent: AgentConnection) -> None:
+        self._agent = agent
 
     def __repr__(self) -> str:
-        return f"<AsyncEnv of {self._sandbox.id}>"
+        return f"<AsyncEnv of {self._agent.sandbox_id}>"
 
     async def get_all(self) -> dict[str, str]:
         """Every variable, secrets masked as ``***MASKED***``.

@@ -1,14 +1,14 @@
 """The background-process handle: status, wait, kill, output and the full result.
 
-A handle holds no polling of its own: ``wait()`` registers with the sandbox's watcher
-(:mod:`._watcher`), which coalesces the polls of every waiter of the sandbox.
+A handle is made with its sandbox's watcher (:mod:`._watcher`) and holds no polling of its
+own: ``wait()`` registers with that watcher, which coalesces the polls of every waiter of the
+sandbox and keeps the sandbox's live handles.
 """
 
 from __future__ import annotations
 
 import asyncio
 import sys
-import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -25,14 +25,16 @@ from ._errors import (
     ProcessNotFoundError,
     WaitTimeoutError,
 )
-from ._models import OutputChunk, ProcessInfo, ProcessResult, ProcessStatus
-from ._watcher import Watcher, watcher_of
-from ._wire import STREAMS, OutputCursor, pushed_chunk, segment, status_only
+from ._models import ProcessInfo, ProcessResult, ProcessStatus
+from ._output import STREAMS, OutputCursor, pushed_chunk, status_only
+from ._results import OutputChunk
+from ._watcher import Watcher
+from ._wire import segment
 
 if TYPE_CHECKING:
     from ._sandbox import AsyncSandbox
 
-__all__ = ["AsyncBackgroundProcess", "forget", "handle_for", "start_process"]
+__all__ = ["AsyncBackgroundProcess", "handle_for", "start_process"]
 
 
 T = TypeVar("T")
@@ -77,6 +79,7 @@ class AsyncBackgroundProcess:
     def __init__(
         self,
         sandbox: AsyncSandbox,
+        watcher: Watcher,
         process_id: str,
         *,
         execution_id: str | None = None,
@@ -87,7 +90,7 @@ class AsyncBackgroundProcess:
         version: int | None = None,
     ) -> None:
         self._sandbox = sandbox
-        self._watcher = watcher = watcher_of(sandbox)
+        self._watcher = watcher
         self._agent: Agent = watcher.agent
         self._id = process_id
         self._language = language
@@ -193,17 +196,17 @@ class AsyncBackgroundProcess:
 
         >>> result = await proc.wait(timeout=30, check=True)  # doctest: +SKIP
         """
-        deadline = validate.optional_timeout("timeout", timeout)
+        limit = validate.optional_timeout("timeout", timeout)
         result = self._state.result
         if result is None:
-            if deadline is None:
+            if limit is None:
                 result = await self._wait_done()
             else:
-                result = await _within(deadline, self._wait_done)
+                result = await _within(limit, self._wait_done)
             if result is None:
-                assert deadline is not None
+                assert limit is not None
                 raise WaitTimeoutError(
-                    f"process {self._id} still {self.status} after waiting {deadline:g}s "
+                    f"process {self._id} still {self.status} after waiting {limit:g}s "
                     "(it keeps running; wait again or kill() it)",
                     process_id=self._id,
                 )
@@ -308,7 +311,7 @@ class AsyncBackgroundProcess:
         cursor: OutputCursor | None = None,
         collected: dict[str, list[str]] | None = None,
     ) -> AsyncIterator[OutputChunk]:
-        agent, policy = self._agent, self._agent.control.polling
+        agent, policy = self._agent, self._agent.polling
         cursor = cursor or OutputCursor()
         wait = policy.long_poll if agent.has_feature("long_poll") else None
         if collected is None:
@@ -336,7 +339,7 @@ class AsyncBackgroundProcess:
                 await asyncio.sleep(interval or policy.initial_interval)
 
     async def _polled_output(self, interval: float | None) -> AsyncIterator[OutputChunk]:
-        agent, policy = self._agent, self._agent.control.polling
+        agent, policy = self._agent, self._agent.polling
         seen = {"stdout": 0, "stderr": 0}
         pause = interval or policy.initial_interval
         while True:
@@ -358,40 +361,26 @@ class AsyncBackgroundProcess:
 
 
 # ------------------------------------------------------------------- handles of a sandbox
-Handles = weakref.WeakValueDictionary[str, AsyncBackgroundProcess]
-#: the live handles of each sandbox, by its watcher
-_handles: weakref.WeakKeyDictionary[Watcher, Handles] = weakref.WeakKeyDictionary()
-
-
-def _registry(sandbox: AsyncSandbox) -> Handles:
-    watcher = watcher_of(sandbox)
-    found = _handles.get(watcher)
-    if found is None:
-        found = _handles[watcher] = weakref.WeakValueDictionary()
-    return found
-
-
-def handle_for(sandbox: AsyncSandbox, process_id: str) -> AsyncBackgroundProcess:
-    """The live handle on ``process_id`` of ``sandbox``, or a new one (no I/O)."""
-    handles = _registry(sandbox)
+def handle_for(sandbox: AsyncSandbox, watcher: Watcher, process_id: str) -> AsyncBackgroundProcess:
+    """The live handle on ``process_id`` of ``sandbox`` (whose watcher is ``watcher``), or a
+    new one (no I/O)."""
+    handles = watcher.handles
     proc = handles.get(process_id)
     if proc is None:
-        proc = handles[process_id] = AsyncBackgroundProcess(sandbox, process_id, status="unknown")
+        proc = handles[process_id] = AsyncBackgroundProcess(
+            sandbox, watcher, process_id, status="unknown"
+        )
     return proc
 
 
-def forget(sandbox: AsyncSandbox, process_id: str) -> None:
-    """Drop the handle on a process that was removed from the sandbox."""
-    _registry(sandbox).pop(process_id, None)
-
-
 async def start_process(
-    sandbox: AsyncSandbox, path: str, body: dict[str, Any], language: str
+    sandbox: AsyncSandbox, watcher: Watcher, path: str, body: dict[str, Any], language: str
 ) -> AsyncBackgroundProcess:
-    """Start a background process in ``sandbox`` and return its handle."""
-    answer = await watcher_of(sandbox).agent.start(path, body, language)
+    """Start a background process in ``sandbox`` (whose watcher is ``watcher``); its handle."""
+    answer = await watcher.agent.start(path, body, language)
     proc = AsyncBackgroundProcess(
         sandbox,
+        watcher,
         answer.process_id,
         execution_id=answer.execution_id,
         name=answer.name,
@@ -400,5 +389,5 @@ async def start_process(
         timeout=answer.timeout,
         version=answer.version,
     )
-    _registry(sandbox)[proc.id] = proc
+    watcher.handles[proc.id] = proc
     return proc

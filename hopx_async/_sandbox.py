@@ -3,147 +3,47 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Iterable, Mapping
 from datetime import datetime
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal, overload
+from typing import TYPE_CHECKING, Any
 
 from . import _fanout
 from . import _validation as validate
 from ._agent import Agent
-from ._control import ControlPlane, control_of, default_client
+from ._commands import AsyncCommands, stream_events
+from ._control import ControlPlane, default_client
 from ._errors import HopxError, NotFoundError, SandboxNotFoundError
 from ._execution import AsyncExecution, callback_body, start_execution
 from ._fanout import ProgressCallback
 from ._files import AsyncEnv, AsyncFiles
-from ._models import (
-    CommandResult,
-    ExecutionResult,
-    ProcessInfo,
-    ProcessResult,
-    ProcessStatus,
-    SandboxInfo,
-    StreamEvent,
-)
-from ._process import AsyncBackgroundProcess, forget, handle_for, start_process
+from ._models import ProcessInfo, ProcessResult, ProcessStatus, SandboxInfo
+from ._process import AsyncBackgroundProcess, handle_for, start_process
+from ._results import ExecutionResult, StreamEvent
 from ._utils import AwaitableContext
-from ._watcher import Watcher, WatcherStats, attach, watcher_of
+from ._watcher import Watcher, WatcherStats
 from ._wire import create_body, execution_body, status_filter, token_of
 
 if TYPE_CHECKING:
     from ._client import AsyncHopx
 
-__all__ = ["AsyncCommands", "AsyncSandbox", "sandbox_from"]
+__all__ = ["AsyncSandbox", "sandbox_from"]
 
 
-def sandbox_from(client: AsyncHopx, data: Any) -> AsyncSandbox:
-    """A sandbox object from a control-plane record (with the token it may carry)."""
+def sandbox_from(client: AsyncHopx, control: ControlPlane, data: Any) -> AsyncSandbox:
+    """A sandbox object of ``client`` (whose control plane is ``control``) from a
+    control-plane record (with the token it may carry)."""
     if not isinstance(data, Mapping):
         raise HopxError(f"expected a sandbox object, got {str(data)[:200]}")
     token = token_of(data)
     return AsyncSandbox(
         client,
+        control,
         SandboxInfo.from_wire(data),
         token=token[0] if token else None,
         token_expires_at=token[1] if token else None,
     )
-
-
-class AsyncCommands:
-    """Shell commands in a sandbox: ``sandbox.commands``."""
-
-    def __init__(self, sandbox: AsyncSandbox) -> None:
-        self._sandbox = sandbox
-        self._agent = watcher_of(sandbox).agent
-
-    def __repr__(self) -> str:
-        return f"<AsyncCommands of {self._sandbox.id}>"
-
-    @overload
-    async def run(
-        self,
-        command: str,
-        *,
-        background: Literal[False] = False,
-        timeout: float | None = None,
-        env: Mapping[str, str] | None = None,
-        name: str | None = None,
-        working_dir: str | None = None,
-    ) -> CommandResult: ...
-
-    @overload
-    async def run(
-        self,
-        command: str,
-        *,
-        background: Literal[True],
-        timeout: float | None = None,
-        env: Mapping[str, str] | None = None,
-        name: str | None = None,
-        working_dir: str | None = None,
-    ) -> AsyncBackgroundProcess: ...
-
-    async def run(
-        self,
-        command: str,
-        *,
-        background: bool = False,
-        timeout: float | None = None,
-        env: Mapping[str, str] | None = None,
-        name: str | None = None,
-        working_dir: str | None = None,
-    ) -> CommandResult | AsyncBackgroundProcess:
-        """Run a shell command (``/bin/sh -c``) and return its result.
-
-        ``timeout`` defaults to 30 s. With ``background=True`` it returns at once with an
-        :class:`AsyncBackgroundProcess`, and ``timeout`` is the process's lifetime on the
-        server (default 300 s).
-
-        >>> result = await sandbox.commands.run("ls -la")  # doctest: +SKIP
-        >>> proc = await sandbox.commands.run("make all", background=True,
-        ...                                   timeout=600)  # doctest: +SKIP
-        """
-        if name is not None and not background:
-            raise validate.ValidationError(
-                "name", "only background commands (background=True) take a name"
-            )
-        if timeout is None:
-            timeout = 300 if background else 30
-        body, seconds = execution_body(
-            "command", command, timeout=timeout, env=env, name=name, working_dir=working_dir
-        )
-        if background:
-            return await start_process(self._sandbox, "/commands/background", body, "bash")
-        return CommandResult.from_wire(await self._agent.execute("/commands/run", body, seconds))
-
-    async def stream(
-        self,
-        command: str,
-        *,
-        timeout: float = 60,
-        env: Mapping[str, str] | None = None,
-        working_dir: str | None = None,
-    ) -> AsyncIterator[StreamEvent]:
-        """Run a shell command and yield its output as it appears (over a WebSocket).
-
-        Events are ``stdout``/``stderr`` (with ``text``), then ``result`` (``exit_code``)
-        and ``complete``. Closing the stream early (``contextlib.aclosing``) ends the command.
-
-        >>> async for event in sandbox.commands.stream("make all"):  # doctest: +SKIP
-        ...     if event.is_output:
-        ...         print(event.text, end="")
-        """
-        body, _ = execution_body(
-            "command",
-            command,
-            timeout=timeout,
-            env=env,
-            working_dir=working_dir,
-            max_timeout=validate.MAX_SYNC_TIMEOUT,
-        )
-        request = {"type": "execute", **body}
-        async for data in self._agent.stream_messages("/commands/stream", request):
-            yield StreamEvent.from_wire(data)
 
 
 class AsyncSandbox:
@@ -158,20 +58,22 @@ class AsyncSandbox:
     def __init__(
         self,
         client: AsyncHopx,
+        control: ControlPlane,
         info: SandboxInfo,
         *,
         token: str | None = None,
         token_expires_at: datetime | None = None,
     ) -> None:
         self._client = client
-        self._control: ControlPlane = control_of(client)
-        self._agent = Agent(self._control, info, token=token, token_expires_at=token_expires_at)
+        self._control = control
+        self._agent = Agent(control, info, token=token, token_expires_at=token_expires_at)
         self._watcher = Watcher(self._agent)
-        attach(self, self._watcher)
-        self._control.track(self._watcher)
-        self.commands = AsyncCommands(self)
-        self.files = AsyncFiles(self)
-        self.env = AsyncEnv(self)
+        control.track(self._watcher)
+        if control.shared:  # made through a loop's default client: it holds the sandbox
+            control.adopt(self)
+        self.commands = AsyncCommands(self, self._watcher)
+        self.files = AsyncFiles(self._agent)
+        self.env = AsyncEnv(self._agent)
 
     # ------------------------------------------------------------------ creation
     @classmethod
@@ -193,17 +95,25 @@ class AsyncSandbox:
 
         >>> sandbox = await AsyncSandbox.create(template="code-interpreter")  # doctest: +SKIP
         """
-        body = create_body(
-            template, template_id, region, timeout_seconds, internet_access, env_vars
-        )
+
+        def through(owner: AsyncHopx) -> AwaitableContext[AsyncSandbox]:
+            return owner.sandboxes.create(
+                template,
+                template_id=template_id,
+                region=region,
+                timeout_seconds=timeout_seconds,
+                internet_access=internet_access,
+                env_vars=env_vars,
+            )
+
+        if client is not None:
+            return through(client)
+        # checked now, before any I/O; the default client is made inside the awaiting loop
+        create_body(template, template_id, region, timeout_seconds, internet_access, env_vars)
 
         async def make() -> AsyncSandbox:
-            owner: AsyncHopx = client if client is not None else default_client()
-            control = control_of(owner)
-            sandbox = sandbox_from(owner, await control.create_sandbox(body))
-            if client is None:
-                control.adopt(sandbox)
-            return sandbox
+            owner: AsyncHopx = default_client()
+            return await through(owner)
 
         return AwaitableContext(make)
 
@@ -215,11 +125,7 @@ class AsyncSandbox:
         """
         validate.non_empty_str("sandbox_id", sandbox_id)
         owner: AsyncHopx = client if client is not None else default_client()
-        control = control_of(owner)
-        sandbox = sandbox_from(owner, await control.get_sandbox(sandbox_id))
-        if client is None:
-            control.adopt(sandbox)
-        return sandbox
+        return await owner.sandboxes.connect(sandbox_id)
 
     async def __aenter__(self) -> AsyncSandbox:
         return self
@@ -273,7 +179,7 @@ class AsyncSandbox:
         >>> result = await proc.wait()  # doctest: +SKIP
         """
         validate.non_empty_str("process_id", process_id)
-        return handle_for(self, process_id)
+        return handle_for(self, self._watcher, process_id)
 
     # ------------------------------------------------------------ control plane
     async def get_info(self) -> SandboxInfo:
@@ -339,15 +245,7 @@ class AsyncSandbox:
         >>> result.stdout  # doctest: +SKIP
         '2\\n'
         """
-        body, seconds = execution_body(
-            "code",
-            code,
-            language=language,
-            timeout=timeout,
-            env=env,
-            working_dir=working_dir,
-            max_timeout=validate.MAX_SYNC_TIMEOUT,
-        )
+        body, seconds = execution_body("code", code, language, timeout, env, working_dir, sync=True)
         return ExecutionResult.from_wire(await self._agent.execute("/execute", body, seconds))
 
     async def run_code_background(
@@ -355,30 +253,25 @@ class AsyncSandbox:
         code: str,
         *,
         language: str = "python",
-        timeout: int = 300,
+        timeout: float = 300,
         env: Mapping[str, str] | None = None,
         name: str | None = None,
         working_dir: str | None = None,
     ) -> AsyncBackgroundProcess:
         """Start code in the background and return a handle at once.
 
-        ``timeout`` is the process's lifetime on the server, in seconds (default 300).
+        ``timeout`` is the process's lifetime on the server, in seconds (default 300; the
+        server gets whole seconds, at least 1).
 
         >>> proc = await sandbox.run_code_background(
         ...     "import time; time.sleep(5); print('done')", name="nap")  # doctest: +SKIP
         >>> (await proc.wait()).stdout  # doctest: +SKIP
         'done\\n'
         """
-        body, _ = execution_body(
-            "code",
-            code,
-            language=language,
-            timeout=timeout,
-            env=env,
-            name=name,
-            working_dir=working_dir,
+        body, _ = execution_body("code", code, language, timeout, env, working_dir, name)
+        return await start_process(
+            self, self._watcher, "/execute/background", body, body["language"]
         )
-        return await start_process(self, "/execute/background", body, body["language"])
 
     async def run_code_stream(
         self,
@@ -402,18 +295,10 @@ class AsyncSandbox:
         ...     elif event.kind == "result":
         ...         print("exit code", event.exit_code)
         """
-        body, _ = execution_body(
-            "code",
-            code,
-            language=language,
-            timeout=timeout,
-            env=env,
-            working_dir=working_dir,
-            max_timeout=validate.MAX_SYNC_TIMEOUT,
-        )
-        request = {"type": "execute", **body}
-        async for data in self._agent.stream_messages("/execute/stream", request):
-            yield StreamEvent.from_wire(data)
+        body, _ = execution_body("code", code, language, timeout, env, working_dir, sync=True)
+        async with contextlib.aclosing(stream_events(self._agent, "/execute/stream", body)) as run:
+            async for event in run:
+                yield event
 
     async def run_code_async(
         self,
@@ -423,7 +308,7 @@ class AsyncSandbox:
         callback_headers: Mapping[str, str] | None = None,
         callback_signature_secret: str | None = None,
         language: str = "python",
-        timeout: int = 1800,
+        timeout: float = 1800,
         env: Mapping[str, str] | None = None,
         working_dir: str | None = None,
     ) -> AsyncExecution:
@@ -440,16 +325,9 @@ class AsyncSandbox:
         >>> execution.execution_id  # doctest: +SKIP
         'exec_...'
         """
-        body, _ = execution_body(
-            "code",
-            code,
-            language=language,
-            timeout=timeout,
-            env=env,
-            working_dir=working_dir,
-        )
+        body, _ = execution_body("code", code, language, timeout, env, working_dir)
         body.update(callback_body(callback_url, callback_headers, callback_signature_secret))
-        return await start_execution(self, body)
+        return await start_execution(self, self._agent, body)
 
     # -------------------------------------------------------------- processes
     async def list_processes(
@@ -501,7 +379,7 @@ class AsyncSandbox:
         """
         validate.non_empty_str("process_id", process_id)
         await self._agent.remove_process(process_id)
-        forget(self, process_id)
+        self._watcher.handles.pop(process_id, None)
 
     async def wait_all(
         self,

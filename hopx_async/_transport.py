@@ -22,6 +22,7 @@ from multidict import CIMultiDictProxy
 
 from ._config import Limits, RetryPolicy, Timeouts
 from ._errors import (
+    HopxError,
     NetworkError,
     RateLimitError,
     RequestTimeoutError,
@@ -39,6 +40,19 @@ from ._version import __version__
 logger = logging.getLogger("hopx_async")
 
 USER_AGENT = f"hopx-async/{__version__}"
+
+
+def _failure(
+    request: str, exc: aiohttp.ClientError | asyncio.TimeoutError, limit: float
+) -> tuple[bool, HopxError]:
+    """What a failed send means: whether the server may have seen the request, and the
+    error to raise if it is not retried (``limit``: the request's time limit in seconds)."""
+    if isinstance(exc, (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError)):
+        # The connection was never opened: the server cannot have seen the request.
+        return False, NetworkError(f"{request}: cannot connect: {exc}")
+    if isinstance(exc, asyncio.TimeoutError):
+        return True, RequestTimeoutError(f"{request}: no answer within {limit:g}s")
+    return True, NetworkError(f"{request}: {type(exc).__name__}: {exc}")
 
 
 @attrs.frozen
@@ -152,79 +166,56 @@ class Transport:
     ) -> Response:
         """Send one logical request, retrying as the policy allows; raise on error answers.
 
-        ``safe`` defaults to True for GET and DELETE. ``timeout`` overrides the request
-        deadline (long polls). ``scope`` keys rate-limit bookkeeping (one per sandbox).
+        ``safe`` defaults to True for GET and DELETE. ``timeout`` overrides the request's
+        time limit (long polls). ``scope`` keys rate-limit bookkeeping (one per sandbox).
         """
         if safe is None:
             safe = method in ("GET", "DELETE", "HEAD")
         session = self._get_session()
         rate = self.rate_state(scope)
-        client_timeout = (
-            aiohttp.ClientTimeout(total=timeout, connect=self.timeouts.connect)
-            if timeout is not None
-            else None
-        )
+        kwargs: dict[str, Any] = {"headers": headers}
+        if json is not None:
+            kwargs["data"] = jsonlib.dumps(json).encode()  # bytes: no text payload
+            kwargs["headers"] = {**headers, "Content-Type": "application/json"}
+        if params:
+            kwargs["params"] = params
+        if timeout is not None:
+            kwargs["timeout"] = aiohttp.ClientTimeout(total=timeout, connect=self.timeouts.connect)
         attempt = 0
         while True:
             hold = rate.delay()
             if hold > 0:
                 await asyncio.sleep(hold)
             try:
-                kwargs: dict[str, Any] = {"headers": headers}
-                if json is not None:
-                    kwargs["data"] = jsonlib.dumps(json).encode()  # bytes: no text payload
-                    kwargs["headers"] = {**headers, "Content-Type": "application/json"}
-                if params:
-                    kwargs["params"] = params
-                if client_timeout is not None:
-                    kwargs["timeout"] = client_timeout
                 async with session.request(method, url, **kwargs) as resp:
                     raw = await resp.read()
                     status = resp.status
                     resp_headers = resp.headers
-            except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
-                # The connection was never opened: the server cannot have seen the request.
-                if should_retry_failure(self.retries, reached=False, safe=safe, attempt=attempt):
-                    delay = self.backoff(attempt, None)
-                    logger.debug(
-                        "%s %s: cannot connect (%s); retry in %.2fs", method, url, exc, delay
-                    )
-                    attempt += 1
-                    await asyncio.sleep(delay)
-                    continue
-                raise NetworkError(f"{method} {url}: cannot connect: {exc}") from exc
-            except asyncio.TimeoutError as exc:
-                if should_retry_failure(self.retries, reached=True, safe=safe, attempt=attempt):
-                    attempt += 1
-                    await asyncio.sleep(self.backoff(attempt - 1, None))
-                    continue
-                deadline = timeout if timeout is not None else self.timeouts.request
-                raise RequestTimeoutError(
-                    f"{method} {url}: no answer within {deadline:g}s"
-                ) from exc
-            except aiohttp.ClientError as exc:
-                if should_retry_failure(self.retries, reached=True, safe=safe, attempt=attempt):
-                    delay = self.backoff(attempt, None)
-                    logger.debug("%s %s: %s; retry in %.2fs", method, url, exc, delay)
-                    attempt += 1
-                    await asyncio.sleep(delay)
-                    continue
-                raise NetworkError(f"{method} {url}: {type(exc).__name__}: {exc}") from exc
-
-            rate.update(resp_headers)
-            data = _decode(raw, resp_headers.get("Content-Type", ""))
-            logger.debug("%s %s -> %s", method, url, status)
-            if status < 400:
-                return Response(status, resp_headers, data)
-            header_advice = parse_retry_after(resp_headers.get("Retry-After"), now=self.clock())
-            error = error_from_response(
-                status,
-                data,
-                request_id=resp_headers.get("X-Request-ID"),
-                retry_after=header_advice,
-                resource=resource,
-            )
-            if should_retry_status(self.retries, status, safe=safe, attempt=attempt):
+            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                limit = timeout if timeout is not None else self.timeouts.request
+                reached, failure = _failure(f"{method} {url}", exc, limit)
+                if not should_retry_failure(
+                    self.retries, reached=reached, safe=safe, attempt=attempt
+                ):
+                    raise failure from exc
+                delay = self.backoff(attempt, None)
+                logger.debug("%s; retry in %.2fs", failure, delay)
+            else:
+                rate.update(resp_headers)
+                data = _decode(raw, resp_headers.get("Content-Type", ""))
+                logger.debug("%s %s -> %s", method, url, status)
+                if status < 400:
+                    return Response(status, resp_headers, data)
+                header_advice = parse_retry_after(resp_headers.get("Retry-After"), now=self.clock())
+                error = error_from_response(
+                    status,
+                    data,
+                    request_id=resp_headers.get("X-Request-ID"),
+                    retry_after=header_advice,
+                    resource=resource,
+                )
+                if not should_retry_status(self.retries, status, safe=safe, attempt=attempt):
+                    raise error
                 advice = error.retry_after if isinstance(error, RateLimitError) else None
                 if advice is None:
                     advice = header_advice
@@ -237,10 +228,8 @@ class Transport:
                     delay,
                     "none" if advice is None else f"{advice:g}s",
                 )
-                attempt += 1
-                await asyncio.sleep(delay)
-                continue
-            raise error
+            attempt += 1
+            await asyncio.sleep(delay)
 
     async def websocket(
         self, url: str, *, headers: Mapping[str, str], resource: str | None = None

@@ -16,7 +16,8 @@ and records of processes nobody holds a handle on are skipped; the keys kept are
 last list only, so they never outgrow the sandbox's processes.
 
 Every answer about a process, from any request, goes to its :class:`ProcessState`, which all
-handles on that process share.
+handles on that process share. The watcher also keeps the sandbox's live handles by process
+id (:attr:`Watcher.handles`), so that the same id gives the same handle.
 """
 
 from __future__ import annotations
@@ -25,16 +26,20 @@ import asyncio
 import time
 import weakref
 from collections.abc import Awaitable, Collection
+from typing import TYPE_CHECKING
 
 import attrs
 
 from ._agent import Agent
 from ._config import PollPolicy
 from ._errors import ConflictError, ProcessNotFoundError
+from ._lists import RecordKey, changed_processes, next_cursor
 from ._models import ProcessInfo, ProcessResult
-from ._wire import RecordKey, changed_processes, next_cursor
 
-__all__ = ["ProcessState", "Watcher", "WatcherStats", "attach", "poll_interval", "watcher_of"]
+if TYPE_CHECKING:
+    from ._process import AsyncBackgroundProcess
+
+__all__ = ["ProcessState", "Watcher", "WatcherStats", "poll_interval"]
 
 #: full lists in a row a waited-on process may be missing from before it is "not found"
 MISSING_POLLS = 3
@@ -128,6 +133,10 @@ class Watcher:
 
     def __init__(self, agent: Agent) -> None:
         self.agent = agent
+        #: the sandbox's live handles by process id (weakly held)
+        self.handles: weakref.WeakValueDictionary[str, AsyncBackgroundProcess] = (
+            weakref.WeakValueDictionary()
+        )
         self._states: weakref.WeakValueDictionary[str, ProcessState] = weakref.WeakValueDictionary()
         #: the ids of ``_states`` (and maybe some whose state is gone): a plain set, so that a
         #: full list skips the records nobody holds at the cost of one lookup each
@@ -296,7 +305,7 @@ class Watcher:
         ``initial_interval``, which gathers the rest of a burst into the next answer.
         Never below what the rate limit allows.
         """
-        policy = self.agent.control.polling
+        policy = self.agent.polling
         minimum = self.agent.min_poll_interval()
         if since and self._terminal:
             return minimum
@@ -316,7 +325,7 @@ class Watcher:
             delay = self._next_poll - now
             if not self.agent.has_feature("list_since"):
                 oldest = min(self._started.values(), default=now)
-                delay = max(delay, oldest + self.agent.control.polling.initial_interval - now)
+                delay = max(delay, oldest + self.agent.polling.initial_interval - now)
             if delay > 0:
                 await asyncio.sleep(delay)
             while self._waiting:
@@ -366,7 +375,7 @@ class Watcher:
         # A waited-on process not known to exist is looked for in a full list, at once.
         unknown = any(pid not in self._known for pid in self._waiting)
         cursor = 0 if unknown else (self._cursor or 0)
-        wait = 0.0 if unknown else self.agent.control.polling.long_poll
+        wait = 0.0 if unknown else self.agent.polling.long_poll
         terminal = self._terminal = wait > 0 and self.agent.has_feature("list_terminal")
         if self._forgotten is None:
             self._forgotten = cursor  # endings before the first answer were never listed
@@ -410,19 +419,3 @@ class Watcher:
                         code="PROCESS_NOT_FOUND",
                     ),
                 )
-
-
-_attached: weakref.WeakKeyDictionary[object, Watcher] = weakref.WeakKeyDictionary()
-
-
-def attach(sandbox: object, watcher: Watcher) -> None:
-    """Make ``watcher`` the watcher of ``sandbox`` (done once, by the sandbox)."""
-    _attached[sandbox] = watcher
-
-
-def watcher_of(sandbox: object) -> Watcher:
-    """The watcher of ``sandbox`` (and through it, its agent)."""
-    try:
-        return _attached[sandbox]
-    except KeyError:
-        raise TypeError(f"{sandbox!r} is not a HopX sandbox") from None

@@ -101,6 +101,8 @@ __all__ = [
     "FileInfo",
     "WatcherStats",
     "verify_webhook",
+    "WebhookVerificationError",
+    "__version__",
     "HopxError",
     "ValidationError",
     "ConfigurationError",
@@ -124,6 +126,4 @@ __all__ = [
     "WaitTimeoutError",
     "ProcessFailedError",
     "ClientClosedError",
-    "WebhookVerificationError",
-    "__version__",
 ]

@@ -505,14 +505,15 @@ class Sandbox(_Twin):
         code: str,
         *,
         language: str = "python",
-        timeout: int = 300,
+        timeout: float = 300,
         env: Mapping[str, str] | None = None,
         name: str | None = None,
         working_dir: str | None = None,
     ) -> BackgroundProcess:
         """Start code in the background and return a handle at once.
 
-        ``timeout`` is the process's lifetime on the server, in seconds (default 300).
+        ``timeout`` is the process's lifetime on the server, in seconds (default 300; the
+        server gets whole seconds, at least 1).
 
         >>> proc = sandbox.run_code_background(
         ...     "import time; time.sleep(5); print('done')", name="nap")  # doctest: +SKIP
@@ -568,7 +569,7 @@ class Sandbox(_Twin):
         callback_headers: Mapping[str, str] | None = None,
         callback_signature_secret: str | None = None,
         language: str = "python",
-        timeout: int = 1800,
+        timeout: float = 1800,
         env: Mapping[str, str] | None = None,
         working_dir: str | None = None,
     ) -> Execution:

@@ -112,9 +112,8 @@ async def test_run_many_refuses_bad_arguments_before_any_request(
     from hopx_async import SandboxInfo
 
     client = AsyncHopx(api_key="k", base_url=proxy.url)
-    box = AsyncSandbox(
-        client, SandboxInfo.from_wire({"id": "sbx_x", "public_host": proxy.url}), token="t"
-    )
+    info = SandboxInfo.from_wire({"id": "sbx_x", "public_host": proxy.url})
+    box = AsyncSandbox(client, client._control, info, token="t")
     tasks = [Task(code="print(1)")]
     with pytest.raises(ValidationError, match="sandboxes"):
         await client.run_many(tasks, sandboxes=[])

@@ -22,7 +22,7 @@ from hopx_async import (
     TokenExpiredError,
 )
 from hopx_async._errors import error_from_response, parse_error_body
-from hopx_async._wire import process_list
+from hopx_async._lists import process_list
 
 
 def test_documented_process_fields() -> None:

@@ -169,7 +169,7 @@ async def test_token_of_other_sandbox_is_refused(backend: Any, client: AsyncHopx
             ) as resp,
         ):
             a_token = (await resp.json())["auth_token"]
-        impostor = AsyncSandbox(client, b.info, token=a_token)
+        impostor = AsyncSandbox(client, client._control, b.info, token=a_token)
         with pytest.raises((AuthenticationError, PermissionDeniedError)):
             await impostor.run_code("print(1)")
 
@@ -205,3 +205,37 @@ async def test_a_408_timeout_answer_is_a_result_too(proxied: AsyncHopx, proxy: F
         command = await sandbox.commands.run("sleep 5", timeout=1)
         assert command.exit_code == 124
         assert command.stdout == "partial\n"
+
+
+async def test_each_sandbox_object_keeps_its_own_handles(
+    backend: Any, sandbox: AsyncSandbox
+) -> None:
+    """Two clients (or two connects) on one sandbox: each object's handles are its own, and a
+    handle waits through the watcher of the sandbox object it came from."""
+    proc = await sandbox.run_code_background("import time; time.sleep(0.3); print('done')")
+    assert sandbox.process(proc.id) is proc
+    async with AsyncHopx(api_key=backend.api_key, base_url=backend.base_url) as other:
+        twin = await other.sandboxes.connect(sandbox.id)
+        seen = twin.process(proc.id)
+        assert seen is not proc and seen.sandbox is twin and twin.process(proc.id) is seen
+        polls = sandbox.watcher_stats.polls
+        result = await seen.wait(timeout=60)
+        assert result.stdout == "done\n"
+        assert twin.watcher_stats.polls >= 1
+        assert sandbox.watcher_stats.polls == polls  # nobody waited through the first
+        assert proc.result is None  # the first object's handle saw nothing of that wait
+    assert (await proc.wait(timeout=60)).stdout == "done\n"
+    again = await AsyncSandbox.connect(sandbox.id, client=sandbox.client)
+    assert again.process(proc.id) is not proc
+
+
+async def test_removed_process_handle_is_forgotten_by_its_sandbox_only(
+    client: AsyncHopx, sandbox: AsyncSandbox
+) -> None:
+    proc = await sandbox.run_code_background("print(1)")
+    await proc.wait(timeout=60)
+    twin = await client.sandboxes.connect(sandbox.id)
+    kept = twin.process(proc.id)
+    await sandbox.remove_process(proc.id)
+    assert sandbox.process(proc.id) is not proc  # a new handle: the old one was forgotten
+    assert twin.process(proc.id) is kept

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from hopx_async import AsyncHopx, AsyncSandbox, SandboxInfo, ValidationError
+from hopx_async import AsyncHopx, AsyncSandbox, SandboxInfo, Task, ValidationError
 
 # Nothing listens here: any I/O would raise NetworkError instead of ValidationError.
 NOWHERE = "http://127.0.0.1:9"
@@ -19,7 +19,7 @@ NOWHERE = "http://127.0.0.1:9"
 def offline_sandbox(url: str = NOWHERE) -> AsyncSandbox:
     client = AsyncHopx(api_key="k", base_url=url)
     info = SandboxInfo.from_wire({"id": "sbx_x", "status": "running", "public_host": url})
-    return AsyncSandbox(client, info, token="t")
+    return AsyncSandbox(client, client._control, info, token="t")
 
 
 CASES: list[tuple[str, Callable[[AsyncSandbox], Awaitable[Any]], str]] = [
@@ -79,3 +79,49 @@ async def test_create_arguments_refused_before_io(proxy: Any) -> None:
 
 def test_validation_error_is_a_value_error() -> None:
     assert issubclass(ValidationError, ValueError)
+
+
+async def _first(events: Any) -> None:
+    async for _ in events:
+        return
+
+
+#: every public entry point that takes a process's lifetime as ``timeout``
+LIFETIMES: dict[str, Callable[[AsyncSandbox, Any], Awaitable[Any]]] = {
+    "run_code": lambda s, t: s.run_code("x", timeout=t),
+    "run_code_background": lambda s, t: s.run_code_background("x", timeout=t),
+    "run_code_stream": lambda s, t: _first(s.run_code_stream("x", timeout=t)),
+    "run_code_async": lambda s, t: s.run_code_async(
+        "x", callback_url="http://127.0.0.1:9/hook", timeout=t
+    ),
+    "commands.run": lambda s, t: s.commands.run("ls", timeout=t),
+    "commands.run(background)": lambda s, t: s.commands.run("ls", background=True, timeout=t),
+    "commands.stream": lambda s, t: _first(s.commands.stream("ls", timeout=t)),
+}
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("bad", [0, -1.5, True, "60", float("nan")])
+async def test_every_lifetime_timeout_refuses_the_same_values_alike(bad: Any) -> None:
+    sandbox = offline_sandbox()
+    messages = set()
+    for call in LIFETIMES.values():
+        with pytest.raises(ValidationError) as err:
+            await call(sandbox, bad)
+        assert err.value.argument == "timeout"
+        messages.add(str(err.value))
+    with pytest.raises(ValidationError) as err:
+        Task(code="x", timeout=bad)
+    messages.add(str(err.value))
+    assert len(messages) == 1, messages
+
+
+@pytest.mark.anyio
+async def test_a_lifetime_may_be_a_fraction_of_a_second(sandbox: AsyncSandbox) -> None:
+    """Any positive number of seconds; the server gets whole seconds, at least one."""
+    proc = await sandbox.run_code_background("print(1)", timeout=2.6)
+    assert proc.timeout == 3
+    short = await sandbox.commands.run("true", background=True, timeout=0.2)
+    assert short.timeout == 1
+    assert Task(code="print(1)", timeout=0.5).timeout == 0.5
+    assert (await proc.wait(timeout=60)).stdout == "1\n"

@@ -25,7 +25,7 @@ def offline_sandbox(url: str) -> AsyncSandbox:
     """A sandbox whose every request would go through the counting proxy at ``url``."""
     client = AsyncHopx(api_key="k", base_url=url)
     info = SandboxInfo.from_wire({"id": "sbx_x", "status": "running", "public_host": url})
-    return AsyncSandbox(client, info, token="t")
+    return AsyncSandbox(client, client._control, info, token="t")
 
 
 Call = Callable[[AsyncSandbox], Awaitable[Any]]

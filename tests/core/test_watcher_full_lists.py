@@ -50,7 +50,7 @@ async def test_without_extensions_only_changed_records_become_models(backend: An
 
 def test_full_list_keys_follow_the_listed_processes() -> None:
     """Changed records become models; the keys kept are those of the last list only."""
-    from hopx_async._wire import changed_processes
+    from hopx_async._lists import changed_processes
 
     def rec(pid: str, status: str, out: str = "") -> dict[str, Any]:
         return {"process_id": pid, "status": status, "stdout": out, "stderr": ""}
@@ -74,7 +74,7 @@ def test_full_list_keys_follow_the_listed_processes() -> None:
 
 def test_record_keys_of_odd_records() -> None:
     """Non-scalar fields, a numeric id or an ``id`` instead of ``process_id`` still key."""
-    from hopx_async._wire import changed_processes, record_key
+    from hopx_async._lists import changed_processes, record_key
 
     odd = {"id": 7, "status": "running", "exit_code": [1], "stdout": {"x": 1}}
     assert record_key(odd) == record_key(dict(odd))
@@ -90,7 +90,7 @@ def test_record_keys_of_odd_records() -> None:
 
 def test_full_list_skips_records_nobody_holds() -> None:
     """Records of processes without a handle cost no key and no model; waited ones never skip."""
-    from hopx_async._wire import changed_processes
+    from hopx_async._lists import changed_processes
 
     items = [{"process_id": p, "status": "running"} for p in ("a", "b", "c")]
     infos, keys = changed_processes(items, {}, (), held={"a"})

@@ -51,7 +51,7 @@ class _PauseAgent:
 
     def __init__(self, min_interval: float) -> None:
         self.sandbox_id = "sbx_pause"
-        self.control = type("Control", (), {"polling": PollPolicy(initial_interval=0.05)})()
+        self.polling = PollPolicy(initial_interval=0.05)
         self._min = min_interval
 
     def min_poll_interval(self) -> float:

@@ -116,7 +116,7 @@ async def test_an_ending_seen_before_its_handle_was_made_costs_no_request(
 
 
 def test_cursor_resets_when_the_server_counter_goes_back() -> None:
-    from hopx_async._wire import next_cursor
+    from hopx_async._lists import next_cursor
 
     assert next_cursor(7, 9) == 9
     assert next_cursor(7, 3) == 0, "version 3 < cursor 7: the history was lost"

@@ -171,7 +171,7 @@ def instances() -> Iterator[Callable[[str], tuple[Any, Any]]]:
     runner = _runner.Runner()
     client = hopx_async.AsyncHopx(api_key="k", base_url="http://127.0.0.1:9")
     info = hopx_async.SandboxInfo.from_wire({"id": "sbx_1", "public_host": "http://127.0.0.1:9"})
-    sandbox = hopx_async.AsyncSandbox(client, info)
+    sandbox = hopx_async.AsyncSandbox(client, client._control, info)
     objects: dict[str, Any] = {
         "AsyncHopx": client,
         "AsyncSandboxes": client.sandboxes,
