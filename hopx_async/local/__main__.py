@@ -40,7 +40,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ._backend import LocalBackend
+from .backend import LocalBackend
 
 __all__ = ["main"]
 

@@ -5,7 +5,7 @@ stdout/stderr opened on files (the child writes to disk, the server never buffer
 waits for it under a deadline that does not count paused time, and ends the whole tree below
 it: SIGTERM (plus SIGCONT, so a paused tree can act on it), then SIGKILL after a grace period.
 
-The event loop never forks: one spawner process per loop (``_spawner.py``, started with the
+The event loop never forks: one spawner process per loop (``spawner.py``, started with the
 first process) opens the output files, forks and execs, reaps, and reports each exit on one
 socket. No thread per child, no thread for spawning, no fork in the server's interpreter;
 a ``--die-with-parent`` box dies with the spawner, which dies with the server.
@@ -30,8 +30,9 @@ from typing import Any
 
 import attrs
 
-from ._procfs import ProcStat, all_stats, descendants, read_stat
-from ._spawner import frame, unframe
+from .procfs import ProcStat, all_stats, descendants, read_stat
+from .spawner import frame, unframe
+from .tasks import to_the_end
 
 __all__ = [
     "GRACE_SECONDS",
@@ -48,7 +49,7 @@ logger = logging.getLogger("hopx_async.local")
 #: Seconds between SIGTERM and SIGKILL when a process tree is ended.
 GRACE_SECONDS = 1.0
 #: The spawner process's program (run by path: it needs the standard library only).
-_SPAWNER_FILE = str(Path(__file__).with_name("_spawner.py"))
+_SPAWNER_FILE = str(Path(__file__).with_name("spawner.py"))
 #: Spawner processes per event loop, at most (``HOPX_LOCAL_SPAWNERS``). Each starts one
 #: process at a time. One keeps up with what two cores can run (about 800 starts of ``true``
 #: a second measured); more in parallel only made boxes being set up crowd out the server's
@@ -94,7 +95,7 @@ class Child:
 
 
 class _SpawnerProcess:
-    """The spawner process of one event loop (``_spawner.py``), and its socket.
+    """The spawner process of one event loop (``spawner.py``), and its socket.
 
     Requests go out through a queue that never blocks the loop; answers and exit reports come
     back on a reader. Should the process die, pending starts fail with ``OSError`` and the
@@ -389,19 +390,13 @@ class Supervisor:
     async def spawn(self, args: SpawnArgs) -> Running:
         """Start ``args.argv`` (in a spawner process); raises ``OSError`` when it cannot."""
         started = self._spawner(asyncio.get_running_loop()).spawn(args)
-        try:
-            child, ticks = await asyncio.shield(started)
-        except asyncio.CancelledError:
-            # The child may start anyway: it is then ended, never left behind.
-            started.add_done_callback(self._end_unwanted)
-            raise
+        # The child may start anyway if this is cancelled: it is then ended, never left behind.
+        child, ticks = await to_the_end(started, on_abandoned=self._end_unwanted)
         return Running(child=child, pid=child.pid, start_ticks=ticks, carriers=args.carriers)
 
     @staticmethod
-    def _end_unwanted(done: asyncio.Future[tuple[Child, str | None]]) -> None:
-        if done.cancelled() or done.exception() is not None:
-            return
-        child, _ = done.result()
+    def _end_unwanted(started: tuple[Child, str | None]) -> None:
+        child, _ = started
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(child.pid, signal.SIGKILL)
 

@@ -37,16 +37,16 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from ._agent_requests import authorize, code_spec, command_spec
-from ._errors import ApiError, bad_request
-from ._http import state
-from ._launch import StartSpec
-from ._output import read_range
-from ._processes import AttachedRun
-from ._records import SandboxRecord, iso
-from ._render import number
-from ._supervisor import exit_code_of
-from ._validate import (
+from ..errors import ApiError, bad_request
+from ..runtime.launch import StartSpec
+from ..runtime.output import read_range
+from ..runtime.supervisor import exit_code_of
+from ..service.processes import AttachedRun
+from ..service.render import number
+from ..state.records import SandboxRecord, iso
+from .agent_requests import authorize, code_spec, command_spec
+from .common import state
+from .params import (
     parse_body,
     query_int,
 )

@@ -30,26 +30,23 @@ from typing import Any
 
 import aiohttp
 import attrs
-from aiohttp import web
 from yarl import URL
 
-from .._webhooks import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign_webhook
-from ._errors import ApiError, bad_request
-from ._launch import StartSpec
-from ._output import read_tail
-from ._processes import Processes
-from ._records import ProcessRecord, SandboxRecord, iso
-from ._validate import is_header_text
-from ._version import __version__
+from ..._webhooks import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign_webhook
+from ..errors import ApiError, bad_request
+from ..runtime.launch import StartSpec
+from ..runtime.output import read_tail
+from ..state.records import ProcessRecord, SandboxRecord, iso
+from ..version import __version__
+from .processes import Processes
+from .tokens import is_header_text
 
 __all__ = [
     "CALLBACK_HOSTS_ENV",
     "DEFAULT_CALLBACK_HOSTS",
-    "WEBHOOKS",
     "Callback",
     "CallbackHosts",
     "Webhooks",
-    "webhooks",
 ]
 
 logger = logging.getLogger("hopx_async.local")
@@ -444,10 +441,3 @@ class Webhooks:
     def _forget(self, delivery: _Delivery) -> None:
         with contextlib.suppress(FileNotFoundError):
             self._path(delivery).unlink()
-
-
-WEBHOOKS = web.AppKey("webhooks", Webhooks)
-
-
-def webhooks(request: web.Request) -> Webhooks:
-    return request.config_dict[WEBHOOKS]

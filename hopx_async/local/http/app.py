@@ -13,12 +13,12 @@ import secrets
 
 from aiohttp import web
 
-from ._agent_app import make_agent_app
-from ._control_app import make_control_app
-from ._errors import ApiError
-from ._http import STATE, AppState, Handler, json_answer, state
-from ._stream import commands_stream_at_root, execute_stream_at_root
-from ._version import __version__
+from ..errors import ApiError
+from ..version import __version__
+from .agent import make_agent_app
+from .common import STATE, AppState, Handler, json_answer, state
+from .control import make_control_app
+from .stream import commands_stream_at_root, execute_stream_at_root
 
 __all__ = ["make_app"]
 

@@ -21,15 +21,16 @@ from typing import Any
 
 import attrs
 
-from ._errors import ApiError, process_not_found
-from ._launch import PROCESS_TAG_ENV, Launcher, StartSpec
-from ._layout import Layout
-from ._output import file_size, read_tail
-from ._procfs import all_stats, command_line, descendants, owner, pids_by_env, read_stat
-from ._records import ProcessRecord, SandboxRecord, new_id
-from ._render import Renderer, seconds
-from ._store import Store
-from ._supervisor import Running, Supervisor, exit_code_of
+from ..errors import ApiError, process_not_found
+from ..runtime.launch import PROCESS_TAG_ENV, Launcher, StartSpec
+from ..runtime.output import file_size, read_tail
+from ..runtime.procfs import all_stats, command_line, descendants, owner, pids_by_env, read_stat
+from ..runtime.supervisor import Running, Supervisor, exit_code_of
+from ..runtime.tasks import to_the_end
+from ..state.layout import Layout
+from ..state.records import ProcessRecord, SandboxRecord, new_id
+from ..state.store import Store
+from .render import Renderer, seconds
 
 __all__ = ["SYNC_OUTPUT_CAP", "TIMEOUT_EXIT_CODE", "AttachedRun", "Processes"]
 
@@ -243,11 +244,11 @@ class Processes:
         leaves a tracked process (and its key) behind, never an untracked or half-made one.
         """
         if idempotency_key is None:
-            return dict(await asyncio.shield(self._start_task(sbx, spec, None)))
+            return dict(await to_the_end(self._start_task(sbx, spec, None)))
         key = (sbx.id, idempotency_key)
         existing = self._idempotent.get(key)
         if existing is not None:
-            return dict(await asyncio.shield(existing))
+            return dict(await to_the_end(existing))
         task = self._idempotent[key] = self._start_task(sbx, spec, idempotency_key)
 
         def forget_failed(done: asyncio.Future[dict[str, Any]]) -> None:
@@ -257,7 +258,7 @@ class Processes:
                 del self._idempotent[key]
 
         task.add_done_callback(forget_failed)
-        return dict(await asyncio.shield(task))
+        return dict(await to_the_end(task))
 
     def _start_task(
         self, sbx: SandboxRecord, spec: StartSpec, idempotency_key: str | None
@@ -519,11 +520,8 @@ class Processes:
 
     # -- synchronous execution -------------------------------------------------------------
 
-    def _end_unwanted_launch(self, launching: asyncio.Future[Running]) -> None:
+    def _end_unwanted_launch(self, run: Running) -> None:
         """A synchronous run whose client went away while it was starting: end it now."""
-        if launching.cancelled() or launching.exception() is not None:
-            return
-        run = launching.result()
         run.end_reason = "killed"
         self.supervisor.terminate_soon(run)
 
@@ -536,16 +534,11 @@ class Processes:
         stderr = self.layout.output(sbx.id, scratch, "stderr")
         started = time.monotonic()
         try:
-            launching = asyncio.ensure_future(
-                self.launcher.launch(
-                    sbx.id, scratch, spec, workdir=workdir, env=env, internet=sbx.internet_access
-                )
+            launching = self.launcher.launch(
+                sbx.id, scratch, spec, workdir=workdir, env=env, internet=sbx.internet_access
             )
             try:
-                run = await asyncio.shield(launching)
-            except asyncio.CancelledError:
-                launching.add_done_callback(self._end_unwanted_launch)
-                raise
+                run = await to_the_end(launching, on_abandoned=self._end_unwanted_launch)
             except (OSError, ValueError) as exc:
                 return {
                     "success": False,
@@ -611,16 +604,10 @@ class Processes:
         scratch = new_id("stream")
         started = time.monotonic()
         try:
-            launching = asyncio.ensure_future(
-                self.launcher.launch(
-                    sbx.id, scratch, spec, workdir=workdir, env=env, internet=sbx.internet_access
-                )
+            launching = self.launcher.launch(
+                sbx.id, scratch, spec, workdir=workdir, env=env, internet=sbx.internet_access
             )
-            try:
-                run = await asyncio.shield(launching)
-            except asyncio.CancelledError:
-                launching.add_done_callback(self._end_unwanted_launch)
-                raise
+            run = await to_the_end(launching, on_abandoned=self._end_unwanted_launch)
             runs = self._sync_runs.setdefault(sbx.id, set())
             runs.add(run)
             ended = asyncio.ensure_future(self.supervisor.watch(run, spec.timeout))

@@ -38,10 +38,10 @@ from typing import Any
 import attrs
 from aiohttp import BodyPartReader, web
 
-from ._errors import ApiError, bad_request
-from ._http import json_answer, read_body, state
-from ._launch import BOX_ID
-from ._validate import READ_TIMEOUT, opt_bool, opt_str, req_str
+from ..errors import ApiError, bad_request
+from ..runtime.launch import BOX_ID
+from .common import json_answer, read_body, state
+from .params import opt_bool, opt_str, req_str
 
 __all__ = [
     "MAX_LIST_ENTRIES",
@@ -135,7 +135,7 @@ def _target(
 ) -> _Target:
     """Resolve ``value`` inside the sandbox's workspace (links too); refuse what leaves it."""
     sandbox_id = request.match_info["sid"]
-    root = state(request).renderer.layout.workspace(sandbox_id)
+    root = state(request).layout.workspace(sandbox_id)
     host_root = os.path.realpath(root)
     pending = _lexical_parts(value, argument)
     resolved: list[str] = []
@@ -240,7 +240,7 @@ def _os_error(exc: OSError, target: _Target) -> ApiError:
 
 def _chown_new(request: web.Request) -> bool:
     """Whether new files must belong to the box's user (boxed, and the server is root)."""
-    return state(request).processes.launcher.boxed and os.geteuid() == 0
+    return state(request).launcher.boxed and os.geteuid() == 0
 
 
 def _iso(seconds: float) -> str:
@@ -616,10 +616,10 @@ async def upload_file(request: web.Request) -> web.Response:
     parameter): streamed to disk, then moved into place."""
     if not request.content_type.startswith("multipart/"):
         raise bad_request("the upload must be multipart/form-data with a 'file' part")
-    timeout = request.config_dict.get(READ_TIMEOUT, 60.0)
+    timeout = state(request).read_timeout
     limit = max_upload_bytes()
     chown = _chown_new(request)
-    staging = state(request).renderer.layout.sandbox_dir(request.match_info["sid"]) / "uploads"
+    staging = state(request).layout.sandbox_dir(request.match_info["sid"]) / "uploads"
     path = request.query.get("path")
     staged = f".upload-{secrets.token_hex(8)}"
     await asyncio.to_thread(staging.mkdir, mode=0o700, exist_ok=True)

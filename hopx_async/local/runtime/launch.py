@@ -25,10 +25,10 @@ from typing import Literal
 
 import attrs
 
-from ._catalog import Catalog
-from ._errors import bad_request
-from ._layout import Layout
-from ._supervisor import Running, SpawnArgs, Supervisor
+from ..errors import bad_request
+from ..state.layout import Layout
+from .catalog import Catalog
+from .supervisor import Running, SpawnArgs, Supervisor
 
 __all__ = [
     "ISOLATION_ENV",
