@@ -27,6 +27,7 @@ from .http.middleware import RateLimiter
 from .runtime.catalog import Catalog
 from .runtime.launch import Isolation, IsolationMode, Launcher, detect_isolation
 from .runtime.supervisor import GRACE_SECONDS, Supervisor
+from .service.foreground import ForegroundRuns
 from .service.processes import Processes
 from .service.render import Renderer
 from .service.sandboxes import Sandboxes
@@ -266,17 +267,21 @@ class LocalBackend:
             store.set_meta("token_secret", secret)
         signer = TokenSigner(bytes.fromhex(secret), self.token_ttl_seconds)
         renderer = Renderer(layout, signer)
+        foreground = ForegroundRuns(layout=layout, launcher=launcher, supervisor=supervisor)
         processes = Processes(
             layout=layout,
             store=store,
             launcher=launcher,
             supervisor=supervisor,
             renderer=renderer,
+            foreground=foreground,
         )
         sandboxes = Sandboxes(layout=layout, store=store, launcher=launcher, processes=processes)
         hooks = Webhooks(
             layout.webhooks,
             processes,
+            processes.changes,
+            layout,
             self.callback_hosts,
             attempts=self.callback_attempts,
             retry_delay=self.callback_retry_delay,
@@ -289,6 +294,8 @@ class LocalBackend:
                 launcher=launcher,
                 sandboxes=sandboxes,
                 processes=processes,
+                changes=processes.changes,
+                foreground=foreground,
                 renderer=renderer,
                 webhooks=hooks,
                 catalog=catalog,

@@ -74,7 +74,7 @@ async def agent_health(request: web.Request) -> web.Response:
 
 async def execute(request: web.Request) -> web.Response:
     spec = code_spec(request, await read_body(request), default_timeout=60, maximum=300)
-    return json_answer(await state(request).processes.run_sync(_sandbox(request), spec))
+    return json_answer(await state(request).foreground.run_sync(_sandbox(request), spec))
 
 
 async def execute_background(request: web.Request) -> web.Response:
@@ -85,7 +85,7 @@ async def execute_background(request: web.Request) -> web.Response:
 
 async def commands_run(request: web.Request) -> web.Response:
     spec = command_spec(await read_body(request), default_timeout=30, maximum=3600)
-    return json_answer(await state(request).processes.run_sync(_sandbox(request), spec))
+    return json_answer(await state(request).foreground.run_sync(_sandbox(request), spec))
 
 
 async def commands_background(request: web.Request) -> web.Response:
@@ -132,7 +132,7 @@ async def list_processes(request: web.Request) -> web.Response:
     wait = query_float(request.query, "wait", maximum=_MAX_WAIT)
     terminal = _only(request)
     if since is not None and wait is not None:
-        await app_state.processes.wait_for_change(sbx, since, wait, terminal=terminal)
+        await app_state.changes.wait_for_change(sbx, since, wait, terminal=terminal)
     records = app_state.processes.of_sandbox(sbx.id)
     if since is not None:
         records = [rec for rec in records if rec.version > since]
@@ -155,7 +155,7 @@ async def get_process(request: web.Request) -> web.Response:
     with_offsets = stdout_offset is not None or stderr_offset is not None
     offsets = (stdout_offset or 0, stderr_offset or 0) if with_offsets else None
     if wait is not None:
-        await app_state.processes.wait_for_process(rec, wait, offsets)
+        await app_state.changes.wait_for_process(rec, wait, offsets)
     data = app_state.renderer.process(rec, output=offsets is None)
     if offsets is not None:
         final = rec.finished

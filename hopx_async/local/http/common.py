@@ -12,6 +12,8 @@ from aiohttp import web
 from ..errors import ApiError, bad_request
 from ..runtime.catalog import Catalog
 from ..runtime.launch import Isolation, Launcher
+from ..service.changes import ChangeFeed
+from ..service.foreground import ForegroundRuns
 from ..service.processes import Processes
 from ..service.render import Renderer
 from ..service.sandboxes import Sandboxes
@@ -42,6 +44,8 @@ class AppState:
     launcher: Launcher
     sandboxes: Sandboxes
     processes: Processes
+    changes: ChangeFeed
+    foreground: ForegroundRuns
     renderer: Renderer
     webhooks: Webhooks
     catalog: Catalog

@@ -41,7 +41,7 @@ from ..errors import ApiError, bad_request
 from ..runtime.launch import StartSpec
 from ..runtime.output import read_range
 from ..runtime.supervisor import exit_code_of
-from ..service.processes import AttachedRun
+from ..service.foreground import AttachedRun
 from ..service.render import number
 from ..state.records import SandboxRecord, iso
 from .agent_requests import authorize, code_spec, command_spec
@@ -193,7 +193,7 @@ async def _run_streamed(
     try:
         try:
             spec = spec_of(request, await _first_message(ws))
-            async with state(request).processes.attached(sbx, spec) as attached:
+            async with state(request).foreground.attached(sbx, spec) as attached:
                 await _serve(ws, _stream_attached(sender, attached, spec))
         except ApiError as exc:  # after the upgrade an error is a message, not an answer
             body = exc.body(request.headers.get("X-Request-ID", ""))
@@ -290,7 +290,7 @@ async def process_stream(request: web.Request) -> web.WebSocketResponse:
     sender = _Sender(ws, request)
 
     async def idle(seconds: float) -> None:
-        await app_state.processes.wait_for_process(rec, seconds, None)
+        await app_state.changes.wait_for_process(rec, seconds, None)
 
     def is_final() -> bool:
         return rec.finished

@@ -36,8 +36,10 @@ from ..._webhooks import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign_webhook
 from ..errors import ApiError, bad_request
 from ..runtime.launch import StartSpec
 from ..runtime.output import read_tail
+from ..state.layout import Layout
 from ..state.records import ProcessRecord, SandboxRecord, iso
 from ..version import __version__
+from .changes import ChangeFeed
 from .processes import Processes
 from .tokens import is_header_text
 
@@ -227,6 +229,8 @@ class Webhooks:
         self,
         directory: Path,
         processes: Processes,
+        changes: ChangeFeed,
+        layout: Layout,
         hosts: CallbackHosts,
         *,
         attempts: int,
@@ -235,6 +239,8 @@ class Webhooks:
     ) -> None:
         self.directory = directory
         self.processes = processes
+        self.changes = changes
+        self.layout = layout
         self.hosts = hosts
         self.attempts = attempts
         self.retry_delay = retry_delay
@@ -332,7 +338,7 @@ class Webhooks:
                 with contextlib.suppress(ApiError):
                     rec = self.processes.get(delivery.sandbox_id, delivery.process_id)
             while rec is not None and not rec.finished:
-                await self.processes.wait_for_process(rec, 30.0, None)
+                await self.changes.wait_for_process(rec, 30.0, None)
             delivery.body = json.dumps(self._result(delivery, rec), separators=(",", ":"))
             delivery.state = "pending"
             delivery.next_at = time.time()
@@ -389,7 +395,7 @@ class Webhooks:
             "error": rec.error,
         }
         for stream in ("stdout", "stderr"):
-            path = self.processes.layout.output(rec.sandbox_id, rec.process_id, stream)
+            path = self.layout.output(rec.sandbox_id, rec.process_id, stream)
             result[stream], result[f"{stream}_truncated"], _ = read_tail(path, CALLBACK_OUTPUT_CAP)
         return result
 
