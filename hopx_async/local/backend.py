@@ -24,8 +24,9 @@ from .http.app import make_app
 from .http.common import STATE, AppState
 from .http.connections import ConnectionCap, QuietServerLog
 from .http.middleware import RateLimiter
+from .runtime.box import Isolation, IsolationMode, detect_isolation
 from .runtime.catalog import Catalog
-from .runtime.launch import Isolation, IsolationMode, Launcher, detect_isolation
+from .runtime.launch import Launcher
 from .runtime.supervisor import GRACE_SECONDS, Supervisor
 from .service.foreground import ForegroundRuns
 from .service.processes import Processes

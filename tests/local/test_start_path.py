@@ -20,7 +20,8 @@ import aiohttp
 import pytest
 
 from hopx_async.local import LocalBackend
-from hopx_async.local.runtime.supervisor import SpawnArgs, Supervisor, exit_code_of
+from hopx_async.local.runtime.spawner_client import SpawnArgs
+from hopx_async.local.runtime.supervisor import Supervisor, exit_code_of
 from hopx_async.local.state.records import SandboxRecord
 from hopx_async.local.state.store import Store
 

@@ -10,8 +10,9 @@ import attrs
 from aiohttp import web
 
 from ..errors import ApiError, bad_request
+from ..runtime.box import Isolation
 from ..runtime.catalog import Catalog
-from ..runtime.launch import Isolation, Launcher
+from ..runtime.launch import Launcher
 from ..service.changes import ChangeFeed
 from ..service.foreground import ForegroundRuns
 from ..service.processes import Processes

@@ -26,8 +26,8 @@ from aiohttp import BodyPartReader, web
 
 from ..errors import ApiError, bad_request
 from ..runtime import fileops
+from ..runtime.box import BOX_ID
 from ..runtime.fileops import MAX_LIST_ENTRIES, MAX_READ_BYTES
-from ..runtime.launch import BOX_ID
 from ..runtime.workspace import DIR_FLAGS, WORKSPACE, Target, open_regular, resolve
 from .common import json_answer, read_body, state
 from .params import opt_bool, opt_str, req_str

@@ -12,7 +12,7 @@ import stat
 from typing import Any
 
 from ..errors import ApiError, bad_request
-from .launch import BOX_ID
+from .box import BOX_ID
 from .workspace import FILE_FLAGS, Target, dir_fd, open_regular, os_error, parent_dir, remove_tree
 
 __all__ = [

@@ -30,7 +30,7 @@ from pathlib import Path
 import attrs
 
 from ..errors import ApiError, bad_request
-from .launch import BOX_ID
+from .box import BOX_ID
 
 __all__ = [
     "DIR_FLAGS",
