@@ -28,12 +28,13 @@ from .runtime.box import Isolation, IsolationMode, detect_isolation
 from .runtime.catalog import Catalog
 from .runtime.launch import Launcher
 from .runtime.supervisor import GRACE_SECONDS, Supervisor
+from .service.callbacks import CallbackHosts
 from .service.foreground import ForegroundRuns
 from .service.processes import Processes
 from .service.render import Renderer
 from .service.sandboxes import Sandboxes
 from .service.tokens import TokenSigner, is_header_text
-from .service.webhooks import CallbackHosts, Webhooks
+from .service.webhooks import Webhooks
 from .state.layout import Layout
 from .state.store import Store
 
