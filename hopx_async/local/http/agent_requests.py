@@ -1,6 +1,6 @@
 """What every agent route reads from a request: the sandbox its token opens, and start specs.
 
-Shared by the HTTP routes (``_agent_app``) and the WebSocket routes (``_stream``).
+Shared by the HTTP routes (``agent``) and the WebSocket routes (``stream``).
 """
 
 from __future__ import annotations

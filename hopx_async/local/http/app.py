@@ -1,7 +1,7 @@
 """The root aiohttp application: one sub-app per auth domain, one front middleware.
 
-``/v1`` is the control plane (API key, ``_control_app``); ``/sandboxes/{sid}`` is a sandbox's
-agent (its own token, ``_agent_app``); ``/health`` needs nothing. The front middleware here
+``/v1`` is the control plane (API key, ``control``); ``/sandboxes/{sid}`` is a sandbox's
+agent (its own token, ``agent``); ``/health`` needs nothing. The front middleware here
 gives every answer an ``X-Request-ID``, refuses browser requests (any ``Origin`` header) and
 turns every failure, from any sub-app, into the documented flat error body.
 """
