@@ -283,7 +283,7 @@ async def process_stream(request: web.Request) -> web.WebSocketResponse:
         stream: query_int(request.query, f"{stream}_offset", minimum=0, maximum=2**62) or 0
         for stream in _STREAMS
     }
-    layout = app_state.renderer.layout
+    layout = app_state.layout
     paths = {s: layout.output(rec.sandbox_id, rec.process_id, s) for s in _STREAMS}
     ws = web.WebSocketResponse(heartbeat=30)
     await ws.prepare(request)
