@@ -243,70 +243,14 @@ class LocalBackend:
         _not_dumpable()
         layout = Layout(state_dir)
         layout.make_root()
-        isolation = await asyncio.to_thread(detect_isolation, self.isolation_mode)
-        catalog = Catalog()
-        supervisor = Supervisor(self.grace_seconds)
-        supervisor.prestart()
-        # Held here until the app owns it (its cleanup context), so that stop() closes it.
-        launcher = self._launcher = Launcher(layout, catalog, supervisor, isolation)
-        if launcher.boxed:
-            failure = await asyncio.to_thread(launcher.self_test)
-            if failure and isolation.required:
-                raise RuntimeError(f"isolation 'bubblewrap' was required but {failure}")
-            if failure:
-                launcher.disable(failure)
-        if launcher.isolation.mechanism == "none":
-            logger.warning(
-                "SANDBOXED CODE IS NOT ISOLATED: %s; every process runs as this user with "
-                "access to everything it can reach (see docs/local-backend.md)",
-                launcher.isolation.reason,
-            )
+        # Both held here until the app owns them (its cleanup contexts), so that stop()
+        # closes them if the start fails before.
+        launcher = self._launcher = await self._open_launcher(layout)
         store = self._store = Store.open(layout.db)
         store.bind_loop(asyncio.get_running_loop())
-        secret = store.get_meta("token_secret")
-        if secret is None:
-            secret = secrets.token_hex(32)
-            store.set_meta("token_secret", secret)
-        signer = TokenSigner(bytes.fromhex(secret), self.token_ttl_seconds)
-        renderer = Renderer(layout, signer)
-        foreground = ForegroundRuns(layout=layout, launcher=launcher, supervisor=supervisor)
-        processes = Processes(
-            layout=layout,
-            store=store,
-            launcher=launcher,
-            supervisor=supervisor,
-            renderer=renderer,
-            foreground=foreground,
-        )
-        sandboxes = Sandboxes(layout=layout, store=store, launcher=launcher, processes=processes)
-        hooks = Webhooks(
-            layout.webhooks,
-            processes,
-            processes.changes,
-            layout,
-            self.callback_hosts,
-            attempts=self.callback_attempts,
-            retry_delay=self.callback_retry_delay,
-            timeout=self.callback_timeout,
-        )
-        limit = self.rate_limit_per_minute
-        app = make_app(
-            AppState(
-                layout=layout,
-                launcher=launcher,
-                sandboxes=sandboxes,
-                processes=processes,
-                changes=processes.changes,
-                foreground=foreground,
-                renderer=renderer,
-                webhooks=hooks,
-                catalog=catalog,
-                signer=signer,
-                api_key=self.api_key,
-                limiter=None if limit is None else RateLimiter(limit),
-                read_timeout=self.read_timeout,
-            )
-        )
+        app_state = self._app_state(layout, launcher, store)
+        app = make_app(app_state)
+        sandboxes, hooks, renderer = app_state.sandboxes, app_state.webhooks, app_state.renderer
         # Opened at the app's startup, closed at its cleanup in the reverse order.
         app.cleanup_ctx.extend(
             [_closing(store), _closing(launcher), _serving(sandboxes), _delivering(hooks)]
@@ -342,6 +286,72 @@ class LocalBackend:
             self._base_url,
             state_dir,
             launcher.isolation.mechanism,
+        )
+
+    async def _open_launcher(self, layout: Layout) -> Launcher:
+        """The launcher, with the isolation that works here (a box is tried once)."""
+        isolation = await asyncio.to_thread(detect_isolation, self.isolation_mode)
+        supervisor = Supervisor(self.grace_seconds)
+        supervisor.prestart()
+        launcher = Launcher(layout, Catalog(), supervisor, isolation)
+        if launcher.boxed:
+            failure = await asyncio.to_thread(launcher.self_test)
+            if failure and isolation.required:
+                launcher.close()
+                raise RuntimeError(f"isolation 'bubblewrap' was required but {failure}")
+            if failure:
+                launcher.disable(failure)
+        if launcher.isolation.mechanism == "none":
+            logger.warning(
+                "SANDBOXED CODE IS NOT ISOLATED: %s; every process runs as this user with "
+                "access to everything it can reach (see docs/local-backend.md)",
+                launcher.isolation.reason,
+            )
+        return launcher
+
+    def _app_state(self, layout: Layout, launcher: Launcher, store: Store) -> AppState:
+        """The services, each made with what it uses, in the one state the handlers get."""
+        secret = store.get_meta("token_secret")
+        if secret is None:
+            secret = secrets.token_hex(32)
+            store.set_meta("token_secret", secret)
+        signer = TokenSigner(bytes.fromhex(secret), self.token_ttl_seconds)
+        renderer = Renderer(layout, signer)
+        supervisor = launcher.supervisor
+        foreground = ForegroundRuns(layout=layout, launcher=launcher, supervisor=supervisor)
+        processes = Processes(
+            layout=layout,
+            store=store,
+            launcher=launcher,
+            supervisor=supervisor,
+            renderer=renderer,
+            foreground=foreground,
+        )
+        hooks = Webhooks(
+            layout.webhooks,
+            processes,
+            processes.changes,
+            layout,
+            self.callback_hosts,
+            attempts=self.callback_attempts,
+            retry_delay=self.callback_retry_delay,
+            timeout=self.callback_timeout,
+        )
+        limit = self.rate_limit_per_minute
+        return AppState(
+            layout=layout,
+            launcher=launcher,
+            sandboxes=Sandboxes(layout=layout, store=store, launcher=launcher, processes=processes),
+            processes=processes,
+            changes=processes.changes,
+            foreground=foreground,
+            renderer=renderer,
+            webhooks=hooks,
+            catalog=launcher.catalog,
+            signer=signer,
+            api_key=self.api_key,
+            limiter=None if limit is None else RateLimiter(limit),
+            read_timeout=self.read_timeout,
         )
 
     async def _end_work(self, app: web.Application) -> None:
