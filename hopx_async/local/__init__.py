@@ -8,7 +8,7 @@ It speaks the HopX HTTP API (control plane under ``/v1``, each sandbox's agent u
     hopx local serve [--host 127.0.0.1] [--port 0] [--state-dir DIR]   # in the foreground
 """
 
-from ._backend import LocalBackend
-from ._version import __version__
+from .backend import LocalBackend
+from .version import __version__
 
 __all__ = ["LocalBackend", "__version__"]

@@ -20,9 +20,10 @@ import aiohttp
 import pytest
 
 from hopx_async.local import LocalBackend
-from hopx_async.local._records import SandboxRecord
-from hopx_async.local._store import Store
-from hopx_async.local._supervisor import SpawnArgs, Supervisor, exit_code_of
+from hopx_async.local.runtime.spawner_client import SpawnArgs
+from hopx_async.local.runtime.supervisor import Supervisor, exit_code_of
+from hopx_async.local.state.records import SandboxRecord
+from hopx_async.local.state.store import Store
 
 from .helpers import Api, eventually, marker, pids_with_arg, processes
 
@@ -196,7 +197,8 @@ def spawner_pids() -> list[int]:
     return [
         pid
         for pid, argv, fields in processes()
-        if fields[1:2] == [str(os.getpid())] and any(a.endswith(b"_spawner.py") for a in argv)
+        if fields[1:2] == [str(os.getpid())]
+        and any(a.endswith(b"/runtime/spawner.py") for a in argv)
     ]
 
 

@@ -265,7 +265,7 @@ async def test_timeout_and_deleted_sandbox_are_reported(api: Api) -> None:
 
 
 def test_the_secret_and_headers_stay_out_of_reprs() -> None:
-    from hopx_async.local._webhooks import Callback
+    from hopx_async.local.service.callbacks import Callback
 
     callback = Callback("http://127.0.0.1/h", {"Authorization": "Bearer hdr-secret"}, SECRET)
     assert SECRET not in repr(callback)

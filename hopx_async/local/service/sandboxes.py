@@ -13,12 +13,12 @@ import shutil
 import time
 from typing import Any
 
-from ._errors import ApiError, not_found
-from ._launch import Launcher
-from ._layout import Layout
-from ._processes import Processes
-from ._records import SandboxRecord, new_id
-from ._store import Store
+from ..errors import ApiError, not_found
+from ..runtime.launch import Launcher
+from ..state.layout import Layout
+from ..state.records import SandboxRecord, new_id
+from ..state.store import Store
+from .processes import Processes
 
 __all__ = ["Sandboxes"]
 

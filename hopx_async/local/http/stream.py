@@ -37,16 +37,16 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from ._agent_requests import authorize, code_spec, command_spec
-from ._errors import ApiError, bad_request
-from ._http import state
-from ._launch import StartSpec
-from ._output import read_range
-from ._processes import AttachedRun
-from ._records import SandboxRecord, iso
-from ._render import number
-from ._supervisor import exit_code_of
-from ._validate import (
+from ..errors import ApiError, bad_request
+from ..runtime.launch import StartSpec
+from ..runtime.output import read_range
+from ..runtime.supervisor import exit_code_of
+from ..service.foreground import AttachedRun
+from ..service.render import number
+from ..state.records import SandboxRecord, iso
+from .agent_requests import authorize, code_spec, command_spec
+from .common import state
+from .params import (
     parse_body,
     query_int,
 )
@@ -193,7 +193,7 @@ async def _run_streamed(
     try:
         try:
             spec = spec_of(request, await _first_message(ws))
-            async with state(request).processes.attached(sbx, spec) as attached:
+            async with state(request).foreground.attached(sbx, spec) as attached:
                 await _serve(ws, _stream_attached(sender, attached, spec))
         except ApiError as exc:  # after the upgrade an error is a message, not an answer
             body = exc.body(request.headers.get("X-Request-ID", ""))
@@ -283,14 +283,14 @@ async def process_stream(request: web.Request) -> web.WebSocketResponse:
         stream: query_int(request.query, f"{stream}_offset", minimum=0, maximum=2**62) or 0
         for stream in _STREAMS
     }
-    layout = app_state.renderer.layout
+    layout = app_state.layout
     paths = {s: layout.output(rec.sandbox_id, rec.process_id, s) for s in _STREAMS}
     ws = web.WebSocketResponse(heartbeat=30)
     await ws.prepare(request)
     sender = _Sender(ws, request)
 
     async def idle(seconds: float) -> None:
-        await app_state.processes.wait_for_process(rec, seconds, None)
+        await app_state.changes.wait_for_process(rec, seconds, None)
 
     def is_final() -> bool:
         return rec.finished

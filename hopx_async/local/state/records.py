@@ -1,7 +1,7 @@
 """The records the backend keeps: sandboxes and background processes.
 
 They are plain mutable attrs classes, serialised to JSON for the store. Everything the
-wire shows is derived from them in ``_app``.
+wire shows is derived from them by ``service/render``.
 """
 
 from __future__ import annotations

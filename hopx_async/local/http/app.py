@@ -1,7 +1,7 @@
 """The root aiohttp application: one sub-app per auth domain, one front middleware.
 
-``/v1`` is the control plane (API key, ``_control_app``); ``/sandboxes/{sid}`` is a sandbox's
-agent (its own token, ``_agent_app``); ``/health`` needs nothing. The front middleware here
+``/v1`` is the control plane (API key, ``control``); ``/sandboxes/{sid}`` is a sandbox's
+agent (its own token, ``agent``); ``/health`` needs nothing. The front middleware here
 gives every answer an ``X-Request-ID``, refuses browser requests (any ``Origin`` header) and
 turns every failure, from any sub-app, into the documented flat error body.
 """
@@ -13,12 +13,12 @@ import secrets
 
 from aiohttp import web
 
-from ._agent_app import make_agent_app
-from ._control_app import make_control_app
-from ._errors import ApiError
-from ._http import STATE, AppState, Handler, json_answer, state
-from ._stream import commands_stream_at_root, execute_stream_at_root
-from ._version import __version__
+from ..errors import ApiError
+from ..version import __version__
+from .agent import make_agent_app
+from .common import STATE, AppState, Handler, json_answer, state
+from .control import make_control_app
+from .stream import commands_stream_at_root, execute_stream_at_root
 
 __all__ = ["make_app"]
 

@@ -12,7 +12,7 @@ import secrets
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -20,20 +20,23 @@ from typing import Any
 from aiohttp import web
 
 from .._loopthread import LoopThread
-from ._app import make_app
-from ._catalog import Catalog
-from ._connections import ConnectionCap, QuietServerLog
-from ._http import AppState, RateLimiter
-from ._launch import Isolation, IsolationMode, Launcher, detect_isolation
-from ._layout import Layout
-from ._processes import Processes
-from ._render import Renderer
-from ._sandboxes import Sandboxes
-from ._store import Store
-from ._supervisor import GRACE_SECONDS, Supervisor
-from ._tokens import TokenSigner
-from ._validate import READ_TIMEOUT, is_header_text
-from ._webhooks import WEBHOOKS, CallbackHosts, Webhooks
+from .http.app import make_app
+from .http.common import STATE, AppState
+from .http.connections import ConnectionCap, QuietServerLog
+from .http.middleware import RateLimiter
+from .runtime.box import Isolation, IsolationMode, detect_isolation
+from .runtime.catalog import Catalog
+from .runtime.launch import Launcher
+from .runtime.supervisor import GRACE_SECONDS, Supervisor
+from .service.callbacks import CallbackHosts
+from .service.foreground import ForegroundRuns
+from .service.processes import Processes
+from .service.render import Renderer
+from .service.sandboxes import Sandboxes
+from .service.tokens import TokenSigner, is_header_text
+from .service.webhooks import Webhooks
+from .state.layout import Layout
+from .state.store import Store
 
 __all__ = ["LocalBackend"]
 
@@ -68,6 +71,51 @@ def _url_host(host: str) -> str:
     if host == "::":
         return "[::1]"
     return f"[{host}]" if ":" in host else host
+
+
+def _closing(
+    resource: Store | Launcher,
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    """A cleanup context that closes ``resource`` (opened already) with the app."""
+
+    async def context(_app: web.Application) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            resource.close()
+
+    return context
+
+
+def _serving(
+    sandboxes: Sandboxes,
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    """A cleanup context: the records loaded and the reaper running while the app runs."""
+
+    async def context(_app: web.Application) -> AsyncIterator[None]:
+        sandboxes.load()
+        sandboxes.start_reaper()
+        try:
+            yield
+        finally:
+            await sandboxes.close()
+
+    return context
+
+
+def _delivering(
+    hooks: Webhooks,
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    """A cleanup context: webhook deliveries (those left by the last run too) while it runs."""
+
+    async def context(_app: web.Application) -> AsyncIterator[None]:
+        hooks.open()
+        try:
+            yield
+        finally:
+            await hooks.close()
+
+    return context
 
 
 class LocalBackend:
@@ -144,10 +192,8 @@ class LocalBackend:
         self._temp_dir: Path | None = None
         self._state_dir: Path | None = None
         self._store: Store | None = None
-        self._sandboxes: Sandboxes | None = None
         self._launcher: Launcher | None = None
         self._runner: web.AppRunner | None = None
-        self._webhooks: Webhooks | None = None
         self._listener: asyncio.Server | None = None
         self._base_url: str | None = None
 
@@ -197,70 +243,22 @@ class LocalBackend:
         _not_dumpable()
         layout = Layout(state_dir)
         layout.make_root()
-        isolation = await asyncio.to_thread(detect_isolation, self.isolation_mode)
-        catalog = Catalog()
-        supervisor = Supervisor(self.grace_seconds)
-        supervisor.prestart()
-        launcher = self._launcher = Launcher(layout, catalog, supervisor, isolation)
-        if launcher.boxed:
-            failure = await asyncio.to_thread(launcher.self_test)
-            if failure and isolation.required:
-                raise RuntimeError(f"isolation 'bubblewrap' was required but {failure}")
-            if failure:
-                launcher.disable(failure)
-        isolation = self._isolation = launcher.isolation
-        if isolation.mechanism == "none":
-            logger.warning(
-                "SANDBOXED CODE IS NOT ISOLATED: %s; every process runs as this user with "
-                "access to everything it can reach (see docs/local-backend.md)",
-                isolation.reason,
-            )
-        if not layout.db.exists():
-            os.close(os.open(layout.db, os.O_WRONLY | os.O_CREAT, 0o600))
-        os.chmod(layout.db, 0o600)
-        store = self._store = Store(layout.db)
+        # Both held here until the app owns them (its cleanup contexts), so that stop()
+        # closes them if the start fails before.
+        launcher = self._launcher = await self._open_launcher(layout)
+        store = self._store = Store.open(layout.db)
         store.bind_loop(asyncio.get_running_loop())
-        secret = store.get_meta("token_secret")
-        if secret is None:
-            secret = secrets.token_hex(32)
-            store.set_meta("token_secret", secret)
-        signer = TokenSigner(bytes.fromhex(secret), self.token_ttl_seconds)
-        renderer = Renderer(layout, signer)
-        processes = Processes(
-            layout=layout,
-            store=store,
-            launcher=launcher,
-            supervisor=supervisor,
-            renderer=renderer,
+        app_state = self._app_state(layout, launcher, store)
+        app = make_app(app_state)
+        sandboxes, hooks, renderer = app_state.sandboxes, app_state.webhooks, app_state.renderer
+        # Opened at the app's startup, closed at its cleanup in the reverse order.
+        app.cleanup_ctx.extend(
+            [_closing(store), _closing(launcher), _serving(sandboxes), _delivering(hooks)]
         )
-        sandboxes = self._sandboxes = Sandboxes(
-            layout=layout, store=store, launcher=launcher, processes=processes
-        )
-        sandboxes.load()
-        limit = self.rate_limit_per_minute
-        app = make_app(
-            AppState(
-                sandboxes=sandboxes,
-                processes=processes,
-                renderer=renderer,
-                catalog=catalog,
-                signer=signer,
-                isolation=isolation,
-                api_key=self.api_key,
-                limiter=None if limit is None else RateLimiter(limit),
-            )
-        )
-        app[READ_TIMEOUT] = self.read_timeout
-        hooks = self._webhooks = Webhooks(
-            layout.webhooks,
-            processes,
-            self.callback_hosts,
-            attempts=self.callback_attempts,
-            retry_delay=self.callback_retry_delay,
-            timeout=self.callback_timeout,
-        )
-        hooks.open()
-        app[WEBHOOKS] = hooks
+        # The work ends first (a delivery not made yet stays for the next start; every
+        # process is killed and its record made final), so that the handlers waiting on it
+        # answer, before the listener closes and the server waits for its handlers.
+        app.on_shutdown.append(self._end_work)
         cap = ConnectionCap(self.max_connections)
         app.middlewares.insert(0, cap.middleware)
         self._runner = web.AppRunner(
@@ -273,6 +271,7 @@ class LocalBackend:
             handler_cancellation=True,
             logger=QuietServerLog(),
         )
+        self._store = self._launcher = None  # the app's cleanup contexts own them now
         await self._runner.setup()
         assert self._runner.server is not None
         self._listener = await asyncio.get_running_loop().create_server(
@@ -281,29 +280,98 @@ class LocalBackend:
         port = self._listener.sockets[0].getsockname()[1]
         self._base_url = f"http://{_url_host(self.host)}:{port}"
         renderer.base_url = self._base_url
-        sandboxes.start_reaper()
+        self._isolation = launcher.isolation
         logger.info(
             "local backend listening on %s (state in %s); isolation: %s",
             self._base_url,
             state_dir,
-            isolation.mechanism,
+            launcher.isolation.mechanism,
         )
 
-    async def stop(self) -> None:
-        """Kill every running process group (marked killed), flush the store, clean up."""
-        if self._webhooks is not None:  # first: a delivery not made yet stays for next start
-            await self._webhooks.close()
-            self._webhooks = None
-        if self._sandboxes is not None:
-            await self._sandboxes.close()
-            self._sandboxes = None
+    async def _open_launcher(self, layout: Layout) -> Launcher:
+        """The launcher, with the isolation that works here (a box is tried once)."""
+        isolation = await asyncio.to_thread(detect_isolation, self.isolation_mode)
+        supervisor = Supervisor(self.grace_seconds)
+        supervisor.prestart()
+        launcher = Launcher(layout, Catalog(), supervisor, isolation)
+        if launcher.boxed:
+            failure = await asyncio.to_thread(launcher.self_test)
+            if failure and isolation.required:
+                launcher.close()
+                raise RuntimeError(f"isolation 'bubblewrap' was required but {failure}")
+            if failure:
+                launcher.disable(failure)
+        if launcher.isolation.mechanism == "none":
+            logger.warning(
+                "SANDBOXED CODE IS NOT ISOLATED: %s; every process runs as this user with "
+                "access to everything it can reach (see docs/local-backend.md)",
+                launcher.isolation.reason,
+            )
+        return launcher
+
+    def _app_state(self, layout: Layout, launcher: Launcher, store: Store) -> AppState:
+        """The services, each made with what it uses, in the one state the handlers get."""
+        secret = store.get_meta("token_secret")
+        if secret is None:
+            secret = secrets.token_hex(32)
+            store.set_meta("token_secret", secret)
+        signer = TokenSigner(bytes.fromhex(secret), self.token_ttl_seconds)
+        renderer = Renderer(layout, signer)
+        supervisor = launcher.supervisor
+        foreground = ForegroundRuns(layout=layout, launcher=launcher, supervisor=supervisor)
+        processes = Processes(
+            layout=layout,
+            store=store,
+            launcher=launcher,
+            supervisor=supervisor,
+            renderer=renderer,
+            foreground=foreground,
+        )
+        hooks = Webhooks(
+            layout.webhooks,
+            processes,
+            processes.changes,
+            layout,
+            self.callback_hosts,
+            attempts=self.callback_attempts,
+            retry_delay=self.callback_retry_delay,
+            timeout=self.callback_timeout,
+        )
+        limit = self.rate_limit_per_minute
+        return AppState(
+            layout=layout,
+            launcher=launcher,
+            sandboxes=Sandboxes(layout=layout, store=store, launcher=launcher, processes=processes),
+            processes=processes,
+            changes=processes.changes,
+            foreground=foreground,
+            renderer=renderer,
+            webhooks=hooks,
+            catalog=launcher.catalog,
+            signer=signer,
+            api_key=self.api_key,
+            limiter=None if limit is None else RateLimiter(limit),
+            read_timeout=self.read_timeout,
+        )
+
+    async def _end_work(self, app: web.Application) -> None:
+        app_state = app[STATE]
+        await app_state.webhooks.close()
+        await app_state.sandboxes.close()
+        self._close_listener()
+
+    def _close_listener(self) -> None:
         if self._listener is not None:
             self._listener.close()
             self._listener = None
+
+    async def stop(self) -> None:
+        """Kill every running process group (marked killed), flush the store, clean up."""
         if self._runner is not None:
-            await self._runner.cleanup()
+            await self._runner.cleanup()  # the app's shutdown, then its cleanup contexts
             self._runner = None
-        if self._launcher is not None:
+        self._close_listener()
+        if self._launcher is not None:  # a start that failed before the app owned them
             self._launcher.close()
             self._launcher = None
         if self._store is not None:

@@ -10,10 +10,10 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from ._layout import Layout
-from ._output import read_tail
-from ._records import ProcessRecord, SandboxRecord, iso
-from ._tokens import TokenSigner
+from ..runtime.output import read_tail
+from ..state.layout import Layout
+from ..state.records import ProcessRecord, SandboxRecord, iso
+from .tokens import TokenSigner
 
 __all__ = ["LIST_OUTPUT_CAP", "MASK", "Renderer", "is_secret_name", "number"]
 

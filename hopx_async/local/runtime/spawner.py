@@ -1,6 +1,6 @@
 """The spawner process: forks and execs the server's processes, and reports their exits.
 
-The server runs this file as a process of its own (``python -I -S _spawner.py FD``, with
+The server runs this file as a process of its own (``python -I -S spawner.py FD``, with
 the standard library only, so it starts in milliseconds), connected by one Unix stream
 socket. Everything that costs time per start happens here, on another core and under
 another interpreter lock: opening the output files, ``posix_spawn`` (vfork + exec), reading

@@ -1,11 +1,11 @@
 """The one exception type the local backend raises for a documented error answer.
 
-Every error the server sends is the flat body of the contract (section 4)::
+Every error the server sends is the flat body of ``docs/wire.md``, section 4::
 
     {"error": "message", "code": "CODE", "request_id": "req_..."}
 
 plus, for some codes, a few extra fields (``retry_after`` for 429, the partial output
-for a synchronous execution that timed out). The middleware in ``_app`` turns an
+for a synchronous execution that timed out). The front middleware (``http/app``) turns an
 ``ApiError`` into that body; nothing else ever reaches the client.
 """
 

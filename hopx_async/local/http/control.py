@@ -8,11 +8,14 @@ import hmac
 
 from aiohttp import web
 
-from ._catalog import TEMPLATES, template_or_404
-from ._errors import ApiError, bad_request
-from ._http import Handler, bearer, json_answer, read_body, state, to_the_end
-from ._records import SandboxRecord, iso
-from ._validate import is_header_text, opt_bool, opt_env, opt_int, opt_str, query_int
+from ..errors import ApiError, bad_request
+from ..runtime.catalog import TEMPLATES, template_or_404
+from ..runtime.tasks import to_the_end
+from ..service.tokens import is_header_text
+from ..state.records import SandboxRecord, iso
+from .common import Handler, bearer, json_answer, read_body, state
+from .middleware import with_headers
+from .params import opt_bool, opt_env, opt_int, opt_str, query_int
 
 __all__ = ["make_control_app"]
 
@@ -28,13 +31,7 @@ async def _api_key_auth(request: web.Request, handler: Handler) -> web.StreamRes
     ):
         raise ApiError(401, "AUTHENTICATION_REQUIRED", "invalid API key")
     headers = {} if app_state.limiter is None else app_state.limiter.hit("api")
-    try:
-        response = await handler(request)
-    except ApiError as exc:
-        exc.headers.update(headers)
-        raise
-    response.headers.update(headers)
-    return response
+    return await with_headers(request, handler, headers)
 
 
 def _sandbox_from_path(request: web.Request) -> SandboxRecord:

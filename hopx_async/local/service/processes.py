@@ -1,4 +1,6 @@
-"""Processes of every sandbox: starting (durably, idempotently), following, killing, waiting.
+"""The lifecycle of every sandbox's background processes: load, start (durably,
+idempotently), follow, pause, kill, delete. Waiting for their changes is ``changes``;
+runs tied to one request are ``foreground``.
 
 A background start is crash-safe: its record, with its idempotency key, is committed as
 ``queued`` (one group commit for the starts of one loop iteration) before the child can run
@@ -15,50 +17,23 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
-import attrs
+from ..errors import ApiError, process_not_found
+from ..runtime.launch import PROCESS_TAG_ENV, Launcher, StartSpec
+from ..runtime.procfs import all_stats, command_line, descendants, owner, pids_by_env, read_stat
+from ..runtime.supervisor import Running, Supervisor, exit_code_of
+from ..runtime.tasks import to_the_end
+from ..state.layout import Layout
+from ..state.records import ProcessRecord, SandboxRecord, new_id
+from ..state.store import Store
+from .changes import ChangeFeed
+from .foreground import ForegroundRuns
+from .render import Renderer, seconds
 
-from ._errors import ApiError, process_not_found
-from ._launch import PROCESS_TAG_ENV, Launcher, StartSpec
-from ._layout import Layout
-from ._output import file_size, read_tail
-from ._procfs import all_stats, command_line, descendants, owner, pids_by_env, read_stat
-from ._records import ProcessRecord, SandboxRecord, new_id
-from ._render import Renderer, seconds
-from ._store import Store
-from ._supervisor import Running, Supervisor, exit_code_of
-
-__all__ = ["SYNC_OUTPUT_CAP", "TIMEOUT_EXIT_CODE", "AttachedRun", "Processes"]
+__all__ = ["Processes"]
 
 logger = logging.getLogger("hopx_async.local")
-
-#: Per stream, a synchronous execution answers at most this many trailing bytes.
-SYNC_OUTPUT_CAP = 8 * 1024 * 1024
-#: The exit code of a synchronous run ended by its timeout (as timeout(1) answers).
-TIMEOUT_EXIT_CODE = 124
-
-
-@attrs.frozen
-class AttachedRun:
-    """A process tied to one connection (a streamed execution): not listed, not kept."""
-
-    run: Running
-    stdout: Path
-    stderr: Path
-    #: The leader's return code, once it has exited (or been ended at its timeout).
-    ended: asyncio.Future[int]
-    #: ``time.monotonic()`` when it was launched.
-    started: float
-
-
-#: a terminal-only long poll, once woken, answers when this long passed since the latest ending
-#: of the batch without another one...
-_LINGER_QUIET = 0.004
-#: ... and this long in all, at most
-_LINGER_MAX = 0.02
 
 
 class Processes:
@@ -72,6 +47,7 @@ class Processes:
         launcher: Launcher,
         supervisor: Supervisor,
         renderer: Renderer,
+        foreground: ForegroundRuns,
     ) -> None:
         self.layout = layout
         self.store = store
@@ -81,14 +57,10 @@ class Processes:
         #: sandbox id -> process id -> record; a sandbox is absent once deleted.
         self.procs: dict[str, dict[str, ProcessRecord]] = {}
         self.runs: dict[str, Running] = {}
-        self._sync_runs: dict[str, set[Running]] = {}
+        self.foreground = foreground
+        #: the change feed of these records (it reads the same dicts)
+        self.changes = ChangeFeed(self.procs, self.runs, layout)
         self._spawning: dict[str, asyncio.Future[None]] = {}
-        self._changed: dict[str, asyncio.Event] = {}
-        #: per sandbox, the counter at its latest terminal change (found from the records
-        #: on first use)
-        self._ended_at: dict[str, int] = {}
-        #: per sandbox, when (``time.monotonic()``) its latest terminal change was made
-        self._ended_when: dict[str, float] = {}
         self._idempotent: dict[tuple[str, str], asyncio.Future[dict[str, Any]]] = {}
         self._followers: set[asyncio.Task[None]] = set()
         self._starting: set[asyncio.Task[dict[str, Any]]] = set()
@@ -158,10 +130,7 @@ class Processes:
             if run.end_reason is None:
                 run.end_reason = "shutdown"
             self.supervisor.terminate_soon(run)
-        for sync_runs in self._sync_runs.values():
-            for run in sync_runs:
-                run.end_reason = run.end_reason or "shutdown"
-                self.supervisor.terminate_soon(run)
+        self.foreground.end_all()
         if self._starting:
             await asyncio.wait(list(self._starting), timeout=10)
             runs = list(self.runs.values())
@@ -177,7 +146,7 @@ class Processes:
     def _runs_of(self, sandbox_id: str) -> list[Running]:
         procs = self.procs.get(sandbox_id, {})
         runs = [run for pid, run in self.runs.items() if pid in procs]
-        runs.extend(self._sync_runs.get(sandbox_id, ()))
+        runs.extend(self.foreground.of_sandbox(sandbox_id))
         return runs
 
     async def end_sandbox(self, sandbox_id: str) -> None:
@@ -194,12 +163,10 @@ class Processes:
             self._ending.discard(sandbox_id)
         for process_id in self.procs.pop(sandbox_id, {}):
             self.renderer.forget(process_id)
-        self._sync_runs.pop(sandbox_id, None)
-        self._ended_at.pop(sandbox_id, None)
-        self._ended_when.pop(sandbox_id, None)
+        self.foreground.forget(sandbox_id)
         for key in [k for k in self._idempotent if k[0] == sandbox_id]:
             del self._idempotent[key]
-        self._wake(sandbox_id)
+        self.changes.forget(sandbox_id)
 
     def pause_sandbox(self, sandbox_id: str) -> None:
         for run in self._runs_of(sandbox_id):
@@ -243,11 +210,11 @@ class Processes:
         leaves a tracked process (and its key) behind, never an untracked or half-made one.
         """
         if idempotency_key is None:
-            return dict(await asyncio.shield(self._start_task(sbx, spec, None)))
+            return dict(await to_the_end(self._start_task(sbx, spec, None)))
         key = (sbx.id, idempotency_key)
         existing = self._idempotent.get(key)
         if existing is not None:
-            return dict(await asyncio.shield(existing))
+            return dict(await to_the_end(existing))
         task = self._idempotent[key] = self._start_task(sbx, spec, idempotency_key)
 
         def forget_failed(done: asyncio.Future[dict[str, Any]]) -> None:
@@ -257,7 +224,7 @@ class Processes:
                 del self._idempotent[key]
 
         task.add_done_callback(forget_failed)
-        return dict(await asyncio.shield(task))
+        return dict(await to_the_end(task))
 
     def _start_task(
         self, sbx: SandboxRecord, spec: StartSpec, idempotency_key: str | None
@@ -395,17 +362,9 @@ class Processes:
             return
         sbx.version += 1
         rec.version = sbx.version
-        if rec.finished:
-            self._ended_at[sbx.id] = sbx.version
-            self._ended_when[sbx.id] = time.monotonic()
         self.store.put_process(rec)
         self.store.put_sandbox(sbx)
-        self._wake(sbx.id)
-
-    def _wake(self, sandbox_id: str) -> None:
-        event = self._changed.pop(sandbox_id, None)
-        if event is not None:
-            event.set()
+        self.changes.changed(sbx.id, sbx.version, terminal=rec.finished)
 
     # -- reading, killing, deleting --------------------------------------------------------
 
@@ -446,204 +405,6 @@ class Processes:
         for path in self.layout.output_dir(sandbox_id).glob(f"{process_id}.*"):
             with contextlib.suppress(OSError):
                 path.unlink()
-
-    async def wait_for_change(
-        self, sbx: SandboxRecord, since: int, wait: float, *, terminal: bool = False
-    ) -> None:
-        """Return once the sandbox's counter exceeds ``since``, or after ``wait`` seconds.
-
-        ``terminal=True``: once a process of the sandbox reached a terminal state after
-        ``since`` (other changes do not count). It answers when no process ended for
-        ``_LINGER_QUIET`` (counted from the latest ending, not from the moment this coroutine
-        resumes: a busy loop has gathered what ended meanwhile) or none still runs, so that
-        a batch ending together makes one answer, also when its first endings were already
-        there on arrival; ``_LINGER_MAX`` at most. Starts streaming in do not hold it back.
-        """
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + wait
-        while sbx.id in self.procs and not self._changed_since(sbx, since, terminal):
-            if not await self._next_change(sbx.id, deadline - loop.time()):
-                return
-        if not terminal:
-            return
-        linger_end = min(deadline, loop.time() + _LINGER_MAX)
-        while sbx.id in self.procs:
-            quiet = self._ended_when.get(sbx.id, 0.0) + _LINGER_QUIET - time.monotonic()
-            if quiet <= 0 or all(rec.finished for rec in self.procs[sbx.id].values()):
-                return
-            if not await self._next_change(sbx.id, min(quiet, linger_end - loop.time())):
-                return
-
-    def _changed_since(self, sbx: SandboxRecord, since: int, terminal: bool) -> bool:
-        if not terminal:
-            return sbx.version > since
-        ended = self._ended_at.get(sbx.id)
-        if ended is None:
-            records = self.procs.get(sbx.id, {}).values()
-            ended = max((rec.version for rec in records if rec.finished), default=0)
-            self._ended_at[sbx.id] = ended
-        return ended > since
-
-    async def _next_change(self, sandbox_id: str, timeout: float) -> bool:
-        """Wait up to ``timeout`` s for the next change of the sandbox; whether one came."""
-        if timeout <= 0:
-            return False
-        event = self._changed.setdefault(sandbox_id, asyncio.Event())
-        try:
-            await asyncio.wait_for(event.wait(), timeout)
-        except asyncio.TimeoutError:
-            return False
-        return True
-
-    async def wait_for_process(
-        self, rec: ProcessRecord, wait: float, offsets: tuple[int, int] | None
-    ) -> None:
-        """Return when ``rec`` ended, has output past ``offsets``, or ``wait`` elapsed."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + wait
-        out = self.layout.output(rec.sandbox_id, rec.process_id, "stdout")
-        err = self.layout.output(rec.sandbox_id, rec.process_id, "stderr")
-        while not rec.finished:
-            if offsets is not None and (file_size(out) > offsets[0] or file_size(err) > offsets[1]):
-                return
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                return
-            run = self.runs.get(rec.process_id)
-            step = remaining if offsets is None else min(remaining, 0.05)
-            if run is None:
-                await asyncio.sleep(min(step, 0.05))
-                continue
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(asyncio.shield(run.done.wait()), step)
-
-    # -- synchronous execution -------------------------------------------------------------
-
-    def _end_unwanted_launch(self, launching: asyncio.Future[Running]) -> None:
-        """A synchronous run whose client went away while it was starting: end it now."""
-        if launching.cancelled() or launching.exception() is not None:
-            return
-        run = launching.result()
-        run.end_reason = "killed"
-        self.supervisor.terminate_soon(run)
-
-    async def run_sync(self, sbx: SandboxRecord, spec: StartSpec) -> dict[str, Any]:
-        """Run to the end (or the timeout) and answer stdout/stderr/exit_code."""
-        workdir = self.launcher.resolve_working_dir(sbx.id, spec.working_dir)
-        env = self.launcher.process_env(sbx.id, sbx.env_vars, spec.env)
-        scratch = new_id("sync")
-        stdout = self.layout.output(sbx.id, scratch, "stdout")
-        stderr = self.layout.output(sbx.id, scratch, "stderr")
-        started = time.monotonic()
-        try:
-            launching = asyncio.ensure_future(
-                self.launcher.launch(
-                    sbx.id, scratch, spec, workdir=workdir, env=env, internet=sbx.internet_access
-                )
-            )
-            try:
-                run = await asyncio.shield(launching)
-            except asyncio.CancelledError:
-                launching.add_done_callback(self._end_unwanted_launch)
-                raise
-            except (OSError, ValueError) as exc:
-                return {
-                    "success": False,
-                    "stdout": "",
-                    "stderr": f"hopx-local: could not start: {exc}\n",
-                    "exit_code": 127 if isinstance(exc, FileNotFoundError) else 126,
-                    "execution_time": 0.0,
-                }
-            runs = self._sync_runs.setdefault(sbx.id, set())
-            runs.add(run)
-            try:
-                returncode = await self.supervisor.watch(run, spec.timeout)
-            except BaseException:
-                run.end_reason = run.end_reason or "killed"
-                self.supervisor.terminate_soon(run)
-                raise
-            finally:
-                runs.discard(run)
-                run.done.set()
-            out, out_cut, _ = read_tail(stdout, SYNC_OUTPUT_CAP)
-            err, err_cut, _ = read_tail(stderr, SYNC_OUTPUT_CAP)
-            result: dict[str, Any] = {
-                "success": returncode == 0 and run.end_reason is None,
-                "stdout": out,
-                "stderr": err,
-                "exit_code": exit_code_of(returncode),
-                "execution_time": round(time.monotonic() - started, 4),
-                "stdout_truncated": out_cut,
-                "stderr_truncated": err_cut,
-            }
-            if run.end_reason == "timeout":
-                # As the service does: 200 with success false, the output so far, a non-zero
-                # exit code (124, as timeout(1) uses) and a closing line on stderr.
-                note = f"hopx-local: execution timed out after {seconds(spec.timeout)}"
-                sep = "" if not err or err.endswith("\n") else "\n"
-                result.update(
-                    success=False,
-                    exit_code=TIMEOUT_EXIT_CODE,
-                    stderr=f"{err}{sep}{note}; its process group was killed\n",
-                    timed_out=True,
-                )
-                return result
-            if run.end_reason is not None:
-                raise ApiError(
-                    409, "CONFLICT", "execution was killed (sandbox deleted or server stopping)"
-                )
-            return result
-        finally:
-            for path in self.layout.output_dir(sbx.id).glob(f"{scratch}.*"):
-                with contextlib.suppress(OSError):
-                    path.unlink()
-
-    @contextlib.asynccontextmanager
-    async def attached(self, sbx: SandboxRecord, spec: StartSpec) -> AsyncIterator[AttachedRun]:
-        """Launch ``spec`` for the caller alone, like a synchronous execution.
-
-        Its output goes to scratch files the caller reads at its own pace. Leaving the
-        block ends the process group if it still runs and removes the files. Raises
-        ``OSError``/``ValueError`` when the process cannot start.
-        """
-        workdir = self.launcher.resolve_working_dir(sbx.id, spec.working_dir)
-        env = self.launcher.process_env(sbx.id, sbx.env_vars, spec.env)
-        scratch = new_id("stream")
-        started = time.monotonic()
-        try:
-            launching = asyncio.ensure_future(
-                self.launcher.launch(
-                    sbx.id, scratch, spec, workdir=workdir, env=env, internet=sbx.internet_access
-                )
-            )
-            try:
-                run = await asyncio.shield(launching)
-            except asyncio.CancelledError:
-                launching.add_done_callback(self._end_unwanted_launch)
-                raise
-            runs = self._sync_runs.setdefault(sbx.id, set())
-            runs.add(run)
-            ended = asyncio.ensure_future(self.supervisor.watch(run, spec.timeout))
-            try:
-                yield AttachedRun(
-                    run=run,
-                    stdout=self.layout.output(sbx.id, scratch, "stdout"),
-                    stderr=self.layout.output(sbx.id, scratch, "stderr"),
-                    ended=ended,
-                    started=started,
-                )
-            finally:
-                if not ended.done():
-                    run.end_reason = run.end_reason or "killed"
-                    self.supervisor.terminate_soon(run)
-                    with contextlib.suppress(Exception):
-                        await asyncio.shield(ended)
-                runs.discard(run)
-                run.done.set()
-        finally:
-            for path in self.layout.output_dir(sbx.id).glob(f"{scratch}.*"):
-                with contextlib.suppress(OSError):
-                    path.unlink()
 
 
 async def _all_done(runs: list[Running], *, timeout: float) -> None:

@@ -1,28 +1,22 @@
-"""Reading request bodies and query strings: every bad value is a 400 naming the field.
+"""Request parameters: body fields and query values, each bad one a 400 naming it.
 
 Text must be valid Unicode (JSON allows a lone surrogate such as ``"\\ud800"``, which no
-file name, argument or environment can hold), numbers must be finite and in range, and a
-body must arrive within ``READ_TIMEOUT`` seconds.
+file name, argument or environment can hold), numbers must be finite and in range. (The body
+itself is read, within the server's read deadline, by ``common.read_body``.)
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
-import logging
 import math
 import re
 from collections.abc import Mapping
 from typing import Any
 
-from aiohttp import web
-
-from ._errors import ApiError, bad_request
+from ..errors import bad_request
 
 __all__ = [
     "MAX_SECONDS",
-    "READ_TIMEOUT",
-    "is_header_text",
     "opt_bool",
     "opt_env",
     "opt_int",
@@ -32,55 +26,14 @@ __all__ = [
     "parse_body",
     "query_float",
     "query_int",
-    "read_json_body",
     "req_str",
 ]
-
-logger = logging.getLogger("hopx_async.local")
 
 #: The largest whole number of seconds a sandbox timeout takes (about 68 years): beyond it
 #: ``expires_at`` is no longer a date.
 MAX_SECONDS = 2**31 - 1
-#: Where the server keeps its read deadline, in seconds (set by ``LocalBackend``).
-READ_TIMEOUT = web.AppKey("read_timeout", float)
-_DEFAULT_READ_TIMEOUT = 60.0
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-
-
-async def read_json_body(request: web.Request) -> dict[str, Any]:
-    """The JSON object of the body, read within the server's read deadline.
-
-    A body that does not arrive in time is answered 408; one cut off by a disconnect is
-    logged as one line (no traceback) and answered 400, which nobody will read.
-    """
-    timeout = request.config_dict.get(READ_TIMEOUT, _DEFAULT_READ_TIMEOUT)
-    try:
-        raw = await asyncio.wait_for(request.read(), timeout)
-    except asyncio.TimeoutError:
-        logger.info(
-            "%s %s: request body not received within %gs", request.method, request.path, timeout
-        )
-        raise ApiError(
-            408, "REQUEST_TIMEOUT", f"the request body did not arrive within {timeout:g} seconds"
-        ) from None
-    except (ConnectionError, web.RequestPayloadError) as exc:
-        logger.info("%s %s: request body cut off: %s", request.method, request.path, exc)
-        raise bad_request(f"the request body could not be read: {exc}") from None
-    except asyncio.CancelledError:
-        where = f"{request.method} {request.path}"
-        logger.info("%s: the client went away while sending the body", where)
-        raise
-    return parse_body(raw)
-
-
-def is_header_text(value: str) -> bool:
-    """Whether a credential header holds only printable ASCII (anything else never matches).
-
-    >>> is_header_text("abc ~"), is_header_text("a\\tb"), is_header_text("é")
-    (True, False, False)
-    """
-    return value.isascii() and value.isprintable()
 
 
 def _text(key: str, value: str) -> str:

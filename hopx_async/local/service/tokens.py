@@ -19,11 +19,20 @@ import time
 
 import attrs
 
-__all__ = ["TokenError", "TokenSigner"]
+__all__ = ["TokenError", "TokenSigner", "is_header_text"]
 
 _PREFIX = "hopx1"
 #: Past this many sandboxes, the remembered expiries of expired tokens are dropped.
 _REMEMBERED = 4096
+
+
+def is_header_text(value: str) -> bool:
+    """Whether a credential header holds only printable ASCII (anything else never matches).
+
+    >>> is_header_text("abc ~"), is_header_text("a\\tb"), is_header_text("é")
+    (True, False, False)
+    """
+    return value.isascii() and value.isprintable()
 
 
 class TokenError(Exception):

@@ -4,24 +4,25 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from . import _files
-from ._agent_requests import authorize, code_spec, command_spec
-from ._errors import ApiError, bad_request
-from ._http import Handler, json_answer, read_body, state, to_the_end
-from ._launch import StartSpec
-from ._output import cap_list_output, read_range
-from ._records import SandboxRecord
-from ._render import MASK
-from ._stream import commands_stream, execute_stream, process_stream
-from ._validate import (
+from ..errors import bad_request
+from ..runtime.launch import StartSpec
+from ..runtime.output import cap_list_output, read_range
+from ..runtime.tasks import to_the_end
+from ..service.render import MASK
+from ..state.records import SandboxRecord
+from ..version import __version__
+from . import files
+from .agent_requests import authorize, code_spec, command_spec
+from .common import Handler, json_answer, read_body, state
+from .middleware import with_headers
+from .params import (
     opt_env,
     opt_str,
     opt_str_list,
     query_float,
     query_int,
 )
-from ._version import __version__
-from ._webhooks import webhooks
+from .stream import commands_stream, execute_stream, process_stream
 
 __all__ = ["FEATURES", "make_agent_app"]
 
@@ -50,13 +51,7 @@ async def _token_auth(request: web.Request, handler: Handler) -> web.StreamRespo
     if sandbox_id is None:  # no route matched: the root answers 404/405
         return await handler(request)
     _sbx, headers = authorize(request, sandbox_id)
-    try:
-        response = await handler(request)
-    except ApiError as exc:
-        exc.headers.update(headers)
-        raise
-    response.headers.update(headers)
-    return response
+    return await with_headers(request, handler, headers)
 
 
 def _sandbox(request: web.Request) -> SandboxRecord:
@@ -79,7 +74,7 @@ async def agent_health(request: web.Request) -> web.Response:
 
 async def execute(request: web.Request) -> web.Response:
     spec = code_spec(request, await read_body(request), default_timeout=60, maximum=300)
-    return json_answer(await state(request).processes.run_sync(_sandbox(request), spec))
+    return json_answer(await state(request).foreground.run_sync(_sandbox(request), spec))
 
 
 async def execute_background(request: web.Request) -> web.Response:
@@ -90,7 +85,7 @@ async def execute_background(request: web.Request) -> web.Response:
 
 async def commands_run(request: web.Request) -> web.Response:
     spec = command_spec(await read_body(request), default_timeout=30, maximum=3600)
-    return json_answer(await state(request).processes.run_sync(_sandbox(request), spec))
+    return json_answer(await state(request).foreground.run_sync(_sandbox(request), spec))
 
 
 async def commands_background(request: web.Request) -> web.Response:
@@ -103,8 +98,8 @@ async def _start(request: web.Request, spec: StartSpec) -> web.Response:
     key = request.headers.get("Idempotency-Key")
     if key is not None and not 0 < len(key) <= 255:
         raise bad_request("header 'Idempotency-Key' must be 1 to 255 characters")
-    started = state(request).processes.start(_sandbox(request), spec, key)
-    return json_answer(await to_the_end(started))
+    # The start is shielded inside: a client that goes away leaves a tracked process.
+    return json_answer(await state(request).processes.start(_sandbox(request), spec, key))
 
 
 def _query_bool(request: web.Request, key: str, default: bool) -> bool:
@@ -137,7 +132,7 @@ async def list_processes(request: web.Request) -> web.Response:
     wait = query_float(request.query, "wait", maximum=_MAX_WAIT)
     terminal = _only(request)
     if since is not None and wait is not None:
-        await app_state.processes.wait_for_change(sbx, since, wait, terminal=terminal)
+        await app_state.changes.wait_for_change(sbx, since, wait, terminal=terminal)
     records = app_state.processes.of_sandbox(sbx.id)
     if since is not None:
         records = [rec for rec in records if rec.version > since]
@@ -160,13 +155,13 @@ async def get_process(request: web.Request) -> web.Response:
     with_offsets = stdout_offset is not None or stderr_offset is not None
     offsets = (stdout_offset or 0, stderr_offset or 0) if with_offsets else None
     if wait is not None:
-        await app_state.processes.wait_for_process(rec, wait, offsets)
+        await app_state.changes.wait_for_process(rec, wait, offsets)
     data = app_state.renderer.process(rec, output=offsets is None)
     if offsets is not None:
         final = rec.finished
         for stream, offset in zip(("stdout", "stderr"), offsets, strict=True):
             text, next_offset, size = read_range(
-                app_state.renderer.layout.output(rec.sandbox_id, rec.process_id, stream),
+                app_state.layout.output(rec.sandbox_id, rec.process_id, stream),
                 offset,
                 max_bytes or _DEFAULT_MAX_BYTES,
                 final=final,
@@ -212,7 +207,7 @@ async def os_processes(request: web.Request) -> web.Response:
 
 
 def _base_env(request: web.Request, sbx: SandboxRecord) -> dict[str, str]:
-    return state(request).processes.launcher.process_env(sbx.id, {}, {})
+    return state(request).launcher.process_env(sbx.id, {}, {})
 
 
 async def get_env(request: web.Request) -> web.Response:
@@ -265,7 +260,7 @@ async def delete_env(request: web.Request) -> web.Response:
 async def execute_async(request: web.Request) -> web.Response:
     body = await read_body(request)
     spec = code_spec(request, body, default_timeout=1800, maximum=_MAX_BACKGROUND_TIMEOUT)
-    hooks = webhooks(request)
+    hooks = state(request).webhooks
     callback = hooks.callback(body)  # refused before anything runs
     return json_answer(await to_the_end(hooks.submit(_sandbox(request), spec, callback)))
 
@@ -293,13 +288,13 @@ def make_agent_app() -> web.Application:
     app.router.add_put(agent + "/env", put_env)
     app.router.add_patch(agent + "/env", patch_env)
     app.router.add_delete(agent + "/env", delete_env)
-    app.router.add_get(agent + "/files/read", _files.read_file)
-    app.router.add_post(agent + "/files/write", _files.write_file)
-    app.router.add_get(agent + "/files/list", _files.list_files)
-    app.router.add_get(agent + "/files/exists", _files.file_exists)
-    app.router.add_delete(agent + "/files/remove", _files.remove_file)
-    app.router.add_post(agent + "/files/mkdir", _files.make_dir)
-    app.router.add_post(agent + "/files/upload", _files.upload_file)
-    app.router.add_get(agent + "/files/download", _files.download_file)
+    app.router.add_get(agent + "/files/read", files.read_file)
+    app.router.add_post(agent + "/files/write", files.write_file)
+    app.router.add_get(agent + "/files/list", files.list_files)
+    app.router.add_get(agent + "/files/exists", files.file_exists)
+    app.router.add_delete(agent + "/files/remove", files.remove_file)
+    app.router.add_post(agent + "/files/mkdir", files.make_dir)
+    app.router.add_post(agent + "/files/upload", files.upload_file)
+    app.router.add_get(agent + "/files/download", files.download_file)
     app.router.add_post(agent + "/execute/async", execute_async)
     return app

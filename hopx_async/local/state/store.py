@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sqlite3
 from pathlib import Path
 
-from ._records import ProcessRecord, SandboxRecord
+from .records import ProcessRecord, SandboxRecord
 
 __all__ = ["Store"]
 
@@ -38,6 +39,14 @@ CREATE INDEX IF NOT EXISTS processes_by_sandbox ON processes (sandbox_id, seq);
 
 
 class Store:
+    @classmethod
+    def open(cls, path: Path) -> Store:
+        """The store in the database file ``path``, created private (0600) if missing."""
+        if not path.exists():
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+        os.chmod(path, 0o600)
+        return cls(path)
+
     def __init__(self, path: Path) -> None:
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level="DEFERRED")
         self._db.execute("PRAGMA journal_mode=WAL")

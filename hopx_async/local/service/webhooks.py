@@ -18,186 +18,35 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import json
 import logging
 import os
-import re
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import attrs
-from aiohttp import web
 from yarl import URL
 
-from .._webhooks import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign_webhook
-from ._errors import ApiError, bad_request
-from ._launch import StartSpec
-from ._output import read_tail
-from ._processes import Processes
-from ._records import ProcessRecord, SandboxRecord, iso
-from ._validate import is_header_text
-from ._version import __version__
+from ..._webhooks import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign_webhook
+from ..errors import ApiError
+from ..runtime.launch import StartSpec
+from ..runtime.output import read_tail
+from ..state.layout import Layout
+from ..state.records import ProcessRecord, SandboxRecord, iso
+from ..version import __version__
+from .callbacks import Callback, CallbackHosts, parse_callback
+from .changes import ChangeFeed
+from .processes import Processes
 
-__all__ = [
-    "CALLBACK_HOSTS_ENV",
-    "DEFAULT_CALLBACK_HOSTS",
-    "WEBHOOKS",
-    "Callback",
-    "CallbackHosts",
-    "Webhooks",
-    "webhooks",
-]
+__all__ = ["Webhooks"]
 
 logger = logging.getLogger("hopx_async.local")
 
-#: Comma-separated callback hosts, read when ``LocalBackend(callback_hosts=None)``.
-CALLBACK_HOSTS_ENV = "HOPX_LOCAL_CALLBACK_HOSTS"
-#: Loopback only.
-DEFAULT_CALLBACK_HOSTS = ("localhost", "127.0.0.0/8", "::1")
-
 #: Per stream, a callback carries at most this many trailing bytes of output.
 CALLBACK_OUTPUT_CAP = 1024 * 1024
-_MAX_URL = 2048
-_MAX_HEADERS = 32
-_MAX_HEADER_BYTES = 8192
-_MAX_SECRET = 1024
-_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,128}$")
-#: Headers the server sets itself; a caller cannot replace them.
-_RESERVED = frozenset(
-    {
-        "host",
-        "content-type",
-        "content-length",
-        "transfer-encoding",
-        "connection",
-        "upgrade",
-        "te",
-        "trailer",
-        "expect",
-        "keep-alive",
-        "proxy-authorization",
-        "proxy-connection",
-        TIMESTAMP_HEADER.lower(),
-        SIGNATURE_HEADER.lower(),
-    }
-)
-
-
-class CallbackHosts:
-    """The hosts a callback URL may name: host names, ``*.suffix``, IP addresses, networks.
-
-    ``"*"`` allows every host. A name is matched as written (``localhost`` is whatever the
-    server's resolver says it is); an IP address or network is matched against an IP
-    literal in the URL.
-    """
-
-    def __init__(self, entries: Iterable[str]) -> None:
-        self.any = False
-        self.names: set[str] = set()
-        self.suffixes: list[str] = []
-        self.networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
-        for raw in entries:
-            entry = raw.strip().lower()
-            if not entry:
-                continue
-            if entry == "*":
-                self.any = True
-            elif entry.startswith("*."):
-                self.suffixes.append(entry[1:])
-            else:
-                try:
-                    self.networks.append(ipaddress.ip_network(entry.strip("[]"), strict=False))
-                except ValueError:
-                    if not _TOKEN.match(entry) or "/" in entry:
-                        raise ValueError(f"not a host, IP address or network: {raw!r}") from None
-                    self.names.add(entry.rstrip("."))
-
-    @classmethod
-    def from_setting(cls, hosts: Iterable[str] | None) -> CallbackHosts:
-        """``hosts``, else ``$HOPX_LOCAL_CALLBACK_HOSTS``, else loopback only."""
-        if hosts is None:
-            env = os.environ.get(CALLBACK_HOSTS_ENV)
-            hosts = env.split(",") if env and env.strip() else DEFAULT_CALLBACK_HOSTS
-        return cls(hosts)
-
-    def allows(self, host: str) -> bool:
-        if self.any:
-            return True
-        host = host.lower().strip("[]").rstrip(".")
-        try:
-            address = ipaddress.ip_address(host)
-        except ValueError:
-            return host in self.names or any(host.endswith(s) for s in self.suffixes)
-        return any(address in network for network in self.networks)
-
-    def check(self, raw: str) -> str:
-        """``raw`` if it is an http(s) URL to an allowed host, else the 400 ``ApiError``."""
-        if len(raw) > _MAX_URL or not is_header_text(raw):
-            raise bad_request(f"'callback_url' must be printable ASCII of at most {_MAX_URL}")
-        try:
-            url = URL(raw)
-        except ValueError:
-            raise bad_request("'callback_url' is not a URL") from None
-        if url.scheme not in ("http", "https") or not url.host:
-            raise bad_request("'callback_url' must be an http:// or https:// URL with a host")
-        if url.user is not None or url.password is not None:
-            raise bad_request("'callback_url' must not carry credentials (use callback_headers)")
-        if not self.allows(url.host):
-            raise ApiError(
-                400,
-                "CALLBACK_NOT_ALLOWED",
-                f"callback host {url.host!r} is not allowed; the local backend posts only to "
-                f"the hosts set by callback_hosts / ${CALLBACK_HOSTS_ENV} (default: loopback)",
-            )
-        return raw
-
-
-@attrs.define
-class Callback:
-    """Where and how to deliver one result. The secret and headers never show in a repr."""
-
-    url: str
-    headers: dict[str, str] = attrs.field(factory=dict, repr=False)
-    secret: str | None = attrs.field(default=None, repr=False)
-
-
-def _callback_headers(body: Mapping[str, Any]) -> dict[str, str]:
-    value = body.get("callback_headers")
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise bad_request("'callback_headers' must be an object of header names to strings")
-    if len(value) > _MAX_HEADERS:
-        raise bad_request(f"'callback_headers' may hold at most {_MAX_HEADERS} headers")
-    headers: dict[str, str] = {}
-    size = 0
-    for name, text in value.items():
-        if not isinstance(name, str) or not _TOKEN.match(name):
-            raise bad_request("'callback_headers' has a name that is no HTTP header name")
-        if not isinstance(text, str) or not is_header_text(text):
-            raise bad_request(f"'callback_headers' value of {name!r} must be printable ASCII")
-        if name.lower() in _RESERVED:
-            raise bad_request(f"'callback_headers' must not set {name!r} (the server sets it)")
-        size += len(name) + len(text)
-        headers[name] = text
-    if size > _MAX_HEADER_BYTES:
-        raise bad_request(f"'callback_headers' may hold at most {_MAX_HEADER_BYTES} bytes")
-    return headers
-
-
-def _secret(body: Mapping[str, Any]) -> str | None:
-    value = body.get("callback_signature_secret")
-    if value is None:
-        return None
-    if not isinstance(value, str) or not 0 < len(value) <= _MAX_SECRET:
-        raise bad_request(
-            f"'callback_signature_secret' must be a string of 1 to {_MAX_SECRET} characters"
-        )
-    return value
 
 
 @attrs.define
@@ -230,6 +79,8 @@ class Webhooks:
         self,
         directory: Path,
         processes: Processes,
+        changes: ChangeFeed,
+        layout: Layout,
         hosts: CallbackHosts,
         *,
         attempts: int,
@@ -238,6 +89,8 @@ class Webhooks:
     ) -> None:
         self.directory = directory
         self.processes = processes
+        self.changes = changes
+        self.layout = layout
         self.hosts = hosts
         self.attempts = attempts
         self.retry_delay = retry_delay
@@ -287,12 +140,7 @@ class Webhooks:
 
     def callback(self, body: Mapping[str, Any]) -> Callback:
         """The callback of a request body, checked (400 before anything starts)."""
-        raw = body.get("callback_url")
-        if not isinstance(raw, str) or not raw:
-            raise bad_request("'callback_url' is required (a string)")
-        return Callback(
-            url=self.hosts.check(raw), headers=_callback_headers(body), secret=_secret(body)
-        )
+        return parse_callback(body, self.hosts)
 
     async def submit(
         self, sbx: SandboxRecord, spec: StartSpec, callback: Callback
@@ -335,7 +183,7 @@ class Webhooks:
                 with contextlib.suppress(ApiError):
                     rec = self.processes.get(delivery.sandbox_id, delivery.process_id)
             while rec is not None and not rec.finished:
-                await self.processes.wait_for_process(rec, 30.0, None)
+                await self.changes.wait_for_process(rec, 30.0, None)
             delivery.body = json.dumps(self._result(delivery, rec), separators=(",", ":"))
             delivery.state = "pending"
             delivery.next_at = time.time()
@@ -392,7 +240,7 @@ class Webhooks:
             "error": rec.error,
         }
         for stream in ("stdout", "stderr"):
-            path = self.processes.layout.output(rec.sandbox_id, rec.process_id, stream)
+            path = self.layout.output(rec.sandbox_id, rec.process_id, stream)
             result[stream], result[f"{stream}_truncated"], _ = read_tail(path, CALLBACK_OUTPUT_CAP)
         return result
 
@@ -444,10 +292,3 @@ class Webhooks:
     def _forget(self, delivery: _Delivery) -> None:
         with contextlib.suppress(FileNotFoundError):
             self._path(delivery).unlink()
-
-
-WEBHOOKS = web.AppKey("webhooks", Webhooks)
-
-
-def webhooks(request: web.Request) -> Webhooks:
-    return request.config_dict[WEBHOOKS]

@@ -6,7 +6,7 @@ import shutil
 import sys
 from typing import Any
 
-from ._errors import ApiError, bad_request
+from ..errors import ApiError, bad_request
 
 __all__ = ["TEMPLATES", "Catalog", "find_template", "template_or_404"]
 

@@ -1,6 +1,6 @@
 """What every agent route reads from a request: the sandbox its token opens, and start specs.
 
-Shared by the HTTP routes (``_agent_app``) and the WebSocket routes (``_stream``).
+Shared by the HTTP routes (``agent``) and the WebSocket routes (``stream``).
 """
 
 from __future__ import annotations
@@ -11,12 +11,12 @@ from typing import Any
 
 from aiohttp import web
 
-from ._errors import ApiError, bad_request
-from ._http import bearer, state
-from ._launch import StartSpec
-from ._records import SandboxRecord
-from ._tokens import TokenError
-from ._validate import is_header_text, opt_env, opt_number, opt_str, opt_str_list, req_str
+from ..errors import ApiError, bad_request
+from ..runtime.launch import StartSpec
+from ..service.tokens import TokenError, is_header_text
+from ..state.records import SandboxRecord
+from .common import bearer, state
+from .params import opt_env, opt_number, opt_str, opt_str_list, req_str
 
 __all__ = ["authorize", "code_spec", "command_spec"]
 

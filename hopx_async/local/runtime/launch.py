@@ -1,0 +1,280 @@
+"""Launching a sandbox's code: its directories, argv, environment and working directory,
+started in its box (``box``) by the supervisor.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import posixpath
+import shutil
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Literal
+
+import attrs
+
+from ..errors import bad_request
+from ..state.layout import Layout
+from .box import BOX_ID, Box, Isolation
+from .catalog import Catalog
+from .spawner_client import SpawnArgs
+from .supervisor import Running, Supervisor
+
+__all__ = [
+    "PROCESS_TAG_ENV",
+    "Launcher",
+    "StartSpec",
+    "WorkDir",
+]
+
+logger = logging.getLogger("hopx_async.local")
+
+#: Without a box, each process carries its id in this variable, so that a restart finds
+#: what a crash left running even when the crash came before its pid was recorded.
+PROCESS_TAG_ENV = "HOPX_LOCAL_PROCESS_ID"
+
+_BASE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+#: Code up to this many characters goes on the command line (-c / -e), not in a file.
+_INLINE_CODE_MAX = 32 * 1024
+_INLINE_FLAG = {"python": ("-u", "-c"), "bash": ("-c",), "javascript": ("-e",)}
+_SOURCE_SUFFIX = {"python": ".py", "bash": ".sh", "javascript": ".js", "go": ".go"}
+#: Stands for the source file in an argv (its path differs in and out of the box).
+_SOURCE = "\x00source"
+
+
+@attrs.frozen
+class StartSpec:
+    """What to run: built by the routes from a request body."""
+
+    kind: Literal["code", "command"]
+    language: str
+    timeout: float
+    working_dir: str | None
+    env: dict[str, str]
+    name: str | None = None
+    code: str | None = None
+    #: For commands: the argv to run, and the text shown as "command".
+    argv: list[str] | None = None
+    command: str | None = None
+
+
+@attrs.frozen
+class WorkDir:
+    """A working directory: on the host, and as the code sees it."""
+
+    host: Path
+    inside: str
+
+
+class Launcher:
+    """Turns a ``StartSpec`` into a started (boxed) process of one sandbox."""
+
+    def __init__(
+        self, layout: Layout, catalog: Catalog, supervisor: Supervisor, isolation: Isolation
+    ) -> None:
+        self.layout = layout
+        self.catalog = catalog
+        self.supervisor = supervisor
+        self.isolation = isolation
+        self.box = Box(layout, isolation)
+        self._root_server = os.geteuid() == 0
+
+    @property
+    def boxed(self) -> bool:
+        return self.isolation.mechanism == "bubblewrap"
+
+    # -- sandboxes' directories -------------------------------------------------------------
+
+    def prepare_sandbox(self, sandbox_id: str) -> None:
+        """Create a sandbox's directories; its workspace and /tmp belong to the box's user."""
+        self.layout.sandbox_dir(sandbox_id).mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.layout.output_dir(sandbox_id).mkdir(exist_ok=True, mode=0o700)
+        # 0711: bwrap, without its capabilities, must still enter the workspace (--chdir).
+        for path, mode in (
+            (self.layout.workspace(sandbox_id), 0o711),
+            (self.layout.tmp(sandbox_id), 0o700),
+        ):
+            path.mkdir(exist_ok=True, mode=mode)
+            self._give_to_box(path)
+
+    def _give_to_box(self, path: Path) -> None:
+        if self.boxed and self._root_server:
+            os.chown(path, BOX_ID, BOX_ID)
+
+    def resolve_working_dir(self, sandbox_id: str, value: str | None) -> WorkDir:
+        """Map ``/workspace``, paths under it and relative paths onto the workspace."""
+        workspace = self.layout.workspace(sandbox_id)
+        if value is None or value == "":
+            return WorkDir(workspace, "/workspace")
+        if "\x00" in value:
+            raise bad_request("'working_dir' must not contain NUL characters")
+        if value.startswith("/"):
+            norm = "/" + posixpath.normpath(value).lstrip("/")
+            if norm == "/workspace":
+                relative = ""
+            elif norm.startswith("/workspace/"):
+                relative = norm[len("/workspace/") :]
+            else:
+                raise bad_request(
+                    f"'working_dir' {value!r} is outside the sandbox's workspace (/workspace)"
+                )
+        else:
+            norm = posixpath.normpath(value)
+            if norm == ".." or norm.startswith("../"):
+                raise bad_request(f"'working_dir' {value!r} leaves the sandbox's workspace")
+            relative = "" if norm == "." else norm
+        path = workspace / relative if relative else workspace
+        real = os.path.realpath(path)
+        root = os.path.realpath(workspace)
+        if real != root and not real.startswith(root + os.sep):
+            raise bad_request(f"'working_dir' {value!r} leaves the sandbox's workspace")
+        try:
+            self._make_dirs(workspace, relative)
+        except OSError as exc:
+            reason = "a symbolic link is in the way" if exc.errno == errno.ELOOP else exc.strerror
+            raise bad_request(f"'working_dir' {value!r} cannot be used: {reason}") from exc
+        return WorkDir(path, "/workspace" + ("/" + relative if relative else ""))
+
+    def _make_dirs(self, workspace: Path, relative: str) -> None:
+        """Create ``relative`` under ``workspace`` one component at a time, following no
+        symbolic link: sandboxed code may swap a directory for a link at any moment."""
+        flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(workspace, flags)
+        try:
+            for name in relative.split("/") if relative else ():
+                try:
+                    os.mkdir(name, 0o755, dir_fd=fd)
+                    created = True
+                except FileExistsError:
+                    created = False
+                child = os.open(name, flags, dir_fd=fd)
+                os.close(fd)
+                fd = child
+                if created and self.boxed and self._root_server:
+                    os.fchown(fd, BOX_ID, BOX_ID)
+        finally:
+            os.close(fd)
+
+    def process_env(
+        self, sandbox_id: str, sandbox_env: Mapping[str, str], extra: Mapping[str, str]
+    ) -> dict[str, str]:
+        """PATH, HOME, LANG, PYTHONUNBUFFERED, then the sandbox's env, then the request's."""
+        interpreter_dir = os.path.dirname(sys.executable)
+        if self.boxed:
+            interpreter_dir = self.box.inside_path(interpreter_dir)
+        home = "/workspace" if self.boxed else str(self.layout.workspace(sandbox_id))
+        env = {
+            "PATH": f"{interpreter_dir}:{_BASE_PATH}",
+            "HOME": home,
+            "LANG": "C.UTF-8",
+            "PYTHONUNBUFFERED": "1",
+        }
+        env.update(sandbox_env)
+        env.update(extra)
+        return env
+
+    # -- starting ---------------------------------------------------------------------------
+
+    async def launch(
+        self,
+        sandbox_id: str,
+        process_id: str,
+        spec: StartSpec,
+        *,
+        workdir: WorkDir,
+        env: dict[str, str],
+        internet: bool,
+    ) -> Running:
+        """Start ``spec`` for ``sandbox_id``; raises ``OSError`` when it cannot start."""
+        stdout = self.layout.output(sandbox_id, process_id, "stdout")
+        stderr = self.layout.output(sandbox_id, process_id, "stderr")
+        argv, stdin, source = self._argv(sandbox_id, process_id, spec)
+        if not self.boxed:
+            host_argv = [str(source) if a == _SOURCE else a for a in argv]
+            tagged = {**env, PROCESS_TAG_ENV: process_id}
+            return await self.supervisor.spawn(
+                SpawnArgs(host_argv, workdir.host, tagged, stdout, stderr, stdin)
+            )
+        with self.box.fds(sandbox_id, source) as fds:
+            inside_source = f"/run/hopx/code{source.suffix}"
+            box = self.box.argv(fds, workdir.inside, env, internet=internet, source=inside_source)
+            inside_argv = [inside_source if a == _SOURCE else a for a in argv]
+            inside_argv[0] = self.box.inside_path(inside_argv[0])
+            return await self.supervisor.spawn(
+                SpawnArgs(
+                    [*box, *inside_argv],
+                    Path("/"),
+                    {},
+                    stdout,
+                    stderr,
+                    stdin,
+                    pass_fds=(*fds.values(), *self.box.kept_fds),
+                    carriers=2,
+                )
+            )
+
+    def _argv(
+        self, sandbox_id: str, process_id: str, spec: StartSpec
+    ) -> tuple[list[str], Path | None, Path]:
+        """``(argv, stdin, source)``; ``_SOURCE`` in argv stands for the source file."""
+        source = self.layout.output(sandbox_id, process_id, "src")
+        if spec.kind == "command":
+            assert spec.argv is not None
+            return list(spec.argv), None, source
+        assert spec.code is not None
+        program = self.catalog.languages[spec.language]
+        inline = len(spec.code) <= _INLINE_CODE_MAX and "\x00" not in spec.code
+        if inline and spec.language in _INLINE_FLAG:
+            # No source file to create: file creation is the slowest part of a start.
+            return [program, *_INLINE_FLAG[spec.language], spec.code], None, source
+        source = source.with_suffix(_SOURCE_SUFFIX[spec.language])
+        data = spec.code.encode("utf-8")
+        fd = os.open(source, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        with open(fd, "wb") as f:
+            f.write(data)
+        if spec.language == "python":
+            # The code comes on stdin, so sys.path[0] is the working directory, as with -c.
+            return [program, "-u", "-"], source, source
+        if spec.language == "go":
+            return [program, "run", _SOURCE], None, source
+        return [program, _SOURCE], None, source
+
+    def close(self) -> None:
+        """Close the descriptors kept for the boxes' mounts and stop the spawner process."""
+        self.box.close()
+        self.supervisor.close()
+
+    def self_test(self) -> str:
+        """Run the interpreter in a real box once: ``""`` when it works, else why not."""
+        probe = self.layout.sandbox_dir(".probe")
+        try:
+            self.prepare_sandbox(probe.name)
+            with self.box.fds(probe.name, probe / "none") as fds:
+                argv = self.box.argv(fds, "/workspace", {}, internet=False, source="")
+                done = subprocess.run(
+                    [*argv, self.box.inside_path(sys.executable), "-c", "print(1)"],
+                    capture_output=True,
+                    timeout=30,
+                    check=False,
+                    cwd="/",
+                    pass_fds=(*fds.values(), *self.box.kept_fds),
+                )
+        except (OSError, subprocess.SubprocessError) as exc:
+            return f"a box cannot start: {exc}"
+        finally:
+            shutil.rmtree(probe, ignore_errors=True)
+        if done.stdout.strip() == b"1":
+            return ""
+        lines = done.stderr.decode("utf-8", "replace").strip().splitlines()
+        return "the interpreter cannot run in a box: " + (
+            lines[-1] if lines else f"exit status {done.returncode}"
+        )
+
+    def disable(self, reason: str) -> None:
+        """Run plain processes from now on (the box does not work here)."""
+        self.box.close()
+        self.isolation = Isolation("none", reason=reason)
