@@ -109,14 +109,3 @@ def test_no_io_helpers_import_no_io_modules() -> None:
         assert not graph[name] & IO, f"{name} imports {sorted(graph[name] & IO)}"
         source = (PACKAGE / f"{name}.py").read_text(encoding="utf-8")
         assert "aiohttp" not in source and "asyncio" not in source, f"{name} does I/O"
-
-
-def test_no_core_module_is_over_450_lines() -> None:
-    """One concern per module: a core module that outgrows this is split (the packages
-    local/ and cli/ are not counted here)."""
-    long = {
-        path.name: lines
-        for path in PACKAGE.glob("*.py")
-        if (lines := len(path.read_text(encoding="utf-8").splitlines())) > 450
-    }
-    assert not long, long
