@@ -14,8 +14,11 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import os
 import pkgutil
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -77,8 +80,9 @@ def _help(text: str) -> str:
     text = inspect.cleandoc(text.split("\f")[0])
     paragraphs = []
     for paragraph in re.split(r"\n\s*\n", text):
+        verbatim = paragraph.lstrip().startswith("\b")
         lines = [line.strip() for line in paragraph.splitlines() if line.strip() not in ("", "\b")]
-        if lines and all(line.startswith("hopx ") or " | hopx " in line for line in lines):
+        if lines and (verbatim or all(line.startswith("hopx ") for line in lines)):
             paragraphs.append("\n".join(f"- `{line}`" for line in lines))
         elif lines:
             paragraphs.append(" ".join(lines))
@@ -109,12 +113,39 @@ def _command(command: Any, path: str, ctx: Any, out: list[str]) -> None:
         out.append("| option | meaning |\n|---|---|")
         out.extend(f"| `{_cell(name)}` | {_cell(text)} |" for name, text in rows)
         out.append("")
+    passthrough = [
+        p for p in command.params if isinstance(p.type, click.types.UnprocessedParamType)
+    ]
+    if passthrough:  # a command that hands its arguments to a parser of its own (argparse)
+        _passthrough_help(path, out)
     if isinstance(command, click.Group):
         for name in command.list_commands(ctx):
             sub = command.get_command(ctx, name)
             if sub is None or sub.hidden:
                 continue
             _command(sub, f"{path} {name}", click.Context(sub, info_name=name, parent=ctx), out)
+
+
+def _run_help(words: list[str]) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "hopx_async.cli", *words, "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+        env={**os.environ, "COLUMNS": "100", "NO_COLOR": "1"},
+    )
+    return done.stdout.rstrip()
+
+
+def _passthrough_help(path: str, out: list[str]) -> None:
+    words = path.split()[1:]
+    text = _run_help(words)
+    out.append(f"```text\n{text}\n```\n")
+    choices = re.search(r"\{([\w,-]+)\}", text)
+    for name in choices[1].split(",") if choices else []:
+        out.append(f"{'#' * min(3 + len(words), 4)} `{path} {name}`\n")
+        out.append(f"```text\n{_run_help([*words, name])}\n```\n")
 
 
 def render_cli() -> str:
