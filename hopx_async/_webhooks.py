@@ -6,9 +6,10 @@ No I/O. A callback of ``/execute/async`` carries two headers::
     X-HOPX-Signature: sha256=<hex HMAC-SHA256>
 
 The HMAC key is the ``callback_signature_secret`` (UTF-8), and the signed message is the
-timestamp's decimal digits, one ``.``, then the raw request body, byte for byte::
+timestamp's decimal digits immediately followed by the raw request body, byte for byte, with
+no separator (as the HopX documentation signs it)::
 
-    f"{timestamp}.".encode() + body
+    f"{timestamp}".encode() + body
 
 A receiver checks it with :func:`verify_webhook` on the body exactly as received (before
 parsing the JSON).
@@ -50,7 +51,7 @@ def sign_webhook(secret: str | bytes, timestamp: int, body: bytes) -> str:
     >>> sign_webhook("s3cret", 1700000000, b'{"status":"completed"}')[:7]
     'sha256='
     """
-    message = f"{int(timestamp)}.".encode() + body
+    message = str(int(timestamp)).encode() + body
     return _PREFIX + hmac.new(_as_bytes(secret), message, hashlib.sha256).hexdigest()
 
 

@@ -48,6 +48,7 @@ from .daemon import (
     stop,
     write_private,
 )
+from .service.dialect import DIALECTS, Dialect, dialect_from
 
 __all__ = ["main"]
 
@@ -55,6 +56,21 @@ logger = logging.getLogger("hopx_async.local")
 
 
 # ---------------------------------------------------------------------------------- serve
+def _dialect(args: argparse.Namespace) -> Dialect | None:
+    """The dialect the options name (else ``HOPX_LOCAL_DIALECT``), with the knobs given."""
+    knobs = {
+        "boot_seconds": args.boot_seconds,
+        "control_rate_per_minute": args.control_rate,
+        "agent_rate_per_minute": args.agent_rate,
+        "create_rate_per_minute": args.create_rate,
+        "rate_window_seconds": args.rate_window,
+    }
+    given = {k: v for k, v in knobs.items() if v is not None}
+    if args.dialect is None and not given:
+        return None
+    return Dialect.named(args.dialect or dialect_from(None).name, **given)
+
+
 async def _serve(args: argparse.Namespace, state_dir: Path | None, api_key: str) -> None:
     port = args.port if args.port else remembered_port(state_dir)
     backend = LocalBackend(
@@ -64,6 +80,7 @@ async def _serve(args: argparse.Namespace, state_dir: Path | None, api_key: str)
         port=port,
         rate_limit_per_minute=args.rate_limit,
         callback_hosts=args.callback_host,
+        dialect=_dialect(args),
     )
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -123,6 +140,7 @@ def cmd_start(args: argparse.Namespace) -> int:
         port=args.port,
         rate_limit=args.rate_limit,
         api_key_file=args.api_key_file,
+        dialect_options=_dialect_argv(args),
     )
     sys.stdout.write(_exports(base_url, api_key))
     sys.stdout.flush()
@@ -153,6 +171,26 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------------- parser
+_KNOB_FLAGS = (
+    ("--dialect", "dialect"),
+    ("--boot-seconds", "boot_seconds"),
+    ("--control-rate", "control_rate"),
+    ("--agent-rate", "agent_rate"),
+    ("--create-rate", "create_rate"),
+    ("--rate-window", "rate_window"),
+)
+
+
+def _dialect_argv(args: argparse.Namespace) -> list[str]:
+    """The dialect options given to ``start``, to pass on to the ``serve`` it starts."""
+    argv: list[str] = []
+    for flag, name in _KNOB_FLAGS:
+        value = getattr(args, name)
+        if value is not None:
+            argv += [flag, str(value)]
+    return argv
+
+
 def _server_options(parser: argparse.ArgumentParser, *, port_help: str) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback)")
     parser.add_argument("--port", type=int, default=0, help=port_help)
@@ -165,6 +203,18 @@ def _server_options(parser: argparse.ArgumentParser, *, port_help: str) -> None:
     parser.add_argument(
         "--rate-limit", type=int, default=None, metavar="N", help="requests per minute (off)"
     )
+    parser.add_argument(
+        "--dialect",
+        choices=DIALECTS,
+        default=None,
+        help="extended (default; env HOPX_LOCAL_DIALECT), hopx or openapi (docs/wire.md 13)",
+    )
+    knobs = parser.add_argument_group("dialect knobs (default: the dialect's)")
+    knobs.add_argument("--boot-seconds", type=float, default=None, metavar="S")
+    knobs.add_argument("--control-rate", type=int, default=None, metavar="N", help="per minute")
+    knobs.add_argument("--agent-rate", type=int, default=None, metavar="N", help="per sandbox")
+    knobs.add_argument("--create-rate", type=int, default=None, metavar="N", help="per minute")
+    knobs.add_argument("--rate-window", type=float, default=None, metavar="S", help="seconds")
 
 
 def build_parser(prog: str = "python -m hopx_async.local") -> argparse.ArgumentParser:

@@ -29,6 +29,7 @@ from .runtime.catalog import Catalog
 from .runtime.launch import Launcher
 from .runtime.supervisor import GRACE_SECONDS, Supervisor
 from .service.callbacks import CallbackHosts
+from .service.dialect import Dialect, dialect_from
 from .service.foreground import ForegroundRuns
 from .service.processes import Processes
 from .service.render import Renderer
@@ -54,6 +55,17 @@ def _not_dumpable() -> None:
         libc.prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0)
     except (OSError, AttributeError):
         logger.warning("could not make the server non-dumpable (prctl failed)")
+
+
+def _limiters(dialect: Dialect) -> tuple[RateLimiter | None, ...]:
+    """The control plane's, the agent's and the creations' limiters of a dialect."""
+    window = dialect.rate_window_seconds
+    limits = (
+        dialect.control_rate_per_minute,
+        dialect.agent_rate_per_minute,
+        dialect.create_rate_per_minute,
+    )
+    return tuple(None if n is None else RateLimiter(n, window) for n in limits)
 
 
 def is_loopback(host: str) -> bool:
@@ -133,6 +145,11 @@ class LocalBackend:
     a temporary directory is used and removed at stop. ``api_key`` defaults to a random
     ``hopx_local_...`` key. ``rate_limit_per_minute`` turns on 429 answers (off by default).
 
+    ``dialect`` is ``"extended"`` (the default: every variant and the extensions), ``"hopx"``
+    (the service as documented) or ``"openapi"`` (the OpenAPI document's shapes only), or a
+    :class:`~hopx_async.local.service.dialect.Dialect` with its knobs changed
+    (``Dialect.named("hopx", boot_seconds=0)``); ``None`` reads ``HOPX_LOCAL_DIALECT``.
+
     Two class attributes bound what one client can hold (set them on an instance before
     ``start()`` to change them): ``read_timeout``, the seconds a connection may stay idle or
     take to send a request's headers, and separately its body; ``max_connections``, the
@@ -168,7 +185,9 @@ class LocalBackend:
         grace_seconds: float = GRACE_SECONDS,
         isolation: IsolationMode = "auto",
         callback_hosts: Sequence[str] | None = None,
+        dialect: str | Dialect | None = None,
     ) -> None:
+        self.dialect = dialect_from(dialect)
         if isolation not in ("auto", "none", "bubblewrap"):
             raise ValueError("isolation must be 'auto', 'none' or 'bubblewrap'")
         if rate_limit_per_minute is not None and rate_limit_per_minute < 1:
@@ -337,7 +356,11 @@ class LocalBackend:
             retry_delay=self.callback_retry_delay,
             timeout=self.callback_timeout,
         )
-        limit = self.rate_limit_per_minute
+        limit, dialect = self.rate_limit_per_minute, self.dialect
+        shared = None if limit is None else RateLimiter(limit)
+        control, agent, create = (
+            _limiters(dialect) if dialect.rate_limited else (shared,) * 2 + (None,)
+        )
         return AppState(
             layout=layout,
             launcher=launcher,
@@ -350,8 +373,11 @@ class LocalBackend:
             catalog=launcher.catalog,
             signer=signer,
             api_key=self.api_key,
-            limiter=None if limit is None else RateLimiter(limit),
+            limiter=control,
             read_timeout=self.read_timeout,
+            dialect=dialect,
+            agent_limiter=agent,
+            create_limiter=create,
         )
 
     async def _end_work(self, app: web.Application) -> None:

@@ -18,6 +18,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -190,6 +191,7 @@ def start(
     rate_limit: int | None = None,
     api_key_file: str | None = None,
     timeout: float = START_TIMEOUT,
+    dialect_options: Sequence[str] = (),
 ) -> tuple[str, str, bool]:
     """Start a detached server on ``state_dir`` (or find the running one).
 
@@ -216,6 +218,7 @@ def start(
         command += ["--port", str(port)]
     if rate_limit is not None:
         command += ["--rate-limit", str(rate_limit)]
+    command += list(dialect_options)  # --dialect and its knobs, passed on as given
     env = dict(os.environ, HOPX_API_KEY=api_key)
     log_fd = os.open(state_dir / LOG_FILE, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     try:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["ApiError", "bad_request", "not_found", "process_not_found"]
+__all__ = ["ApiError", "PlainAnswer", "bad_request", "not_found", "process_not_found"]
 
 
 class ApiError(Exception):
@@ -36,10 +36,21 @@ class ApiError(Exception):
         self.headers: dict[str, str] = dict(headers or {})
 
     def body(self, request_id: str) -> dict[str, Any]:
-        body: dict[str, Any] = {"error": self.message, "code": self.code}
+        body: dict[str, Any] = {"error": self.message}
+        if self.code:  # an empty code: a body without one (a strict dialect's token error)
+            body["code"] = self.code
         body.update(self.extra)
         body["request_id"] = request_id
         return body
+
+
+class PlainAnswer(Exception):
+    """A plain-text answer with no JSON body (a strict dialect's gateway or route miss)."""
+
+    def __init__(self, status: int, text: str) -> None:
+        super().__init__(text)
+        self.status = status
+        self.text = text
 
 
 def bad_request(message: str) -> ApiError:

@@ -128,3 +128,24 @@ def test_start_reports_a_server_that_cannot_start(tmp_path: Path) -> None:
     assert done.returncode == 1
     assert done.stdout == ""
     assert done.stderr.startswith("error: the server exited with 1 while starting:")
+
+
+def test_start_passes_the_dialect_on_to_serve(state: Path) -> None:
+    import json
+    import urllib.request
+
+    local = Hopx(base_env())
+    started = local(
+        "local", "start", "--state-dir", str(state), "--dialect", "openapi", "--boot-seconds", "0"
+    )
+    assert started.returncode == 0, started.stderr
+    env = exports(started.stdout)
+    pid = int((state / "server.pid").read_text())
+    assert "--dialect openapi" in cmdline(pid)
+    assert "--boot-seconds 0.0" in cmdline(pid)
+    with urllib.request.urlopen(env["HOPX_BASE_URL"] + "/health", timeout=10) as answer:
+        health = json.loads(answer.read())
+    assert health["dialect"] == "openapi"
+    refused = local("local", "start", "--state-dir", str(state), "--dialect", "lenient")
+    assert refused.returncode != 0
+    assert "invalid choice" in refused.stderr

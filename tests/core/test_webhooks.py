@@ -41,11 +41,11 @@ def test_a_good_signature_passes() -> None:
     verify_webhook(SECRET, lowered, BODY, now=NOW)
 
 
-def test_the_signed_string_is_timestamp_dot_body() -> None:
+def test_the_signed_string_is_timestamp_then_body_without_separator() -> None:
     import hashlib
     import hmac
 
-    expected = hmac.new(SECRET.encode(), f"{NOW}.".encode() + BODY, hashlib.sha256).hexdigest()
+    expected = hmac.new(SECRET.encode(), f"{NOW}".encode() + BODY, hashlib.sha256).hexdigest()
     assert _headers()["X-HOPX-Signature"] == f"sha256={expected}"
 
 

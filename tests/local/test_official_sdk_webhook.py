@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import functools
 import gc
+import hashlib
+import hmac
 import json
 from typing import Any
 
@@ -60,6 +62,10 @@ async def test_official_sync_run_code_async(backend: LocalBackend) -> None:
             await anyio.to_thread.run_sync(sandbox.kill)
             sandbox._client.close()
     verify_webhook(SECRET, hit.headers, hit.body)
+    # the documented signed string: the timestamp's digits then the body, no separator
+    signed = hit.headers["X-HOPX-Timestamp"].encode() + hit.body
+    digest = hmac.new(SECRET.encode(), signed, hashlib.sha256).hexdigest()
+    assert hit.headers["X-HOPX-Signature"] == f"sha256={digest}"
     assert hit.headers["Authorization"] == "Bearer receiver"
     _check(hit.body, answer, "official sync\n")
     del sandbox

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import logging
 import os
@@ -59,6 +61,10 @@ async def test_callback_is_signed_and_retried_once_after_a_500(
     assert first.body == retry.body
     for hit in hits:
         verify_webhook(SECRET, hit.headers, hit.body)
+        # as documented: HMAC-SHA256 over the timestamp's digits then the body, no separator
+        signed = hit.headers["X-HOPX-Timestamp"].encode() + hit.body
+        digest = hmac.new(SECRET.encode(), signed, hashlib.sha256).hexdigest()
+        assert hit.headers["X-HOPX-Signature"] == f"sha256={digest}"
         assert hit.headers["Authorization"] == "Bearer receiver-token"
         assert hit.headers["X-Trace"] == "t-1"
         assert hit.headers["Content-Type"] == "application/json"

@@ -8,9 +8,11 @@ from ..errors import bad_request
 from ..runtime.launch import StartSpec
 from ..runtime.output import cap_list_output, read_range
 from ..runtime.tasks import to_the_end
+from ..service.dialect import Dialect
 from ..service.render import MASK
 from ..state.records import SandboxRecord
 from ..version import __version__
+from . import agent_strict as strict
 from . import files
 from .agent_requests import authorize, code_spec, command_spec
 from .common import Handler, json_answer, read_body, state
@@ -79,18 +81,20 @@ async def execute(request: web.Request) -> web.Response:
 
 async def execute_background(request: web.Request) -> web.Response:
     body = await read_body(request)
-    spec = code_spec(request, body, default_timeout=300, maximum=_MAX_BACKGROUND_TIMEOUT)
+    spec = code_spec(
+        request, body, default_timeout=300, maximum=_MAX_BACKGROUND_TIMEOUT, background=True
+    )
     return await _start(request, spec)
 
 
 async def commands_run(request: web.Request) -> web.Response:
-    spec = command_spec(await read_body(request), default_timeout=30, maximum=3600)
+    spec = command_spec(request, await read_body(request), default_timeout=30, maximum=3600)
     return json_answer(await state(request).foreground.run_sync(_sandbox(request), spec))
 
 
 async def commands_background(request: web.Request) -> web.Response:
     body = await read_body(request)
-    spec = command_spec(body, default_timeout=300, maximum=_MAX_BACKGROUND_TIMEOUT)
+    spec = command_spec(request, body, default_timeout=300, maximum=_MAX_BACKGROUND_TIMEOUT)
     return await _start(request, spec)
 
 
@@ -265,8 +269,10 @@ async def execute_async(request: web.Request) -> web.Response:
     return json_answer(await to_the_end(hooks.submit(_sandbox(request), spec, callback)))
 
 
-def make_agent_app() -> web.Application:
+def make_agent_app(dialect: Dialect) -> web.Application:
     """The ``/sandboxes`` sub-application (the root app holds the shared state)."""
+    if dialect.strict:
+        return make_strict_agent_app(dialect)
     app = web.Application(middlewares=[_token_auth])
     agent = "/{sid}"
     app.router.add_get(agent + "/health", agent_health)
@@ -297,4 +303,39 @@ def make_agent_app() -> web.Application:
     app.router.add_post(agent + "/files/upload", files.upload_file)
     app.router.add_get(agent + "/files/download", files.download_file)
     app.router.add_post(agent + "/execute/async", execute_async)
+    return app
+
+
+def make_strict_agent_app(dialect: Dialect) -> web.Application:
+    """The agent of ``hopx`` and ``openapi``: the documented routes only, no extensions."""
+    app = web.Application(middlewares=[strict.strict_auth])
+    agent = "/{sid}"
+    app.router.add_get(agent + "/health", strict.strict_health)
+    app.router.add_post(agent + "/execute", execute)
+    app.router.add_post(agent + "/execute/background", strict.strict_background)
+    app.router.add_get(agent + "/execute/processes", strict.strict_list)
+    app.router.add_delete(agent + "/execute/kill", strict.strict_kill)
+    if dialect.kill_by_path:
+        app.router.add_post(agent + "/execute/kill/{pid}", strict.strict_kill_by_path)
+    if dialect.kill_processes_path:
+        app.router.add_post(agent + "/processes/{pid}/kill", strict.strict_kill_by_path)
+    app.router.add_get(agent + "/processes", os_processes)
+    app.router.add_post(agent + "/commands/run", strict.strict_commands_run)
+    app.router.add_post(agent + "/commands/background", strict.strict_commands_background)
+    app.router.add_get(agent + "/execute/stream", execute_stream)
+    app.router.add_get(agent + "/commands/stream", commands_stream)
+    app.router.add_get(agent + "/env", get_env)
+    app.router.add_put(agent + "/env", strict.strict_put_env)
+    app.router.add_patch(agent + "/env", strict.strict_patch_env)
+    app.router.add_delete(agent + "/env", strict.strict_delete_env)
+    app.router.add_get(agent + "/files/read", files.read_file)
+    app.router.add_post(agent + "/files/write", files.write_file)
+    app.router.add_get(agent + "/files/list", files.list_files)
+    app.router.add_get(agent + "/files/exists", files.file_exists)
+    app.router.add_delete(agent + "/files/remove", files.remove_file)
+    app.router.add_post(agent + "/files/mkdir", files.make_dir)
+    app.router.add_post(agent + "/files/upload", files.upload_file)
+    app.router.add_get(agent + "/files/download", files.download_file)
+    if dialect.async_route:
+        app.router.add_post(agent + "/execute/async", strict.strict_execute_async)
     return app

@@ -13,7 +13,7 @@ import secrets
 
 from aiohttp import web
 
-from ..errors import ApiError
+from ..errors import ApiError, PlainAnswer
 from ..version import __version__
 from .agent import make_agent_app
 from .common import STATE, AppState, Handler, json_answer, state
@@ -31,6 +31,9 @@ _HTTP_CODES = {
 }
 
 
+_GO_TEXTS = {404: "404 page not found", 405: "Method Not Allowed"}
+
+
 @web.middleware
 async def _front(request: web.Request, handler: Handler) -> web.StreamResponse:
     request_id = f"req_{secrets.token_hex(8)}"
@@ -43,7 +46,14 @@ async def _front(request: web.Request, handler: Handler) -> web.StreamResponse:
     except ApiError as exc:
         response = json_answer(exc.body(request_id), exc.status)
         response.headers.update(exc.headers)
+    except PlainAnswer as exc:
+        response = web.Response(status=exc.status, text=exc.text)
     except web.HTTPException as exc:
+        if exc.status in _GO_TEXTS and not state(request).dialect.extensions:
+            # a strict dialect's route miss: Go's net/http plain text, no JSON, no code
+            response = web.Response(status=exc.status, text=_GO_TEXTS[exc.status])
+            response.headers["X-Request-ID"] = request_id
+            return response
         code = _HTTP_CODES.get(
             exc.status, "INVALID_REQUEST" if exc.status < 500 else "INTERNAL_ERROR"
         )
@@ -61,13 +71,18 @@ async def _front(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 
 async def server_health(request: web.Request) -> web.Response:
-    return json_answer(
-        {
-            "status": "healthy",
-            "version": __version__,
-            "isolation": state(request).isolation.mechanism,
-        }
-    )
+    app_state = state(request)
+    dialect = app_state.dialect
+    answer: dict[str, object] = {
+        "status": "healthy",
+        "version": __version__,
+        "isolation": app_state.isolation.mechanism,
+        "dialect": dialect.name,
+    }
+    if dialect.extensions:  # the enforced limits are advertised in extended only
+        limiter = app_state.limiter
+        answer["limits"] = None if limiter is None else {"per_minute": limiter.per_minute}
+    return json_answer(answer)
 
 
 def make_app(app_state: AppState) -> web.Application:
@@ -78,6 +93,6 @@ def make_app(app_state: AppState) -> web.Application:
     # the sandbox there (see docs/local-backend.md).
     app.router.add_get("/execute/stream", execute_stream_at_root)
     app.router.add_get("/commands/stream", commands_stream_at_root)
-    app.add_subapp("/v1", make_control_app())
-    app.add_subapp("/sandboxes", make_agent_app())
+    app.add_subapp("/v1", make_control_app(app_state.dialect))
+    app.add_subapp("/sandboxes", make_agent_app(app_state.dialect))
     return app

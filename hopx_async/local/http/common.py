@@ -14,6 +14,7 @@ from ..runtime.box import Isolation
 from ..runtime.catalog import Catalog
 from ..runtime.launch import Launcher
 from ..service.changes import ChangeFeed
+from ..service.dialect import Dialect
 from ..service.foreground import ForegroundRuns
 from ..service.processes import Processes
 from ..service.render import Renderer
@@ -52,9 +53,14 @@ class AppState:
     catalog: Catalog
     signer: TokenSigner
     api_key: str
+    #: the control plane's limit (in ``extended``, the one limit both planes share)
     limiter: RateLimiter | None
     #: Seconds a request body (or an upload's next chunk) may take to arrive.
     read_timeout: float
+    dialect: Dialect
+    #: the agent's limit per sandbox, and the creations' limit per API key
+    agent_limiter: RateLimiter | None = None
+    create_limiter: RateLimiter | None = None
 
     @property
     def isolation(self) -> Isolation:

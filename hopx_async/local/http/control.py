@@ -11,6 +11,7 @@ from aiohttp import web
 from ..errors import ApiError, bad_request
 from ..runtime.catalog import TEMPLATES, template_or_404
 from ..runtime.tasks import to_the_end
+from ..service.dialect import Dialect
 from ..service.tokens import is_header_text
 from ..state.records import SandboxRecord, iso
 from .common import Handler, bearer, json_answer, read_body, state
@@ -49,12 +50,16 @@ async def create_sandbox(request: web.Request) -> web.Response:
         raise bad_request("'template_name' or 'template_id' is required")
     template = template_or_404(wanted)
     app_state = state(request)
+    env_vars = opt_env(body, "env_vars")  # read (and checked) in every dialect
+    if app_state.create_limiter is not None:
+        app_state.create_limiter.hit("create")
     sbx = app_state.sandboxes.create(
         template=template,
         region=opt_str(body, "region"),
         timeout_seconds=opt_int(body, "timeout_seconds"),
         internet_access=opt_bool(body, "internet_access", True),
-        env_vars=opt_env(body, "env_vars"),
+        # the service does not apply them: its clients follow create with PATCH /env
+        env_vars=env_vars if app_state.dialect.create_applies_env else {},
     )
     return json_answer(app_state.renderer.sandbox(sbx), 201)
 
@@ -76,21 +81,24 @@ def _decode_cursor(cursor: str) -> int:
 
 async def list_sandboxes(request: web.Request) -> web.Response:
     query = request.query
-    limit = query_int(query, "limit", minimum=1, maximum=1000) or 100
-    cursor = query.get("cursor")
-    after = _decode_cursor(cursor) if cursor else 0
     app_state = state(request)
+    dialect = app_state.dialect
+    limit = query_int(query, "limit", minimum=1, maximum=dialect.page_limit_max) or 100
+    cursor = query.get("cursor") if dialect.list_cursor else None  # else: ignored
+    after = _decode_cursor(cursor) if cursor else 0
     page, has_more = app_state.sandboxes.page(
         limit=limit, after_seq=after, status=query.get("status"), region=query.get("region")
     )
-    return json_answer(
-        {
-            "object": "list",
-            "data": [app_state.renderer.sandbox(sbx, with_token=False) for sbx in page],
-            "has_more": has_more,
-            "next_cursor": _encode_cursor(page[-1].seq) if has_more and page else None,
-        }
-    )
+    answer = {
+        "object": "list",
+        "data": [app_state.renderer.sandbox(sbx, with_token=False) for sbx in page],
+        "has_more": has_more,
+    }
+    if dialect.list_cursor:
+        answer["next_cursor"] = _encode_cursor(page[-1].seq) if has_more and page else None
+    else:  # the OpenAPI SandboxList: no cursor
+        answer["url"] = "/v1/sandboxes"
+    return json_answer(answer)
 
 
 async def get_sandbox(request: web.Request) -> web.Response:
@@ -148,14 +156,15 @@ async def get_template(request: web.Request) -> web.Response:
     return json_answer(template)
 
 
-def make_control_app() -> web.Application:
+def make_control_app(dialect: Dialect) -> web.Application:
     """The ``/v1`` sub-application (the root app holds the shared state)."""
     app = web.Application(middlewares=[_api_key_auth])
     app.router.add_post("/sandboxes", create_sandbox)
     app.router.add_get("/sandboxes", list_sandboxes)
     app.router.add_get("/sandboxes/{id}", get_sandbox)
     app.router.add_delete("/sandboxes/{id}", delete_sandbox)
-    app.router.add_post("/sandboxes/{id}/kill", kill_sandbox)
+    if dialect.sandbox_kill_route:
+        app.router.add_post("/sandboxes/{id}/kill", kill_sandbox)
     app.router.add_post("/sandboxes/{id}/pause", pause_sandbox)
     app.router.add_post("/sandboxes/{id}/resume", resume_sandbox)
     app.router.add_put("/sandboxes/{id}/timeout", set_sandbox_timeout)

@@ -79,6 +79,8 @@ class _Sender:
         self.ws = ws
         self.transport = request.transport
         self.buffered_peak = 0
+        #: a ``complete`` frame ends the stream (else it closes after ``result``)
+        self.complete = state(request).dialect.stream_complete
 
     async def send(self, message: Mapping[str, Any]) -> None:
         text = json.dumps(message, ensure_ascii=False)
@@ -163,8 +165,8 @@ def _code_spec(request: web.Request, body: Mapping[str, Any]) -> StartSpec:
     return code_spec(request, body, default_timeout=_DEFAULT_TIMEOUT, maximum=_MAX_TIMEOUT)
 
 
-def _command_spec(_request: web.Request, body: Mapping[str, Any]) -> StartSpec:
-    return command_spec(body, default_timeout=_DEFAULT_TIMEOUT, maximum=_MAX_TIMEOUT)
+def _command_spec(request: web.Request, body: Mapping[str, Any]) -> StartSpec:
+    return command_spec(request, body, default_timeout=_DEFAULT_TIMEOUT, maximum=_MAX_TIMEOUT)
 
 
 SpecOf = Callable[[web.Request, Mapping[str, Any]], StartSpec]
@@ -245,9 +247,10 @@ async def _stream_attached(sender: _Sender, attached: AttachedRun, spec: StartSp
             "timed_out": timed_out,
         }
     )
-    await sender.send(
-        {"type": "complete", "success": success, "buffered_peak": sender.buffered_peak}
-    )
+    if sender.complete:  # else: closed after the result frame
+        await sender.send(
+            {"type": "complete", "success": success, "buffered_peak": sender.buffered_peak}
+        )
 
 
 def _agent_sandbox(request: web.Request) -> SandboxRecord:

@@ -3,8 +3,8 @@
 An execution is an ordinary background process (it shows in the process list). When it ends,
 its result is POSTed as JSON to the callback URL with the caller's headers, an
 ``X-HOPX-Timestamp`` and, when a secret was given, ``X-HOPX-Signature: sha256=<hex>`` over
-``f"{timestamp}.".encode() + body`` (:func:`hopx_async._webhooks.sign_webhook`, the function
-receivers verify with).
+``f"{timestamp}".encode() + body``, no separator (:func:`hopx_async._webhooks.sign_webhook`,
+the function receivers verify with).
 
 A delivery is kept as a file ``STATE/webhooks/<execution_id>.json`` (0600, in a 0700
 directory the boxes never see) from the answer to the request until it is delivered or given
