@@ -30,6 +30,7 @@ __all__ = [
     "agent_base",
     "create_body",
     "execution_body",
+    "kill_form_missing",
     "kill_request",
     "segment",
     "start_answer",
@@ -151,16 +152,40 @@ def status_filter(status: str | Iterable[str] | None) -> frozenset[str] | None:
     return frozenset(items)
 
 
-def kill_request(form: str, process_id: str) -> tuple[str, str, dict[str, str] | None]:
-    """(method, path, body) of one kill form for ``process_id``.
+def kill_request(
+    form: str, process_id: str
+) -> tuple[str, str, dict[str, str] | None, dict[str, str] | None]:
+    """(method, path, query, body) of one kill form for ``process_id``.
+
+    ``DELETE /execute/kill`` carries the id in both the query (the OpenAPI) and the JSON body
+    (the documentation), so that either reading finds it.
 
     >>> kill_request("POST /execute/kill/{id}", "p/1")
-    ('POST', '/execute/kill/p%2F1', None)
+    ('POST', '/execute/kill/p%2F1', None, None)
+    >>> kill_request("DELETE /execute/kill", "p1")
+    ('DELETE', '/execute/kill', {'process_id': 'p1'}, {'process_id': 'p1'})
     """
     method, path = form.split(" ", 1)
     if "{id}" in path:
-        return method, path.replace("{id}", segment(process_id)), None
-    return method, path, {"process_id": process_id}
+        return method, path.replace("{id}", segment(process_id)), None, None
+    return method, path, {"process_id": process_id}, {"process_id": process_id}
+
+
+#: error codes of a 404 that mean the route is missing, not the process
+ROUTE_MISS_CODES = (None, "NOT_FOUND")
+
+
+def kill_form_missing(status: int, code: str | None) -> bool:
+    """Whether an error answer to a kill form means "try the next form".
+
+    A 405, a 400 (the form did not deliver the id where this server reads it) and a 404
+    without a code (or ``NOT_FOUND``, a route miss) do; a 404 that names the process
+    (``RESOURCE_NOT_FOUND``, ``PROCESS_NOT_FOUND``) is the process's own answer.
+
+    >>> kill_form_missing(404, "PROCESS_NOT_FOUND"), kill_form_missing(400, "INVALID_REQUEST")
+    (False, True)
+    """
+    return status in (400, 405) or (status == 404 and code in ROUTE_MISS_CODES)
 
 
 # ---------------------------------------------------------------------------- answers
