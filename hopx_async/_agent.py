@@ -9,7 +9,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from ._connection import AgentConnection
-from ._errors import APIError, ExecutionTimeoutError, HopxError, ProcessNotFoundError
+from ._errors import (
+    APIError,
+    ExecutionTimeoutError,
+    HopxError,
+    ProcessNotFoundError,
+    ServerError,
+)
 from ._lists import list_version, process_list, raw_process_list
 from ._models import ProcessInfo, ProcessResult
 from ._output import OutputCursor
@@ -48,6 +54,12 @@ class Agent(AgentConnection):
             resp = await self.request("POST", path, json=body, safe=False, timeout=seconds + 30)
         except ExecutionTimeoutError as exc:
             return timed_out_result(exc.body, exc.message)
+        except ServerError as exc:
+            # the documented answer to a command that exited non-zero: 500 with its output
+            body = exc.body
+            if isinstance(body, Mapping) and type(body.get("exit_code")) is int:
+                return body
+            raise
         return resp.mapping
 
     async def start(self, path: str, body: Mapping[str, Any], language: str) -> StartAnswer:

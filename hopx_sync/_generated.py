@@ -515,6 +515,11 @@ class Sandbox(_Twin):
         ``timeout`` is the process's lifetime on the server, in seconds (default 300; the
         server gets whole seconds, at least 1).
 
+        ``working_dir``: the service's background request has no such field. Unless the agent
+        advertises ``background_workdir``, bash code is prefixed with a ``cd`` and other
+        languages raise :class:`ValidationError` (use ``commands.run(..., background=True,
+        working_dir=...)``) rather than running silently in ``/workspace``.
+
         >>> proc = sandbox.run_code_background(
         ...     "import time; time.sleep(5); print('done')", name="nap")  # doctest: +SKIP
         >>> proc.wait().stdout  # doctest: +SKIP
@@ -710,11 +715,12 @@ class Commands(_Twin):
         name: str | None = None,
         working_dir: str | None = None,
     ) -> CommandResult | BackgroundProcess:
-        """Run a shell command (``/bin/sh -c``) and return its result.
+        """Run a shell command (sent as ``bash -c CMD``) and return its result.
 
         ``timeout`` defaults to 30 s. With ``background=True`` it returns at once with an
         :class:`BackgroundProcess`, and ``timeout`` is the process's lifetime on the
-        server (default 300 s).
+        server (default 300 s). A non-zero exit answered as HTTP 500 with ``exit_code`` and
+        the output is a result too.
 
         >>> result = sandbox.commands.run("ls -la")  # doctest: +SKIP
         >>> proc = sandbox.commands.run("make all", background=True,
