@@ -3,7 +3,7 @@ and the requests, streams and WebSockets that go to it (the process calls are in
 
 The agent lives at the sandbox's ``public_host``; every request carries the sandbox's own
 ``auth_token``. An :class:`AgentConnection` refreshes that token shortly before it expires, and once
-after a ``401 INVALID_TOKEN``; it polls ``/health`` before first use and remembers the
+after any agent ``401``; it polls ``/health`` before first use and remembers the
 features the agent advertises (long polls, offsets, idempotency keys, ...).
 """
 
@@ -29,7 +29,6 @@ from ._errors import (
     NetworkError,
     SandboxNotFoundError,
     ServerError,
-    TokenExpiredError,
     error_from_response,
 )
 from ._models import SandboxInfo
@@ -220,8 +219,10 @@ class AgentConnection:
                     scope=self.sandbox_id,
                     resource=resource or "sandbox",
                 )
-            except TokenExpiredError:
-                if attempt:
+            except AuthenticationError:
+                # any 401 may be an expired token (the service sends no INVALID_TOKEN);
+                # readiness waits a booting agent's 401 out instead
+                if attempt or not ready:
                     raise
                 await self.refresh_token(token)
         raise AssertionError("unreachable")
@@ -237,7 +238,7 @@ class AgentConnection:
         resource: str | None = None,
     ) -> AsyncIterator[aiohttp.ClientResponse]:
         """A streamed request (uploads, downloads), with readiness and token as in
-        :meth:`request`. ``body`` makes the request body; after a ``401 INVALID_TOKEN`` it
+        :meth:`request`. ``body`` makes the request body; after a ``401`` it
         is called again for the one resend (it raises if it cannot rewind)."""
         base = await self._prepare(ready=True)
         for attempt in (0, 1):
@@ -256,7 +257,7 @@ class AgentConnection:
                     entered = True
                     yield resp
                     return
-            except TokenExpiredError:
+            except AuthenticationError:
                 if attempt or entered:
                     raise
                 await self.refresh_token(token)
