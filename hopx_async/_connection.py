@@ -27,6 +27,7 @@ from ._errors import (
     ConflictError,
     HopxError,
     NetworkError,
+    NotFoundError,
     SandboxNotFoundError,
     ServerError,
     error_from_response,
@@ -156,8 +157,8 @@ class AgentConnection:
                         features = data.get("features")
                         self._features = dict(features) if isinstance(features, Mapping) else {}
                         return
-                except (NetworkError, ServerError):
-                    pass
+                except (NetworkError, ServerError, AuthenticationError, NotFoundError):
+                    pass  # a booting agent answers 404, 401 or 5xx before it is ready
                 if time.monotonic() > deadline:
                     raise HopxError(
                         f"the agent of sandbox {self.sandbox_id} did not become healthy "
