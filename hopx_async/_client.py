@@ -12,6 +12,8 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import ClassVar
 
+import anyio
+
 from . import _fanout
 from . import _validation as validate
 from ._config import Limits, PollPolicy, RetryPolicy, Timeouts, resolve_api_key, resolve_base_url
@@ -26,6 +28,17 @@ from ._utils import AwaitableContext
 from ._wire import create_body
 
 __all__ = ["AsyncHopx", "AsyncSandboxes"]
+
+
+async def apply_env(sandbox: AsyncSandbox, env_vars: Mapping[str, str]) -> None:
+    """Set the create's ``env_vars`` in the sandbox: the service stores them without applying
+    them. If that fails, the new sandbox is killed (no one holds it) and the error raised."""
+    try:
+        await sandbox.env.update(env_vars)
+    except BaseException:
+        with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
+            await sandbox.kill()
+        raise
 
 
 class AsyncSandboxes:
@@ -58,9 +71,12 @@ class AsyncSandboxes:
         )
 
         async def make() -> AsyncSandbox:
-            return sandbox_from(
+            sandbox = sandbox_from(
                 self._client, self._control, await self._control.create_sandbox(body)
             )
+            if "env_vars" in body:
+                await apply_env(sandbox, body["env_vars"])
+            return sandbox
 
         return AwaitableContext(make)
 
