@@ -1046,6 +1046,10 @@ class Env(_Twin):
     def delete(self, name: str) -> None:
         """Remove one variable (no error if it is not set).
 
+        Where the agent has no ``env_delete_keys``, the rest is written back with a PUT; when
+        any other variable reads ``***MASKED***`` that would corrupt it, so
+        :class:`HopxError` is raised instead and nothing is changed.
+
         >>> sandbox.env.delete("DEBUG")  # doctest: +SKIP
         """
         self._runner.run(self._async.delete(name))
