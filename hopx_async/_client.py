@@ -18,7 +18,7 @@ from . import _fanout
 from . import _validation as validate
 from ._config import Limits, PollPolicy, RetryPolicy, Timeouts, resolve_api_key, resolve_base_url
 from ._control import ControlPlane
-from ._errors import ClientClosedError
+from ._errors import ClientClosedError, HopxError
 from ._fanout import ProgressCallback, Task
 from ._models import ProcessResult, SandboxInfo, Template
 from ._process import AsyncBackgroundProcess
@@ -109,6 +109,9 @@ class AsyncSandboxes:
     ) -> AsyncIterator[SandboxInfo]:
         """Iterate over the organisation's sandboxes, following pagination cursors.
 
+        A page that says ``has_more`` without a ``next_cursor`` (the OpenAPI's list has none)
+        raises :class:`HopxError` after its sandboxes, instead of ending as if complete.
+
         >>> async for info in client.sandboxes.list(status="running"):  # doctest: +SKIP
         ...     print(info.id)
         """
@@ -133,8 +136,13 @@ class AsyncSandboxes:
                     if limit is not None and count >= limit:
                         return
             cursor = data.get("next_cursor")
-            if not data.get("has_more") or not cursor:
+            if not data.get("has_more"):
                 return
+            if not cursor:
+                raise HopxError(
+                    f"the sandbox list has more than the {count} sandboxes listed, but the "
+                    "server gave no next_cursor to reach them; narrow it with status= or region="
+                )
             params["cursor"] = str(cursor)
 
     async def list_templates(self) -> builtins.list[Template]:

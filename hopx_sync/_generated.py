@@ -305,6 +305,9 @@ class Sandboxes(_Twin):
     ) -> Iterator[SandboxInfo]:
         """Iterate over the organisation's sandboxes, following pagination cursors.
 
+        A page that says ``has_more`` without a ``next_cursor`` (the OpenAPI's list has none)
+        raises :class:`HopxError` after its sandboxes, instead of ending as if complete.
+
         >>> for info in client.sandboxes.list(status="running"):  # doctest: +SKIP
         ...     print(info.id)
         """
