@@ -26,9 +26,13 @@ async def test_has_more_without_a_cursor_is_said(proxied: AsyncHopx, proxy: Faul
 
     async with proxied.sandboxes.create("base"), proxied.sandboxes.create("base"):
         proxy.rewrite_answer = openapi_list
-        seen = []
-        with pytest.raises(HopxError, match="no next_cursor"):
+        seen: list[str] = []
+
+        async def collect() -> None:
             async for info in proxied.sandboxes.list(page_size=1):
                 seen.append(info.id)
+
+        with pytest.raises(HopxError, match="no next_cursor"):
+            await collect()
         assert len(seen) == 1
         assert proxy.count("GET", "/v1/sandboxes") == 1, "never re-fetches the first page"
