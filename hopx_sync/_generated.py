@@ -839,7 +839,7 @@ class BackgroundProcess(_Twin):
 
     @property
     def done(self) -> bool:
-        """Whether the last known status is terminal."""
+        """Whether the process is known to have ended (see :attr:`ProcessInfo.is_done`)."""
         return self._async.done
 
     def __getitem__(self, key: str) -> Any:
