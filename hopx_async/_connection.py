@@ -313,9 +313,11 @@ class AgentConnection:
         """The JSON messages of one WebSocket stream, up to and including ``complete``.
 
         ``request`` is sent first. An ``error`` message raises its :class:`APIError`; a
-        connection that ends before ``complete`` raises :class:`NetworkError`.
+        connection that closes after a ``result`` but before ``complete`` ends the stream
+        normally, one that closes before any ``result`` raises :class:`NetworkError`.
         """
         ws = await self.open_websocket(path, params=params, resource=resource)
+        got_result = False
         try:
             try:
                 if request is not None:
@@ -336,8 +338,12 @@ class AgentConnection:
                 if data.get("type") == "error":
                     raise error_from_response(400, data, resource=resource)
                 yield data
-                if data.get("type") == "complete":
+                kind = data.get("type")
+                if kind == "complete":
                     return
+                got_result = got_result or kind == "result"
+            if got_result:  # closed after the result without ``complete``: the run is over
+                return
             raise NetworkError(
                 f"the stream {path} of sandbox {self.sandbox_id} ended before it completed"
             )
