@@ -36,10 +36,13 @@ from ._models import SandboxInfo
 from ._transport import Response
 from ._wire import agent_base, token_of, with_status
 
-__all__ = ["READY_TIMEOUT", "TOKEN_MARGIN", "AgentConnection"]
+__all__ = ["PAUSE_ERRORS", "READY_TIMEOUT", "TOKEN_MARGIN", "AgentConnection"]
 
 #: how long the agent may take to answer /health as healthy after a create
 READY_TIMEOUT = 60.0
+#: what a paused sandbox's agent answers: 409 (the local backend), or, as the service is
+#: unreachable while paused, a 5xx or a dropped connection; waits then ask the control plane
+PAUSE_ERRORS = (ConflictError, ServerError, NetworkError)
 #: a token this close to its expiry (seconds) is refreshed before it is used
 TOKEN_MARGIN = 5.0
 
@@ -269,11 +272,12 @@ class AgentConnection:
             try:
                 await self.ensure_ready()
                 return
-            except ConflictError as exc:
+            except PAUSE_ERRORS as exc:
                 await self.wait_while_paused(exc)
 
-    async def wait_while_paused(self, error: ConflictError) -> None:
-        """After a 409: return once it is worth asking again if paused, else raise ``error``."""
+    async def wait_while_paused(self, error: HopxError) -> None:
+        """After a 409, 5xx or dropped connection (:data:`PAUSE_ERRORS`): return once it is
+        worth asking again if the control plane says paused, else raise ``error``."""
         if not await self.is_paused():
             raise error
         await asyncio.sleep(self.polling.max_interval)
