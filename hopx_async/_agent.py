@@ -9,11 +9,25 @@ from collections.abc import Mapping
 from typing import Any
 
 from ._connection import AgentConnection
-from ._errors import APIError, ExecutionTimeoutError, HopxError, ProcessNotFoundError
+from ._errors import (
+    APIError,
+    ExecutionTimeoutError,
+    HopxError,
+    ProcessNotFoundError,
+    ServerError,
+)
 from ._lists import list_version, process_list, raw_process_list
 from ._models import ProcessInfo, ProcessResult
 from ._output import OutputCursor
-from ._wire import KILL_FORMS, StartAnswer, kill_request, segment, start_answer, timed_out_result
+from ._wire import (
+    KILL_FORMS,
+    StartAnswer,
+    kill_form_missing,
+    kill_request,
+    segment,
+    start_answer,
+    timed_out_result,
+)
 
 __all__ = ["Agent"]
 
@@ -40,6 +54,12 @@ class Agent(AgentConnection):
             resp = await self.request("POST", path, json=body, safe=False, timeout=seconds + 30)
         except ExecutionTimeoutError as exc:
             return timed_out_result(exc.body, exc.message)
+        except ServerError as exc:
+            # the documented answer to a command that exited non-zero: 500 with its output
+            body = exc.body
+            if isinstance(body, Mapping) and type(body.get("exit_code")) is int:
+                return body
+            raise
         return resp.mapping
 
     async def start(self, path: str, body: Mapping[str, Any], language: str) -> StartAnswer:
@@ -108,12 +128,13 @@ class Agent(AgentConnection):
         await self.ensure_ready()
         forms = [self._kill_form] if self._kill_form else list(KILL_FORMS)
         for form in forms:
-            method, path, body = kill_request(form, process_id)
+            method, path, query, body = kill_request(form, process_id)
             try:
-                await self.request(method, path, json=body, safe=True, resource="process")
+                await self.request(
+                    method, path, json=body, params=query, safe=True, resource="process"
+                )
             except APIError as exc:
-                route_missing = exc.status == 405 or (exc.status == 404 and exc.code is None)
-                if route_missing and form != forms[-1]:
+                if kill_form_missing(exc.status, exc.code) and form != forms[-1]:
                     continue
                 raise
             self._kill_form = form

@@ -12,11 +12,13 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import ClassVar
 
+import anyio
+
 from . import _fanout
 from . import _validation as validate
 from ._config import Limits, PollPolicy, RetryPolicy, Timeouts, resolve_api_key, resolve_base_url
 from ._control import ControlPlane
-from ._errors import ClientClosedError
+from ._errors import ClientClosedError, HopxError
 from ._fanout import ProgressCallback, Task
 from ._models import ProcessResult, SandboxInfo, Template
 from ._process import AsyncBackgroundProcess
@@ -26,6 +28,17 @@ from ._utils import AwaitableContext
 from ._wire import create_body
 
 __all__ = ["AsyncHopx", "AsyncSandboxes"]
+
+
+async def apply_env(sandbox: AsyncSandbox, env_vars: Mapping[str, str]) -> None:
+    """Set the create's ``env_vars`` in the sandbox: the service stores them without applying
+    them. If that fails, the new sandbox is killed (no one holds it) and the error raised."""
+    try:
+        await sandbox.env.update(env_vars)
+    except BaseException:
+        with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
+            await sandbox.kill()
+        raise
 
 
 class AsyncSandboxes:
@@ -58,9 +71,12 @@ class AsyncSandboxes:
         )
 
         async def make() -> AsyncSandbox:
-            return sandbox_from(
+            sandbox = sandbox_from(
                 self._client, self._control, await self._control.create_sandbox(body)
             )
+            if "env_vars" in body:
+                await apply_env(sandbox, body["env_vars"])
+            return sandbox
 
         return AwaitableContext(make)
 
@@ -93,6 +109,9 @@ class AsyncSandboxes:
     ) -> AsyncIterator[SandboxInfo]:
         """Iterate over the organisation's sandboxes, following pagination cursors.
 
+        A page that says ``has_more`` without a ``next_cursor`` (the OpenAPI's list has none)
+        raises :class:`HopxError` after its sandboxes, instead of ending as if complete.
+
         >>> async for info in client.sandboxes.list(status="running"):  # doctest: +SKIP
         ...     print(info.id)
         """
@@ -117,8 +136,13 @@ class AsyncSandboxes:
                     if limit is not None and count >= limit:
                         return
             cursor = data.get("next_cursor")
-            if not data.get("has_more") or not cursor:
+            if not data.get("has_more"):
                 return
+            if not cursor:
+                raise HopxError(
+                    f"the sandbox list has more than the {count} sandboxes listed, but the "
+                    "server gave no next_cursor to reach them; narrow it with status= or region="
+                )
             params["cursor"] = str(cursor)
 
     async def list_templates(self) -> builtins.list[Template]:

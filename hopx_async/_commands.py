@@ -75,11 +75,12 @@ class AsyncCommands:
         name: str | None = None,
         working_dir: str | None = None,
     ) -> CommandResult | AsyncBackgroundProcess:
-        """Run a shell command (``/bin/sh -c``) and return its result.
+        """Run a shell command (sent as ``bash -c CMD``) and return its result.
 
         ``timeout`` defaults to 30 s. With ``background=True`` it returns at once with an
         :class:`AsyncBackgroundProcess`, and ``timeout`` is the process's lifetime on the
-        server (default 300 s).
+        server (default 300 s). A non-zero exit answered as HTTP 500 with ``exit_code`` and
+        the output is a result too.
 
         >>> result = await sandbox.commands.run("ls -la")  # doctest: +SKIP
         >>> proc = await sandbox.commands.run("make all", background=True,
@@ -92,6 +93,9 @@ class AsyncCommands:
         if timeout is None:
             timeout = 300 if background else 30
         body, seconds = execution_body("command", command, None, timeout, env, working_dir, name)
+        # the official SDK's form, which the service runs: bash -c CMD, exec'd as given
+        body["args"] = ["-c", body["command"]]
+        body["command"] = "bash"
         if background:
             return await start_process(
                 self._sandbox, self._watcher, "/commands/background", body, "bash"

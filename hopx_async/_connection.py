@@ -3,7 +3,7 @@ and the requests, streams and WebSockets that go to it (the process calls are in
 
 The agent lives at the sandbox's ``public_host``; every request carries the sandbox's own
 ``auth_token``. An :class:`AgentConnection` refreshes that token shortly before it expires, and once
-after a ``401 INVALID_TOKEN``; it polls ``/health`` before first use and remembers the
+after any agent ``401``; it polls ``/health`` before first use and remembers the
 features the agent advertises (long polls, offsets, idempotency keys, ...).
 """
 
@@ -27,19 +27,22 @@ from ._errors import (
     ConflictError,
     HopxError,
     NetworkError,
+    NotFoundError,
     SandboxNotFoundError,
     ServerError,
-    TokenExpiredError,
     error_from_response,
 )
 from ._models import SandboxInfo
 from ._transport import Response
 from ._wire import agent_base, token_of, with_status
 
-__all__ = ["READY_TIMEOUT", "TOKEN_MARGIN", "AgentConnection"]
+__all__ = ["PAUSE_ERRORS", "READY_TIMEOUT", "TOKEN_MARGIN", "AgentConnection"]
 
 #: how long the agent may take to answer /health as healthy after a create
 READY_TIMEOUT = 60.0
+#: what a paused sandbox's agent answers: 409 (the local backend), or, as the service is
+#: unreachable while paused, a 5xx or a dropped connection; waits then ask the control plane
+PAUSE_ERRORS = (ConflictError, ServerError, NetworkError)
 #: a token this close to its expiry (seconds) is refreshed before it is used
 TOKEN_MARGIN = 5.0
 
@@ -157,8 +160,8 @@ class AgentConnection:
                         features = data.get("features")
                         self._features = dict(features) if isinstance(features, Mapping) else {}
                         return
-                except (NetworkError, ServerError):
-                    pass
+                except (NetworkError, ServerError, AuthenticationError, NotFoundError):
+                    pass  # a booting agent answers 404, 401 or 5xx before it is ready
                 if time.monotonic() > deadline:
                     raise HopxError(
                         f"the agent of sandbox {self.sandbox_id} did not become healthy "
@@ -220,8 +223,10 @@ class AgentConnection:
                     scope=self.sandbox_id,
                     resource=resource or "sandbox",
                 )
-            except TokenExpiredError:
-                if attempt:
+            except AuthenticationError:
+                # any 401 may be an expired token (the service sends no INVALID_TOKEN);
+                # readiness waits a booting agent's 401 out instead
+                if attempt or not ready:
                     raise
                 await self.refresh_token(token)
         raise AssertionError("unreachable")
@@ -237,7 +242,7 @@ class AgentConnection:
         resource: str | None = None,
     ) -> AsyncIterator[aiohttp.ClientResponse]:
         """A streamed request (uploads, downloads), with readiness and token as in
-        :meth:`request`. ``body`` makes the request body; after a ``401 INVALID_TOKEN`` it
+        :meth:`request`. ``body`` makes the request body; after a ``401`` it
         is called again for the one resend (it raises if it cannot rewind)."""
         base = await self._prepare(ready=True)
         for attempt in (0, 1):
@@ -256,7 +261,7 @@ class AgentConnection:
                     entered = True
                     yield resp
                     return
-            except TokenExpiredError:
+            except AuthenticationError:
                 if attempt or entered:
                     raise
                 await self.refresh_token(token)
@@ -267,11 +272,12 @@ class AgentConnection:
             try:
                 await self.ensure_ready()
                 return
-            except ConflictError as exc:
+            except PAUSE_ERRORS as exc:
                 await self.wait_while_paused(exc)
 
-    async def wait_while_paused(self, error: ConflictError) -> None:
-        """After a 409: return once it is worth asking again if paused, else raise ``error``."""
+    async def wait_while_paused(self, error: HopxError) -> None:
+        """After a 409, 5xx or dropped connection (:data:`PAUSE_ERRORS`): return once it is
+        worth asking again if the control plane says paused, else raise ``error``."""
         if not await self.is_paused():
             raise error
         await asyncio.sleep(self.polling.max_interval)
@@ -311,9 +317,11 @@ class AgentConnection:
         """The JSON messages of one WebSocket stream, up to and including ``complete``.
 
         ``request`` is sent first. An ``error`` message raises its :class:`APIError`; a
-        connection that ends before ``complete`` raises :class:`NetworkError`.
+        connection that closes after a ``result`` but before ``complete`` ends the stream
+        normally, one that closes before any ``result`` raises :class:`NetworkError`.
         """
         ws = await self.open_websocket(path, params=params, resource=resource)
+        got_result = False
         try:
             try:
                 if request is not None:
@@ -334,8 +342,12 @@ class AgentConnection:
                 if data.get("type") == "error":
                     raise error_from_response(400, data, resource=resource)
                 yield data
-                if data.get("type") == "complete":
+                kind = data.get("type")
+                if kind == "complete":
                     return
+                got_result = got_result or kind == "result"
+            if got_result:  # closed after the result without ``complete``: the run is over
+                return
             raise NetworkError(
                 f"the stream {path} of sandbox {self.sandbox_id} ended before it completed"
             )

@@ -7,8 +7,9 @@ No I/O. The readers are called once per field of every record parsed, so the usu
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Mapping
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, ClassVar, cast
 
 import attrs
@@ -20,6 +21,7 @@ __all__ = [
     "as_str",
     "as_text",
     "first_of",
+    "parse_iso_time",
     "parse_time",
 ]
 
@@ -87,21 +89,61 @@ def _json_ready(value: Any) -> Any:
     return value
 
 
+#: ISO-8601 date and time: separator ``T``, ``t`` or a space; seconds optional; any number of
+#: fractional digits (Go writes up to 9); ``Z`` or an offset (``+hh:mm``, ``+hhmm``, ``+hh``)
+_ISO_TIME = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2})(?::(\d{2})(?:[.,](\d+))?)?"
+    r"\s*(?:([Zz])|([+-])(\d{2})(?::?(\d{2}))?)?"
+)
+
+
+def parse_iso_time(text: str) -> datetime | None:
+    """An ISO-8601 timestamp to an aware datetime (UTC when it has no offset); else None.
+
+    Fractional seconds of any length are read (rounded down to microseconds), without
+    relying on :meth:`datetime.fromisoformat`, whose leniency depends on the Python version.
+
+    >>> parse_iso_time("2026-01-02T03:04:05.123456789Z").isoformat()
+    '2026-01-02T03:04:05.123456+00:00'
+    """
+    match = _ISO_TIME.fullmatch(text.strip())
+    if match is None:
+        return None
+    year, month, day, hour, minute, second, fraction, _zulu, sign, oh, om = match.groups()
+    micro = int((fraction or "0")[:6].ljust(6, "0"))
+    tz = timezone.utc
+    if sign is not None:
+        offset = timedelta(hours=int(oh), minutes=int(om or 0))
+        if offset >= timedelta(hours=24):
+            return None
+        tz = timezone(-offset if sign == "-" else offset)
+    try:
+        return datetime(
+            int(year),
+            int(month),
+            int(day),
+            int(hour),
+            int(minute),
+            int(second or 0),
+            micro,
+            tzinfo=tz,
+        )
+    except ValueError:
+        return None
+
+
 def parse_time(value: Any) -> datetime | None:
-    """ISO-8601 (``Z`` or offset), or unix seconds, to an aware datetime; else None."""
+    """ISO-8601 (``Z`` or offset, any fractional digits), or unix seconds, to an aware
+    datetime; else None."""
     if value is None or isinstance(value, bool):
         return None
     if isinstance(value, (int, float)):
-        return datetime.fromtimestamp(float(value), tz=timezone.utc)
-    if isinstance(value, str) and value:
-        text = value.strip()
-        if text.endswith(("Z", "z")):
-            text = text[:-1] + "+00:00"
         try:
-            parsed = datetime.fromisoformat(text)
-        except ValueError:
+            return datetime.fromtimestamp(float(value), tz=timezone.utc)
+        except (OverflowError, OSError, ValueError):
             return None
-        return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+    if isinstance(value, str) and value:
+        return parse_iso_time(value)
     return None
 
 

@@ -26,6 +26,8 @@ from ._results import FileInfo
 
 __all__ = ["AsyncEnv", "AsyncFiles"]
 
+#: how the agent shows the value of a secret-looking variable in ``GET /env``
+MASKED = "***MASKED***"
 #: bytes per read or write when streaming a file
 CHUNK = 256 * 1024
 
@@ -330,6 +332,10 @@ class AsyncEnv:
     async def delete(self, name: str) -> None:
         """Remove one variable (no error if it is not set).
 
+        Where the agent has no ``env_delete_keys``, the rest is written back with a PUT; when
+        any other variable reads ``***MASKED***`` that would corrupt it, so
+        :class:`HopxError` is raised instead and nothing is changed.
+
         >>> await sandbox.env.delete("DEBUG")  # doctest: +SKIP
         """
         validate.non_empty_str("name", name)
@@ -341,4 +347,11 @@ class AsyncEnv:
         current = await self.get_all()
         if name in current:
             del current[name]
+            masked = sorted(k for k, v in current.items() if v == MASKED)
+            if masked:  # a PUT would store the mask in place of these secrets
+                raise HopxError(
+                    f"cannot delete {name!r}: this server can only replace the whole "
+                    f"environment, and it shows {', '.join(masked)} masked, so writing it back "
+                    "would overwrite those secrets with the mask; use env.set() with every value"
+                )
             await self._agent.request("PUT", "/env", json={"env_vars": current}, safe=True)

@@ -42,6 +42,8 @@ class ProcessStatus:
 
     #: statuses after which nothing changes any more
     TERMINAL = frozenset({COMPLETED, FAILED, KILLED, TIMEOUT})
+    #: statuses of a process that has not ended
+    ACTIVE = frozenset({QUEUED, RUNNING})
     #: terminal statuses that are not a success
     UNSUCCESSFUL = frozenset({FAILED, KILLED, TIMEOUT})
 
@@ -172,8 +174,14 @@ class ProcessInfo(DictAccess):
 
     @property
     def is_done(self) -> bool:
-        """Whether the process has reached a terminal status."""
-        return self.status in ProcessStatus.TERMINAL
+        """Whether the process has ended: a terminal status, or a status this SDK does not
+        know (e.g. ``error``) on a record carrying an end time or an exit code."""
+        status = self.status
+        if status in ProcessStatus.TERMINAL:
+            return True
+        if status in ProcessStatus.ACTIVE:
+            return False
+        return self.completed_at is not None or self.exit_code is not None
 
     @classmethod
     def from_wire(cls, data: Mapping[str, Any]) -> ProcessInfo:

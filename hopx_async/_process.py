@@ -153,7 +153,10 @@ class AsyncBackgroundProcess:
 
     @property
     def done(self) -> bool:
-        """Whether the last known status is terminal."""
+        """Whether the process is known to have ended (see :attr:`ProcessInfo.is_done`)."""
+        info = self._state.info
+        if info is not None and info.status == self._state.status:
+            return info.is_done
         return self._state.status in ProcessStatus.TERMINAL
 
     def __getitem__(self, key: str) -> Any:

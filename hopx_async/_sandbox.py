@@ -23,7 +23,14 @@ from ._process import AsyncBackgroundProcess, handle_for, start_process
 from ._results import ExecutionResult, StreamEvent
 from ._utils import AwaitableContext
 from ._watcher import Watcher, WatcherStats
-from ._wire import create_body, execution_body, status_filter, token_of
+from ._wire import (
+    BACKGROUND_WORKDIR,
+    background_code_body,
+    create_body,
+    execution_body,
+    status_filter,
+    token_of,
+)
 
 if TYPE_CHECKING:
     from ._client import AsyncHopx
@@ -263,12 +270,20 @@ class AsyncSandbox:
         ``timeout`` is the process's lifetime on the server, in seconds (default 300; the
         server gets whole seconds, at least 1).
 
+        ``working_dir``: the service's background request has no such field. Unless the agent
+        advertises ``background_workdir``, bash code is prefixed with a ``cd`` and other
+        languages raise :class:`ValidationError` (use ``commands.run(..., background=True,
+        working_dir=...)``) rather than running silently in ``/workspace``.
+
         >>> proc = await sandbox.run_code_background(
         ...     "import time; time.sleep(5); print('done')", name="nap")  # doctest: +SKIP
         >>> (await proc.wait()).stdout  # doctest: +SKIP
         'done\\n'
         """
         body, _ = execution_body("code", code, language, timeout, env, working_dir, name)
+        if working_dir is not None:
+            await self._agent.ensure_ready()
+            body = background_code_body(body, self._agent.has_feature(BACKGROUND_WORKDIR))
         return await start_process(
             self, self._watcher, "/execute/background", body, body["language"]
         )

@@ -32,7 +32,8 @@ import attrs
 
 from ._agent import Agent
 from ._config import PollPolicy
-from ._errors import ConflictError, ProcessNotFoundError
+from ._connection import PAUSE_ERRORS
+from ._errors import ProcessNotFoundError
 from ._lists import RecordKey, changed_processes, next_cursor
 from ._models import ProcessInfo, ProcessResult
 
@@ -344,7 +345,7 @@ class Watcher:
                         self._restart = False
                         continue  # restarted by watch() with an older cursor
                     raise
-                except ConflictError as exc:
+                except PAUSE_ERRORS as exc:
                     await self.agent.wait_while_paused(exc)  # raises unless paused
                     continue
                 finally:

@@ -11,6 +11,7 @@ doing I/O (:mod:`._control`, :mod:`._agent`) stay thin and these rules are teste
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
@@ -23,13 +24,16 @@ from ._fields import parse_time
 from ._models import ProcessStatus, SandboxInfo
 
 __all__ = [
+    "BACKGROUND_WORKDIR",
     "KILL_FORMS",
     "PROCESS_STATUSES",
     "TIMEOUT_EXIT_CODE",
     "StartAnswer",
     "agent_base",
+    "background_code_body",
     "create_body",
     "execution_body",
+    "kill_form_missing",
     "kill_request",
     "segment",
     "start_answer",
@@ -92,8 +96,42 @@ def execution_body(
     if validate.optional_str("name", name):
         body["name"] = name
     if validate.optional_str("working_dir", working_dir):
-        body["working_dir"] = working_dir
+        # the OpenAPI and the official SDK read ``workdir``, the documentation ``working_dir``
+        body["workdir"] = body["working_dir"] = working_dir
     return body, seconds
+
+
+#: the feature of agents whose ``/execute/background`` honours a working directory
+BACKGROUND_WORKDIR = "background_workdir"
+
+
+def background_code_body(body: Mapping[str, Any], honoured: bool) -> dict[str, Any]:
+    """The ``/execute/background`` body, its working directory applied where it holds.
+
+    The service's background request has no working-directory field, so a directory sent
+    there is ignored silently. Unless the agent advertises ``background_workdir``
+    (``honoured``), bash code gets a ``cd`` prefix (the keys are dropped, so a relative
+    directory is not applied twice) and any other language is refused with a
+    :class:`ValidationError` instead of running in ``/workspace``.
+
+    >>> background_code_body({"code": "pwd", "language": "bash", "workdir": "a b",
+    ...                       "working_dir": "a b"}, False)["code"]
+    "cd -- 'a b' || exit 1\\npwd"
+    """
+    out = dict(body)
+    directory = out.get("working_dir")
+    if directory is None or honoured:
+        return out
+    if out.get("language") != "bash":
+        raise validate.ValidationError(
+            "working_dir",
+            "this server runs background code in /workspace whatever working directory is "
+            "sent (it does not advertise background_workdir); for another directory use bash "
+            "code, or commands.run(..., background=True, working_dir=...), which honours it",
+        )
+    del out["working_dir"], out["workdir"]
+    out["code"] = f"cd -- {shlex.quote(directory)} || exit 1\n{out['code']}"
+    return out
 
 
 def create_body(
@@ -151,16 +189,40 @@ def status_filter(status: str | Iterable[str] | None) -> frozenset[str] | None:
     return frozenset(items)
 
 
-def kill_request(form: str, process_id: str) -> tuple[str, str, dict[str, str] | None]:
-    """(method, path, body) of one kill form for ``process_id``.
+def kill_request(
+    form: str, process_id: str
+) -> tuple[str, str, dict[str, str] | None, dict[str, str] | None]:
+    """(method, path, query, body) of one kill form for ``process_id``.
+
+    ``DELETE /execute/kill`` carries the id in both the query (the OpenAPI) and the JSON body
+    (the documentation), so that either reading finds it.
 
     >>> kill_request("POST /execute/kill/{id}", "p/1")
-    ('POST', '/execute/kill/p%2F1', None)
+    ('POST', '/execute/kill/p%2F1', None, None)
+    >>> kill_request("DELETE /execute/kill", "p1")
+    ('DELETE', '/execute/kill', {'process_id': 'p1'}, {'process_id': 'p1'})
     """
     method, path = form.split(" ", 1)
     if "{id}" in path:
-        return method, path.replace("{id}", segment(process_id)), None
-    return method, path, {"process_id": process_id}
+        return method, path.replace("{id}", segment(process_id)), None, None
+    return method, path, {"process_id": process_id}, {"process_id": process_id}
+
+
+#: error codes of a 404 that mean the route is missing, not the process
+ROUTE_MISS_CODES = (None, "NOT_FOUND")
+
+
+def kill_form_missing(status: int, code: str | None) -> bool:
+    """Whether an error answer to a kill form means "try the next form".
+
+    A 405, a 400 (the form did not deliver the id where this server reads it) and a 404
+    without a code (or ``NOT_FOUND``, a route miss) do; a 404 that names the process
+    (``RESOURCE_NOT_FOUND``, ``PROCESS_NOT_FOUND``) is the process's own answer.
+
+    >>> kill_form_missing(404, "PROCESS_NOT_FOUND"), kill_form_missing(400, "INVALID_REQUEST")
+    (False, True)
+    """
+    return status in (400, 405) or (status == 404 and code in ROUTE_MISS_CODES)
 
 
 # ---------------------------------------------------------------------------- answers

@@ -305,6 +305,9 @@ class Sandboxes(_Twin):
     ) -> Iterator[SandboxInfo]:
         """Iterate over the organisation's sandboxes, following pagination cursors.
 
+        A page that says ``has_more`` without a ``next_cursor`` (the OpenAPI's list has none)
+        raises :class:`HopxError` after its sandboxes, instead of ending as if complete.
+
         >>> for info in client.sandboxes.list(status="running"):  # doctest: +SKIP
         ...     print(info.id)
         """
@@ -515,6 +518,11 @@ class Sandbox(_Twin):
         ``timeout`` is the process's lifetime on the server, in seconds (default 300; the
         server gets whole seconds, at least 1).
 
+        ``working_dir``: the service's background request has no such field. Unless the agent
+        advertises ``background_workdir``, bash code is prefixed with a ``cd`` and other
+        languages raise :class:`ValidationError` (use ``commands.run(..., background=True,
+        working_dir=...)``) rather than running silently in ``/workspace``.
+
         >>> proc = sandbox.run_code_background(
         ...     "import time; time.sleep(5); print('done')", name="nap")  # doctest: +SKIP
         >>> proc.wait().stdout  # doctest: +SKIP
@@ -710,11 +718,12 @@ class Commands(_Twin):
         name: str | None = None,
         working_dir: str | None = None,
     ) -> CommandResult | BackgroundProcess:
-        """Run a shell command (``/bin/sh -c``) and return its result.
+        """Run a shell command (sent as ``bash -c CMD``) and return its result.
 
         ``timeout`` defaults to 30 s. With ``background=True`` it returns at once with an
         :class:`BackgroundProcess`, and ``timeout`` is the process's lifetime on the
-        server (default 300 s).
+        server (default 300 s). A non-zero exit answered as HTTP 500 with ``exit_code`` and
+        the output is a result too.
 
         >>> result = sandbox.commands.run("ls -la")  # doctest: +SKIP
         >>> proc = sandbox.commands.run("make all", background=True,
@@ -830,7 +839,7 @@ class BackgroundProcess(_Twin):
 
     @property
     def done(self) -> bool:
-        """Whether the last known status is terminal."""
+        """Whether the process is known to have ended (see :attr:`ProcessInfo.is_done`)."""
         return self._async.done
 
     def __getitem__(self, key: str) -> Any:
@@ -1039,6 +1048,10 @@ class Env(_Twin):
 
     def delete(self, name: str) -> None:
         """Remove one variable (no error if it is not set).
+
+        Where the agent has no ``env_delete_keys``, the rest is written back with a PUT; when
+        any other variable reads ``***MASKED***`` that would corrupt it, so
+        :class:`HopxError` is raised instead and nothing is changed.
 
         >>> sandbox.env.delete("DEBUG")  # doctest: +SKIP
         """

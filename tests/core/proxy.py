@@ -42,6 +42,9 @@ class Fault:
     #: answer this text instead of the JSON body (``{upstream}`` is replaced by the
     #: backend's JSON answer to the forwarded request, for ``after=True``)
     text: str | None = None
+    #: only requests for which this is true get the fault (e.g. a strict dialect's 400 for a
+    #: required query parameter that is missing)
+    when: Callable[[web.Request], bool] | None = None
     hits: int = 0
 
     def matches(self, request: web.Request) -> bool:
@@ -49,6 +52,7 @@ class Fault:
             self.hits < self.times
             and request.method == self.method
             and re.search(self.path, request.path) is not None
+            and (self.when is None or self.when(request))
         )
 
 
@@ -70,6 +74,12 @@ class FaultProxy:
         self.counts: Counter[str] = Counter()
         self.log: list[str] = []
         self.on_request: Callable[[web.Request], None] | None = None
+        #: rewrite a forwarded request's JSON body: ``(route key, body) -> body`` (e.g. drop
+        #: the fields a strict dialect ignores); ``bodies`` keeps what clients sent, by key
+        self.rewrite_request: Callable[[str, Any], Any] | None = None
+        #: rewrite a JSON answer: ``(route key, status, data) -> (status, data)``
+        self.rewrite_answer: Callable[[str, int, Any], tuple[int, Any]] | None = None
+        self.bodies: dict[str, list[Any]] = {}
         self.url = ""
         self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
@@ -122,6 +132,11 @@ class FaultProxy:
             return self._fault_answer(request, fault)
         assert self._session is not None
         body = await request.read()
+        if body and request.content_type == "application/json":
+            sent = json.loads(body)
+            self.bodies.setdefault(key, []).append(sent)
+            if self.rewrite_request is not None:
+                body = json.dumps(self.rewrite_request(key, sent)).encode()
         headers = {
             k: v
             for k, v in request.headers.items()
@@ -151,6 +166,9 @@ class FaultProxy:
         if self.hide_features and key == "GET /health" and status == 200:
             data = json.loads(text)
             data["features"] = {}
+            text = json.dumps(data)
+        if self.rewrite_answer is not None and content_type.startswith("application/json"):
+            status, data = self.rewrite_answer(key, status, json.loads(text))
             text = json.dumps(data)
         return web.Response(
             text=text,
