@@ -11,7 +11,6 @@ from .conftest import Hopx, xfail_on
 pytestmark = pytest.mark.timeout(120)
 
 _NO_OUTPUT = "issue 16 item 2: no output in the OpenAPI list; hopx prints nothing and exits 0"
-_KILL = "issue 16 item 1: kill sends the id only in the DELETE body; openapi reads the query"
 
 
 @pytest.fixture
@@ -48,7 +47,6 @@ def test_background_ps_logs_wait_rm(
 
 
 def test_kill(request: pytest.FixtureRequest, dialect: str, hopx: Hopx, sandbox_id: str) -> None:
-    xfail_on(request, dialect, _KILL, "openapi")
     code = "import time; time.sleep(60)"
     ref = hopx.ok("run", "--sandbox", sandbox_id, "--background", "-c", code).strip()
     hopx.ok("kill", ref)

@@ -18,8 +18,6 @@ from .conftest import xfail_on
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
 
 _NO_OUTPUT = "issue 16 item 2: the OpenAPI process list has no output; results read it as ''"
-_KILL = "issue 16 item 1: kill sends the id only in the DELETE body; openapi reads the query"
-_COMMANDS = "issue 16 item 5: commands.run sends `command` alone (no shell on openapi) / 500"
 
 
 async def test_start_and_wait(
@@ -63,7 +61,6 @@ async def test_output_follows(
 
 
 async def test_kill(request: pytest.FixtureRequest, dialect: str, sandbox: AsyncSandbox) -> None:
-    xfail_on(request, dialect, _KILL, "openapi")
     proc = await sandbox.run_code_background("import time; time.sleep(60)")
     await asyncio.sleep(0.2)
     await proc.kill()
@@ -102,7 +99,6 @@ async def test_run_code(sandbox: AsyncSandbox) -> None:
 async def test_commands_foreground(
     request: pytest.FixtureRequest, dialect: str, sandbox: AsyncSandbox
 ) -> None:
-    xfail_on(request, dialect, _COMMANDS, "openapi")
     result = await sandbox.commands.run("echo hi && echo err >&2")
     assert result.stdout == "hi\n"
     assert result.exit_code == 0
@@ -111,7 +107,6 @@ async def test_commands_foreground(
 async def test_commands_nonzero_exit_is_a_result(
     request: pytest.FixtureRequest, dialect: str, sandbox: AsyncSandbox
 ) -> None:
-    xfail_on(request, dialect, _COMMANDS, "hopx", "openapi")
     result = await sandbox.commands.run("echo x; exit 3")
     assert result.exit_code == 3
     assert result.stdout == "x\n"
@@ -120,7 +115,6 @@ async def test_commands_nonzero_exit_is_a_result(
 async def test_commands_background(
     request: pytest.FixtureRequest, dialect: str, sandbox: AsyncSandbox
 ) -> None:
-    xfail_on(request, dialect, _COMMANDS, "openapi")
     proc = await sandbox.commands.run("echo bg", background=True)
     result = await proc.wait(timeout=30)
     assert result.status == "completed"
