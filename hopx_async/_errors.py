@@ -20,6 +20,7 @@ Every exception derives from :class:`HopxError`::
     │   ├── RequestTimeoutError        one HTTP request exceeded its deadline
     │   └── WaitTimeoutError           wait(timeout=...) expired; the process keeps running
     ├── ProcessFailedError         wait(check=True) on a failed, killed or timed-out process
+    ├── OutputUnavailableError     output() on a server whose process records carry no output
     └── ClientClosedError          the client was closed while a call was waiting
 """
 
@@ -54,6 +55,7 @@ __all__ = [
     "RequestTimeoutError",
     "WaitTimeoutError",
     "ProcessFailedError",
+    "OutputUnavailableError",
     "ClientClosedError",
 ]
 
@@ -201,6 +203,18 @@ class ProcessFailedError(HopxError):
         if tail:
             message += f": {tail[0][:200]}"
         super().__init__(message)
+
+
+class OutputUnavailableError(HopxError):
+    """``process.output()`` on a server whose process records carry no ``stdout``/``stderr``
+    (the OpenAPI shape): the output cannot be followed, and yielding nothing would pass it
+    off as empty. ``wait()`` still gives the status and exit code (its result then has
+    ``output_available=False``).
+    """
+
+    def __init__(self, message: str, *, process_id: str | None = None) -> None:
+        super().__init__(message)
+        self.process_id = process_id
 
 
 class ClientClosedError(HopxError):

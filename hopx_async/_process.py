@@ -21,6 +21,7 @@ from ._errors import (
     ConflictError,
     HopxError,
     NetworkError,
+    OutputUnavailableError,
     ProcessFailedError,
     ProcessNotFoundError,
     WaitTimeoutError,
@@ -257,7 +258,8 @@ class AsyncBackgroundProcess:
         offers that (``output_push``); otherwise, or if that connection fails, it is read by
         server-side offsets where advertised, else derived from the full output of each
         poll. A paused sandbox is waited for. The output streamed is also in the result of
-        a later :meth:`wait`.
+        a later :meth:`wait`. On a server whose process records carry no output at all (the
+        OpenAPI shape) it raises :class:`OutputUnavailableError` rather than yield nothing.
 
         >>> async for chunk in proc.output():  # doctest: +SKIP
         ...     print(chunk.stream, chunk.text, end="")
@@ -349,6 +351,12 @@ class AsyncBackgroundProcess:
                 await agent.wait_while_paused(exc)
                 continue
             self._watcher.observe(info)
+            if not info.output_available:
+                raise OutputUnavailableError(
+                    f"the server reports no output for process {self._id} (its process "
+                    "records have no stdout/stderr); wait() still gives its status and exit code",
+                    process_id=self._id,
+                )
             for stream in STREAMS:
                 text: str = getattr(info, stream)
                 if len(text) > seen[stream]:
@@ -358,6 +366,14 @@ class AsyncBackgroundProcess:
                 return
             await asyncio.sleep(pause)
             pause = min(policy.max_interval, max(pause * 1.5, agent.min_poll_interval()))
+
+
+def _no_output(process_id: str) -> OutputUnavailableError:
+    return OutputUnavailableError(
+        f"the server reports no output for process {process_id} (its process records carry "
+        "no stdout/stderr); wait() still gives its status and exit code",
+        process_id=process_id,
+    )
 
 
 # ------------------------------------------------------------------- handles of a sandbox

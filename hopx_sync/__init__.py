@@ -29,6 +29,7 @@ from hopx_async import (
     NetworkError,
     NotFoundError,
     OutputChunk,
+    OutputUnavailableError,
     PaymentRequiredError,
     PermissionDeniedError,
     PollPolicy,
@@ -125,5 +126,6 @@ __all__ = [
     "RequestTimeoutError",
     "WaitTimeoutError",
     "ProcessFailedError",
+    "OutputUnavailableError",
     "ClientClosedError",
 ]
