@@ -214,6 +214,8 @@ class Transport:
                     retry_after=header_advice,
                     resource=resource,
                 )
+                if isinstance(error, RateLimitError) and error.retry_after is None:
+                    error.retry_after = rate.until_reset()  # X-RateLimit-Reset, with a margin
                 if not should_retry_status(self.retries, status, safe=safe, attempt=attempt):
                     raise error
                 advice = error.retry_after if isinstance(error, RateLimitError) else None
