@@ -16,6 +16,7 @@ Every exception derives from :class:`HopxError`::
     │   ├── RateLimitError             429 (retry_after)
     │   └── ServerError                5xx (ServiceUnavailableError: 503)
     ├── NetworkError               the request did not complete (connection refused, reset, ...)
+    │   └── ResponseTooLargeError      an answer past Limits.max_response_bytes
     ├── HopxTimeoutError           also a built-in TimeoutError
     │   ├── RequestTimeoutError        one HTTP request exceeded its deadline
     │   └── WaitTimeoutError           wait(timeout=...) expired; the process keeps running
@@ -51,6 +52,7 @@ __all__ = [
     "ServerError",
     "ServiceUnavailableError",
     "NetworkError",
+    "ResponseTooLargeError",
     "HopxTimeoutError",
     "RequestTimeoutError",
     "WaitTimeoutError",
@@ -167,6 +169,15 @@ class ServiceUnavailableError(ServerError):
 
 class NetworkError(HopxError):
     """The request could not be completed: connection refused or reset, DNS failure, ..."""
+
+
+class ResponseTooLargeError(NetworkError):
+    """An answer was larger than ``Limits.max_response_bytes``: it was not read further (an
+    endless or huge body on the network path must not exhaust the client's memory)."""
+
+    def __init__(self, message: str, *, limit: int) -> None:
+        super().__init__(message)
+        self.limit = limit
 
 
 class HopxTimeoutError(HopxError, TimeoutError):
