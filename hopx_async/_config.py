@@ -48,16 +48,19 @@ class Timeouts:
 
 @attrs.frozen(kw_only=True)
 class Limits:
-    """Connection limits of the one pool a client shares among all its sandboxes.
+    """Connection limits of the one pool a client shares among all its sandboxes, and the
+    largest API answer the client reads (``max_response_bytes``, 64 MiB by default: past it
+    :class:`ResponseTooLargeError`; streamed file downloads are not bounded by it).
 
-    >>> Limits(max_connections=50)
-    Limits(max_connections=50, max_connections_per_host=0, keepalive_expiry=30.0)
+    >>> Limits(max_connections=50).max_connections
+    50
     """
 
     max_connections: int = attrs.field(default=256, validator=_positive)
     #: 0 means no limit per host (the local backend serves every sandbox from one host)
     max_connections_per_host: int = attrs.field(default=0, validator=_non_negative)
     keepalive_expiry: float = attrs.field(default=30.0, validator=_positive)
+    max_response_bytes: int = attrs.field(default=64 << 20, validator=_positive)
 
 
 @attrs.frozen(kw_only=True)

@@ -16,10 +16,12 @@ Every exception derives from :class:`HopxError`::
     │   ├── RateLimitError             429 (retry_after)
     │   └── ServerError                5xx (ServiceUnavailableError: 503)
     ├── NetworkError               the request did not complete (connection refused, reset, ...)
+    │   └── ResponseTooLargeError      an answer past Limits.max_response_bytes
     ├── HopxTimeoutError           also a built-in TimeoutError
     │   ├── RequestTimeoutError        one HTTP request exceeded its deadline
     │   └── WaitTimeoutError           wait(timeout=...) expired; the process keeps running
     ├── ProcessFailedError         wait(check=True) on a failed, killed or timed-out process
+    ├── OutputUnavailableError     output() on a server whose process records carry no output
     └── ClientClosedError          the client was closed while a call was waiting
 """
 
@@ -50,10 +52,12 @@ __all__ = [
     "ServerError",
     "ServiceUnavailableError",
     "NetworkError",
+    "ResponseTooLargeError",
     "HopxTimeoutError",
     "RequestTimeoutError",
     "WaitTimeoutError",
     "ProcessFailedError",
+    "OutputUnavailableError",
     "ClientClosedError",
 ]
 
@@ -167,6 +171,15 @@ class NetworkError(HopxError):
     """The request could not be completed: connection refused or reset, DNS failure, ..."""
 
 
+class ResponseTooLargeError(NetworkError):
+    """An answer was larger than ``Limits.max_response_bytes``: it was not read further (an
+    endless or huge body on the network path must not exhaust the client's memory)."""
+
+    def __init__(self, message: str, *, limit: int) -> None:
+        super().__init__(message)
+        self.limit = limit
+
+
 class HopxTimeoutError(HopxError, TimeoutError):
     """Something took longer than allowed. Also a built-in :class:`TimeoutError`."""
 
@@ -201,6 +214,18 @@ class ProcessFailedError(HopxError):
         if tail:
             message += f": {tail[0][:200]}"
         super().__init__(message)
+
+
+class OutputUnavailableError(HopxError):
+    """``process.output()`` on a server whose process records carry no ``stdout``/``stderr``
+    (the OpenAPI shape): the output cannot be followed, and yielding nothing would pass it
+    off as empty. ``wait()`` still gives the status and exit code (its result then has
+    ``output_available=False``).
+    """
+
+    def __init__(self, message: str, *, process_id: str | None = None) -> None:
+        super().__init__(message)
+        self.process_id = process_id
 
 
 class ClientClosedError(HopxError):

@@ -162,6 +162,9 @@ class ProcessInfo(DictAccess):
     timeout: int | None = None
     stdout_truncated: bool = False
     stderr_truncated: bool = False
+    #: False when the record carried neither ``stdout`` nor ``stderr`` (the OpenAPI shape):
+    #: then the empty ``stdout``/``stderr`` say nothing of the output
+    output_available: bool = True
     #: the sandbox's change counter at this record's last change (local backend extension)
     version: int | None = attrs.field(default=None, repr=False)
 
@@ -188,6 +191,7 @@ class ProcessInfo(DictAccess):
         """Parse a process object, documented or generated-model field names."""
         get = data.get  # called for every changed record of a list: one lookup each
         status = get("status")
+        stdout, stderr = get("stdout"), get("stderr")
         return cls(
             process_id=str(first_of(data, "process_id", "id") or ""),
             status=status if status.__class__ is str and status else str(status or "unknown"),
@@ -197,10 +201,11 @@ class ProcessInfo(DictAccess):
             command=as_str(get("command")),
             started_at=parse_time(first_of(data, "started_at", "start_time")),
             completed_at=parse_time(first_of(data, "completed_at", "end_time")),
-            stdout=as_text(get("stdout")),
-            stderr=as_text(get("stderr")),
+            stdout=as_text(stdout),
+            stderr=as_text(stderr),
             exit_code=as_int(get("exit_code")),
             execution_time=as_float(first_of(data, "execution_time", "duration")),
+            output_available=stdout is not None or stderr is not None,
             pid=as_int(get("pid")),
             timeout=as_int(get("timeout")),
             stdout_truncated=bool(get("stdout_truncated")),
@@ -211,7 +216,18 @@ class ProcessInfo(DictAccess):
 
 @attrs.frozen(kw_only=True)
 class ProcessResult(DictAccess):
-    """How a background process ended, with all of its output."""
+    """How a background process ended, with all of its output.
+
+    ``output_available`` is False when the server reported no output at all (the OpenAPI
+    process record has no ``stdout``/``stderr``): ``stdout`` and ``stderr`` are then empty
+    strings that say nothing of what the process printed (``result.get("stdout", "")``
+    still works). ``stdout_truncated``/``stderr_truncated`` are True when the text is only
+    the tail the server kept (or the part the client kept, see ``Limits.max_output``).
+
+    >>> ProcessResult(process_id="p", status="completed", exit_code=0, stdout="", stderr="",
+    ...               output_available=False).output_available
+    False
+    """
 
     process_id: str
     status: str
@@ -222,6 +238,9 @@ class ProcessResult(DictAccess):
     started_at: datetime | None = None
     completed_at: datetime | None = None
     execution_time: float | None = None
+    output_available: bool = True
+    stdout_truncated: bool = False
+    stderr_truncated: bool = False
 
     _KEY_ALIASES: ClassVar[Mapping[str, str]] = {"id": "process_id"}
 
@@ -234,7 +253,9 @@ class ProcessResult(DictAccess):
     def from_info(
         cls, info: ProcessInfo, *, stdout: str | None = None, stderr: str | None = None
     ) -> ProcessResult:
-        """The result of a finished :class:`ProcessInfo` (optionally with full output)."""
+        """The result of a finished :class:`ProcessInfo` (optionally with full output: then
+        it is neither truncated nor unavailable)."""
+        full = stdout is not None
         return cls(
             process_id=info.process_id,
             status=info.status,
@@ -245,4 +266,7 @@ class ProcessResult(DictAccess):
             started_at=info.started_at,
             completed_at=info.completed_at,
             execution_time=info.execution_time,
+            output_available=full or info.output_available,
+            stdout_truncated=False if full else info.stdout_truncated,
+            stderr_truncated=False if full else info.stderr_truncated,
         )

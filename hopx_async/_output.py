@@ -1,4 +1,5 @@
-"""Process output, with no I/O: reading by offsets (:class:`OutputCursor`), pushed messages,
+"""Process output, with no I/O: reading by offsets (:class:`OutputCursor`), following
+sliding tails of full records (:class:`TailFollower`), pushed messages,
 and the status-only record of an offsets answer.
 """
 
@@ -10,7 +11,7 @@ from typing import Any, Literal
 from ._models import ProcessInfo
 from ._results import OutputChunk
 
-__all__ = ["STREAMS", "OutputCursor", "pushed_chunk", "status_only"]
+__all__ = ["STREAMS", "OutputCursor", "TailFollower", "pushed_chunk", "status_only"]
 
 STREAMS: tuple[Literal["stdout", "stderr"], ...] = ("stdout", "stderr")
 
@@ -88,3 +89,77 @@ def pushed_chunk(data: Mapping[str, Any], cursor: OutputCursor) -> OutputChunk |
 def status_only(data: Mapping[str, Any]) -> ProcessInfo:
     """The record in an offsets answer, without output (its output is only a slice)."""
     return ProcessInfo.from_wire({**data, "stdout": None, "stderr": None})
+
+
+#: characters of the last text seen that locate it in a slid tail
+_ANCHOR = 64
+#: anchors tried before the tail is taken as having slid past (repetitive output)
+_TRIES = 256
+
+
+class TailFollower:
+    r"""New output from successive full records whose text may be a sliding tail (the
+    server keeps the last part of a stream and flags it ``*_truncated``).
+
+    While a stream is whole, the new text is what is past the length already seen; once it
+    is cut, the new text is what follows the end of the last text seen in the new tail,
+    and a chunk with ``gap=True`` (the whole tail) when the tail slid past it.
+
+    >>> follow = TailFollower()
+    >>> whole = ProcessInfo(process_id="p", status="running", stdout="z\n" + "a\n" * 40)
+    >>> len(follow.take(whole)[0].text)
+    82
+    >>> slid = "a\n" * 40 + "b\n"  # the tail slid by 2 characters, 2 new ones
+    >>> cut = ProcessInfo(process_id="p", status="running", stdout=slid, stdout_truncated=True)
+    >>> [(c.text, c.gap) for c in follow.take(cut)]
+    [('b\n', False)]
+    """
+
+    __slots__ = ("last",)
+
+    def __init__(self) -> None:
+        self.last = {"stdout": "", "stderr": ""}
+
+    def take(self, info: ProcessInfo) -> list[OutputChunk]:
+        chunks = []
+        for stream, text, cut in (
+            ("stdout", info.stdout, info.stdout_truncated),
+            ("stderr", info.stderr, info.stderr_truncated),
+        ):
+            last = self.last[stream]
+            if not cut:
+                if len(text) > len(last):
+                    chunks.append(OutputChunk(stream, text[len(last) :]))  # type: ignore[arg-type]
+                    self.last[stream] = text
+                continue
+            if text == last:
+                continue
+            start = _overlap(last, text)
+            if start is None:
+                chunks.append(OutputChunk(stream, text, gap=True))  # type: ignore[arg-type]
+            elif start < len(text):
+                chunks.append(OutputChunk(stream, text[start:]))  # type: ignore[arg-type]
+            self.last[stream] = text
+        return chunks
+
+
+def _overlap(last: str, text: str) -> int | None:
+    """Where the text after ``last`` starts in ``text`` (a tail that slid on from ``last``):
+    the largest ``p`` with ``text[:p] == last[-p:]`` (a smaller one can be a repeated line,
+    which would yield lines twice) that spans a line break, found by an anchor; None if none
+    (within a few tries)."""
+    if not last:
+        return None
+    anchor = last[-_ANCHOR:]
+    right = min(len(last), len(text))
+    for _ in range(_TRIES):
+        at = text.rfind(anchor, 0, right)
+        if at < 0:
+            return None
+        end = at + len(anchor)
+        # An overlap within one line is ambiguous (a cut first line of the tail can match
+        # the end of any line): it counts only when it spans a line break.
+        if text.find("\n", 0, end - 1) >= 0 and last.endswith(text[:end]):
+            return end
+        right = end - 1
+    return None

@@ -21,12 +21,13 @@ from ._errors import (
     ConflictError,
     HopxError,
     NetworkError,
+    OutputUnavailableError,
     ProcessFailedError,
     ProcessNotFoundError,
     WaitTimeoutError,
 )
 from ._models import ProcessInfo, ProcessResult, ProcessStatus
-from ._output import STREAMS, OutputCursor, pushed_chunk, status_only
+from ._output import OutputCursor, TailFollower, pushed_chunk, status_only
 from ._results import OutputChunk
 from ._watcher import Watcher
 from ._wire import segment
@@ -260,7 +261,8 @@ class AsyncBackgroundProcess:
         offers that (``output_push``); otherwise, or if that connection fails, it is read by
         server-side offsets where advertised, else derived from the full output of each
         poll. A paused sandbox is waited for. The output streamed is also in the result of
-        a later :meth:`wait`.
+        a later :meth:`wait`. On a server whose process records carry no output at all (the
+        OpenAPI shape) it raises :class:`OutputUnavailableError` rather than yield nothing.
 
         >>> async for chunk in proc.output():  # doctest: +SKIP
         ...     print(chunk.stream, chunk.text, end="")
@@ -342,25 +344,42 @@ class AsyncBackgroundProcess:
                 await asyncio.sleep(interval or policy.initial_interval)
 
     async def _polled_output(self, interval: float | None) -> AsyncIterator[OutputChunk]:
-        agent, policy = self._agent, self._agent.polling
-        seen = {"stdout": 0, "stderr": 0}
-        pause = interval or policy.initial_interval
-        while True:
-            try:
-                info = await agent.get_process(self._id)
-            except ConflictError as exc:
-                await agent.wait_while_paused(exc)
-                continue
-            self._watcher.observe(info)
-            for stream in STREAMS:
-                text: str = getattr(info, stream)
-                if len(text) > seen[stream]:
-                    yield OutputChunk(stream, text[seen[stream] :])
-                    seen[stream] = len(text)
-            if info.is_done:
-                return
-            await asyncio.sleep(pause)
-            pause = min(policy.max_interval, max(pause * 1.5, agent.min_poll_interval()))
+        # Fed by the sandbox's watcher (one list per tick for every follower and waiter);
+        # ``interval`` does not apply: the watcher paces the polls.
+        watcher, pid, follower = self._watcher, self._id, TailFollower()
+        info = self._state.info
+        end = None if info is not None and info.is_done else watcher.watch(self._state)
+        try:
+            while True:
+                if info is not None:
+                    if not info.output_available:
+                        raise _no_output(pid)
+                    for chunk in follower.take(info):
+                        yield chunk
+                    if info.is_done:
+                        return
+                assert end is not None
+                if not end.done():
+                    tick = watcher.next_record(pid)
+                    try:
+                        await asyncio.wait((end, tick), return_when=asyncio.FIRST_COMPLETED)
+                    finally:
+                        watcher.drop_record(pid, tick)
+                    if not end.done():
+                        info = tick.result()
+                        continue
+                info = end.result()
+        finally:
+            if end is not None:
+                watcher.unwatch(pid, end)
+
+
+def _no_output(process_id: str) -> OutputUnavailableError:
+    return OutputUnavailableError(
+        f"the server reports no output for process {process_id} (its process records carry "
+        "no stdout/stderr); wait() still gives its status and exit code",
+        process_id=process_id,
+    )
 
 
 # ------------------------------------------------------------------- handles of a sandbox

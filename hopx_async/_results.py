@@ -66,10 +66,15 @@ class CommandResult(DictAccess):
 
 @attrs.frozen
 class OutputChunk:
-    """A piece of live output from ``process.output()``."""
+    """A piece of live output from ``process.output()``.
+
+    ``gap`` is True when output before this piece was lost: the server keeps only a tail of
+    each stream and it slid past what had been yielded (``text`` is then that whole tail).
+    """
 
     stream: Literal["stdout", "stderr"]
     text: str
+    gap: bool = attrs.field(default=False, repr=False)
 
 
 @attrs.frozen(kw_only=True)

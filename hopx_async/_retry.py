@@ -35,6 +35,8 @@ __all__ = [
 
 #: the longest a server's Retry-After advice is followed, in seconds
 MAX_ADVICE = 60.0
+#: seconds added past ``X-RateLimit-Reset``: servers round the reset time (down, too)
+RESET_MARGIN = 1.0
 
 
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
@@ -89,8 +91,12 @@ def backoff(
 
 
 def should_retry_status(policy: RetryPolicy, status: int, *, safe: bool, attempt: int) -> bool:
-    """Whether an error answer ``status`` to attempt ``attempt`` (0-based) is retried."""
-    return safe and status in policy.statuses and attempt < policy.max_retries
+    """Whether an error answer ``status`` to attempt ``attempt`` (0-based) is retried.
+
+    A 429 is retried even for a request that is not safe (a start, a create): the server
+    refused it unprocessed.
+    """
+    return (safe or status == 429) and status in policy.statuses and attempt < policy.max_retries
 
 
 def should_retry_failure(policy: RetryPolicy, *, reached: bool, safe: bool, attempt: int) -> bool:
@@ -130,8 +136,20 @@ class RateState:
     def delay(self) -> float:
         """Seconds to hold the next request: until the reset when nothing remains."""
         if self.remaining is not None and self.remaining <= 0 and self.reset is not None:
-            return max(0.0, min(MAX_ADVICE, self.reset - self.clock()))
+            return self.until_reset() or 0.0
         return 0.0
+
+    def until_reset(self) -> float | None:
+        """Seconds until a little past the advertised reset (None: no reset known).
+
+        >>> state = RateState(clock=lambda: 100.0); state.reset = 102.0
+        >>> state.until_reset()
+        3.0
+        """
+        if self.reset is None:
+            return None
+        wait = self.reset + RESET_MARGIN - self.clock()
+        return None if wait <= 0 else min(MAX_ADVICE, wait)
 
     def min_interval(self) -> float:
         """The shortest polling interval that stays within half of the limit (0: none known).

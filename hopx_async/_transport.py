@@ -26,6 +26,7 @@ from ._errors import (
     NetworkError,
     RateLimitError,
     RequestTimeoutError,
+    ResponseTooLargeError,
     error_from_response,
 )
 from ._retry import (
@@ -188,7 +189,7 @@ class Transport:
                 await asyncio.sleep(hold)
             try:
                 async with session.request(method, url, **kwargs) as resp:
-                    raw = await resp.read()
+                    raw = await _read_bounded(resp, self.limits.max_response_bytes)
                     status = resp.status
                     resp_headers = resp.headers
             except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
@@ -214,6 +215,8 @@ class Transport:
                     retry_after=header_advice,
                     resource=resource,
                 )
+                if isinstance(error, RateLimitError) and error.retry_after is None:
+                    error.retry_after = rate.until_reset()  # X-RateLimit-Reset, with a margin
                 if not should_retry_status(self.retries, status, safe=safe, attempt=attempt):
                     raise error
                 advice = error.retry_after if isinstance(error, RateLimitError) else None
@@ -321,6 +324,30 @@ class Transport:
             ) from exc
         except aiohttp.ClientError as exc:
             raise NetworkError(f"{method} {url}: {type(exc).__name__}: {exc}") from exc
+
+
+async def _read_bounded(resp: aiohttp.ClientResponse, limit: int) -> bytes:
+    """The body of ``resp``, or :class:`ResponseTooLargeError` past ``limit`` bytes (checked
+    against ``Content-Length`` when the body is not compressed, else as it arrives)."""
+    length = resp.content_length
+    if length is not None and "Content-Encoding" not in resp.headers:
+        if length <= limit:
+            return await resp.read()
+        raise _too_large(resp, limit)
+    buf = bytearray()
+    async for chunk in resp.content.iter_any():
+        buf += chunk
+        if len(buf) > limit:
+            raise _too_large(resp, limit)
+    return bytes(buf)
+
+
+def _too_large(resp: aiohttp.ClientResponse, limit: int) -> ResponseTooLargeError:
+    return ResponseTooLargeError(
+        f"{resp.method} {resp.url}: the answer is larger than {limit} bytes "
+        "(Limits.max_response_bytes)",
+        limit=limit,
+    )
 
 
 def _decode(raw: bytes, content_type: str) -> Any:

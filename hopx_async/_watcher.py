@@ -28,14 +28,12 @@ import weakref
 from collections.abc import Awaitable, Collection
 from typing import TYPE_CHECKING
 
-import attrs
-
 from ._agent import Agent
-from ._config import PollPolicy
 from ._connection import PAUSE_ERRORS
-from ._errors import ProcessNotFoundError
+from ._errors import ProcessNotFoundError, RateLimitError
 from ._lists import RecordKey, changed_processes, next_cursor
-from ._models import ProcessInfo, ProcessResult
+from ._models import ProcessInfo
+from ._procstate import ProcessState, WatcherStats, poll_interval, rate_pause
 
 if TYPE_CHECKING:
     from ._process import AsyncBackgroundProcess
@@ -46,87 +44,6 @@ __all__ = ["ProcessState", "Watcher", "WatcherStats", "poll_interval"]
 MISSING_POLLS = 3
 #: endings of processes nobody held a handle on, kept per sandbox for a handle made just after
 UNCLAIMED_ENDINGS = 128
-
-
-@attrs.frozen
-class WatcherStats:
-    """Counters of a sandbox's watcher (``sandbox.watcher_stats``), for diagnostics and tests.
-
-    ``polls``: list requests sent so far; ``waiters``: pending ``wait()`` calls;
-    ``active``: whether its polling task runs; ``min_interval``: the shortest interval
-    between polls that the agent's rate limit allows (0 when it states none);
-    ``records_parsed``: process records of list answers made into models so far (a full list
-    parses only the records that changed since the previous one).
-
-    >>> WatcherStats(polls=3, waiters=0, active=False, min_interval=0.0).waiters
-    0
-    """
-
-    polls: int
-    waiters: int
-    active: bool
-    min_interval: float
-    records_parsed: int = 0
-
-
-def poll_interval(policy: PollPolicy, youngest_age: float, min_interval: float = 0.0) -> float:
-    """The pause between full-list polls: ``growth`` times the youngest waited-on process's
-    age, kept within the policy's bounds and never below what the rate limit allows.
-
-    >>> poll_interval(PollPolicy(initial_interval=0.05, growth=0.1, max_interval=2.0), 5.0)
-    0.5
-    """
-    interval = min(policy.max_interval, max(policy.initial_interval, policy.growth * youngest_age))
-    return max(interval, min_interval)
-
-
-class ProcessState:
-    """What is known of one process; shared by its handles and fed by every answer."""
-
-    __slots__ = (
-        "__weakref__",
-        "execution_id",
-        "info",
-        "name",
-        "process_id",
-        "result",
-        "seen_at",
-        "status",
-        "version",
-    )
-
-    def __init__(self, process_id: str) -> None:
-        self.process_id = process_id
-        self.status: str = "unknown"
-        self.info: ProcessInfo | None = None
-        self.result: ProcessResult | None = None
-        self.version: int | None = None
-        self.name: str | None = None
-        self.execution_id: str | None = None
-        self.seen_at = time.monotonic()
-
-    @property
-    def known(self) -> bool:
-        """Whether the process is known to exist (a start answer or a record was seen)."""
-        return self.version is not None or self.info is not None or self.status != "unknown"
-
-    def observe(self, info: ProcessInfo, *, full: bool = True) -> None:
-        """Take a newer record as the known state.
-
-        ``full=False`` for records without output (offsets reads): status and version only,
-        so that a later ``wait()`` still fetches the output.
-        """
-        if self.version is not None and info.version is not None and info.version < self.version:
-            return
-        if full:
-            self.info = info
-        self.status = info.status
-        if info.version is not None:
-            self.version = info.version
-        if info.name and not self.name:
-            self.name = info.name
-        if info.execution_id and not self.execution_id:
-            self.execution_id = info.execution_id
 
 
 class Watcher:
@@ -143,6 +60,8 @@ class Watcher:
         #: full list skips the records nobody holds at the cost of one lookup each
         self._held: set[str] = set()
         self._waiting: dict[str, list[asyncio.Future[ProcessInfo]]] = {}
+        #: output followers' futures for the next record of their process (see next_record)
+        self._ticks: dict[str, list[asyncio.Future[ProcessInfo]]] = {}
         self._known: set[str] = set()
         self._started: dict[str, float] = {}
         self._missing: dict[str, int] = {}
@@ -264,6 +183,21 @@ class Watcher:
             version = self._cursor or 0
         self._forgotten = version if self._forgotten is None else max(self._forgotten, version)
 
+    def next_record(self, process_id: str) -> asyncio.Future[ProcessInfo]:
+        """A future for the next changed record of ``process_id`` that a poll brings (for
+        ``output()`` followers, who also ``watch()`` so that the polls go on): followers
+        share the watcher's one request per tick."""
+        fut: asyncio.Future[ProcessInfo] = asyncio.get_running_loop().create_future()
+        self._ticks.setdefault(process_id, []).append(fut)
+        return fut
+
+    def drop_record(self, process_id: str, fut: asyncio.Future[ProcessInfo]) -> None:
+        futs = self._ticks.get(process_id)
+        if futs is not None and fut in futs:
+            futs.remove(fut)
+            if not futs:
+                del self._ticks[process_id]
+
     def unwatch(self, process_id: str, fut: asyncio.Future[ProcessInfo]) -> None:
         futs = self._waiting.get(process_id)
         if futs is not None:
@@ -272,7 +206,10 @@ class Watcher:
             if not futs:
                 self._drop(process_id)
         if not self._waiting and self._task is not None and not self._task.done():
+            # forgotten at once: a watch() that follows before the task has stopped starts
+            # a new one instead of relying on this one, which is being cancelled
             self._task.cancel()
+            self._task = None
 
     def close(self, error: BaseException) -> None:
         """End every pending wait with ``error`` and stop polling; later waits fail at once."""
@@ -329,6 +266,7 @@ class Watcher:
                 delay = max(delay, oldest + self.agent.polling.initial_interval - now)
             if delay > 0:
                 await asyncio.sleep(delay)
+            limited = 0
             while self._waiting:
                 since = self.agent.has_feature("list_since")
                 sent = time.monotonic()
@@ -348,8 +286,14 @@ class Watcher:
                 except PAUSE_ERRORS as exc:
                     await self.agent.wait_while_paused(exc)  # raises unless paused
                     continue
+                except RateLimitError as exc:
+                    # A 429 never fails a wait: back off as advised (else doubling) and go on.
+                    limited += 1
+                    await asyncio.sleep(rate_pause(exc, limited, self.agent.polling))
+                    continue
                 finally:
                     self._inflight = None
+                limited = 0
                 self._dispatch(infos, listed)
                 pause = self._pause(since, time.monotonic() - sent)
                 self._next_poll = time.monotonic() + pause
@@ -390,11 +334,16 @@ class Watcher:
 
     def _dispatch(self, infos: list[ProcessInfo], listed: Collection[str] | None) -> None:
         """Take the records; ``listed``: every id of a full list (None for a partial one)."""
+        ticks = self._ticks
         for info in infos:
             pid = info.process_id
             state = self._states.get(pid)
             if state is not None:
                 state.observe(info)
+            if ticks and pid in ticks:
+                for fut in ticks.pop(pid):
+                    if not fut.done():
+                        fut.set_result(info)
             if pid not in self._waiting:
                 if state is None and listed is None and info.is_done:
                     self._unclaimed_ending(info)

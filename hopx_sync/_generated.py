@@ -892,7 +892,8 @@ class BackgroundProcess(_Twin):
         offers that (``output_push``); otherwise, or if that connection fails, it is read by
         server-side offsets where advertised, else derived from the full output of each
         poll. A paused sandbox is waited for. The output streamed is also in the result of
-        a later :meth:`wait`.
+        a later :meth:`wait`. On a server whose process records carry no output at all (the
+        OpenAPI shape) it raises :class:`OutputUnavailableError` rather than yield nothing.
 
         >>> for chunk in proc.output():  # doctest: +SKIP
         ...     print(chunk.stream, chunk.text, end="")

@@ -8,6 +8,7 @@ import click
 
 from hopx_async import (
     AsyncBackgroundProcess,
+    OutputUnavailableError,
     ProcessResult,
     ProcessStatus,
 )
@@ -170,6 +171,8 @@ async def _run(
                 what = "killed" if killed else "it had already ended:"
                 note(f"interrupted; {what} process {ref}")
                 return EXIT_INTERRUPTED
+            if not result.output_available and not as_json:
+                note(f"the server reports no output for process {ref}: its output is unavailable")
             if as_json:
                 print_json(
                     {"ref": str(ref), "sandbox_id": sandbox.id, **result.to_dict(json_ready=True)}
@@ -191,8 +194,11 @@ async def _run(
 async def _follow(proc: AsyncBackgroundProcess, *, stream: bool) -> ProcessResult:
     """Copy live output to stdout/stderr (when ``stream``), then the result."""
     if stream:
-        async for chunk in proc.output():
-            target = sys.stdout if chunk.stream == "stdout" else sys.stderr
-            target.write(chunk.text)
-            target.flush()
+        try:
+            async for chunk in proc.output():
+                target = sys.stdout if chunk.stream == "stdout" else sys.stderr
+                target.write(chunk.text)
+                target.flush()
+        except OutputUnavailableError:
+            pass  # the result says so (output_available=False); _run notes it
     return await proc.wait()

@@ -6,6 +6,10 @@ the server received and to inject faults: an error answer before forwarding (a 5
 429, an expired token), an error answer *after* the backend handled the request (the
 request reached the server but the client saw a 503), and hiding the extensions the local
 backend advertises (to exercise the code paths used against the real service).
+
+``strip_output=True`` removes ``stdout``/``stderr`` (and their ``*_truncated`` flags) from
+the process records it forwards, as the OpenAPI ``ProcessInfo`` has none (a stand-in for the
+``openapi`` dialect until it is merged).
 """
 
 from __future__ import annotations
@@ -67,9 +71,12 @@ class FaultProxy:
     """Run with ``async with FaultProxy(backend.base_url) as proxy:``; point clients at
     ``proxy.url``. ``proxy.counts`` counts received requests by :func:`route_key`."""
 
-    def __init__(self, upstream: str, *, hide_features: bool = False) -> None:
+    def __init__(
+        self, upstream: str, *, hide_features: bool = False, strip_output: bool = False
+    ) -> None:
         self.upstream = upstream.rstrip("/")
         self.hide_features = hide_features
+        self.strip_output = strip_output
         self.faults: list[Fault] = []
         self.counts: Counter[str] = Counter()
         self.log: list[str] = []
@@ -167,6 +174,8 @@ class FaultProxy:
             data = json.loads(text)
             data["features"] = {}
             text = json.dumps(data)
+        if self.strip_output and key.startswith("GET /execute/processes") and status == 200:
+            text = json.dumps(_without_output(json.loads(text)))
         if self.rewrite_answer is not None and content_type.startswith("application/json"):
             status, data = self.rewrite_answer(key, status, json.loads(text))
             text = json.dumps(data)
@@ -176,6 +185,21 @@ class FaultProxy:
             headers=passthrough,
             content_type=content_type.split(";")[0] or None,
         )
+
+
+_OUTPUT_FIELDS = ("stdout", "stderr", "stdout_truncated", "stderr_truncated")
+
+
+def _without_output(data: Any) -> Any:
+    """``data`` (a process record, a list of them, or an answer holding them) without the
+    output fields."""
+    if isinstance(data, list):
+        return [_without_output(item) for item in data]
+    if isinstance(data, dict):
+        if "process_id" in data:
+            return {k: v for k, v in data.items() if k not in _OUTPUT_FIELDS}
+        return {k: _without_output(v) for k, v in data.items()}
+    return data
 
 
 def fast_client(backend: Any, url: str, retries: int = 4) -> AsyncHopx:
