@@ -11,7 +11,7 @@ import asyncio
 
 import pytest
 
-from hopx_async import AsyncHopx, AsyncSandbox, HopxError, Task
+from hopx_async import AsyncHopx, AsyncSandbox, HopxError, Task, ValidationError
 
 from .conftest import xfail_on
 
@@ -176,3 +176,27 @@ async def test_webhook(dialect: str, sandbox: AsyncSandbox) -> None:
         await runner.cleanup()
     verify_webhook("flow-secret", headers, body)
     assert execution.execution_id in body.decode()
+
+
+async def test_background_code_in_a_working_directory(dialect: str, sandbox: AsyncSandbox) -> None:
+    """Where the agent honours a background working directory (``extended`` advertises
+    ``background_workdir``) Python code runs there; where it does not, bash code gets a
+    ``cd`` and other code is refused before anything starts, never run in /workspace. (A
+    relative directory: these backends run without the box, where /workspace is not a real path.)
+    Each process writes its directory's name to a file there, read back through the files API (the
+    ``openapi`` list carries no output)."""
+    await sandbox.files.mkdir("/workspace/sub")
+    bash = await sandbox.run_code_background(
+        'basename "$PWD" > bash.txt', language="bash", working_dir="sub"
+    )
+    await bash.wait(timeout=30, check=True)
+    assert await sandbox.files.read("/workspace/sub/bash.txt") == "sub\n"
+    code = "import os; open('py.txt', 'w').write(os.path.basename(os.getcwd()))"
+    if dialect == "extended":
+        proc = await sandbox.run_code_background(code, working_dir="sub")
+        await proc.wait(timeout=30, check=True)
+        assert await sandbox.files.read("/workspace/sub/py.txt") == "sub"
+    else:
+        with pytest.raises(ValidationError, match="working_dir"):
+            await sandbox.run_code_background(code, working_dir="sub")
+        assert not await sandbox.files.exists("/workspace/sub/py.txt")

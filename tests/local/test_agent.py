@@ -66,6 +66,7 @@ async def test_health_and_features(api: Api, sbx: Sandbox) -> None:
         "execute_stream": True,
         "env_delete_keys": True,
         "list_terminal": True,
+        "background_workdir": True,
     }
 
 

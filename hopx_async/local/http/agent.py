@@ -39,6 +39,7 @@ FEATURES = {
     "execute_stream": True,
     "env_delete_keys": True,
     "list_terminal": True,
+    "background_workdir": True,
 }
 
 _MAX_WAIT = 30.0
