@@ -51,24 +51,33 @@ def test_a_users_tests_pass_with_the_plugin_alone(pytester: pytest.Pytester) -> 
 def test_the_fixtures_are_listed_with_their_docs(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_mine="def test_nothing():\n    pass\n")
     result = pytester.runpytest_subprocess("--fixtures", "-p", "no:cacheprovider", timeout=60)
-    result.stdout.fnmatch_lines(["*hopx_sync_client*", "*hopx_backend*session*"])
+    result.stdout.fnmatch_lines(["*hopx_local_backends*session*", "*hopx_sync_client*"])
 
 
 def test_an_unknown_dialect_is_a_usage_error(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_mine="def test_nothing(hopx_backend):\n    pass\n")
-    result = pytester.runpytest_subprocess("--hopx-dialect", "openapi", timeout=60)
+    result = pytester.runpytest_subprocess("--hopx-dialect", "soap", timeout=60)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*unknown hopx dialect 'openapi'*only 'extended'*"])
+    result.stderr.fnmatch_lines(["*unknown hopx dialect 'soap'*'extended', 'hopx', 'openapi'*"])
 
 
-def test_the_default_dialect_is_accepted_by_name(pytester: pytest.Pytester) -> None:
+def test_each_test_gets_the_dialect_it_names(pytester: pytest.Pytester) -> None:
+    """The option picks the run's dialect, a marker one test's; each is a real backend of
+    that dialect (its control plane's /health says which), and an unknown name fails."""
     pytester.makepyfile(
-        test_mine="import pytest\n\n"
-        "@pytest.mark.hopx_dialect('extended')\n"
-        "def test_one(hopx_sync_client):\n    pass\n\n"
-        "@pytest.mark.hopx_dialect('hopx')\n"
-        "def test_two(hopx_sync_client):\n    pass\n"
+        test_mine="import json, urllib.request\n"
+        "import pytest\n\n"
+        "def dialect_of(backend):\n"
+        "    with urllib.request.urlopen(backend.base_url + '/health') as answer:\n"
+        "        return json.load(answer)['dialect']\n\n"
+        "def test_run_default(hopx_backend):\n"
+        "    assert dialect_of(hopx_backend) == 'hopx'\n\n"
+        "@pytest.mark.hopx_dialect('openapi')\n"
+        "def test_marked(hopx_backend, hopx_sync_client):\n"
+        "    assert dialect_of(hopx_backend) == 'openapi'\n\n"
+        "@pytest.mark.hopx_dialect('soap')\n"
+        "def test_unknown(hopx_backend):\n    pass\n"
     )
-    result = pytester.runpytest_subprocess("-q", "--hopx-dialect", "extended", timeout=60)
-    result.assert_outcomes(passed=1, errors=1)
-    result.stdout.fnmatch_lines(["*unknown hopx dialect 'hopx'*"])
+    result = pytester.runpytest_subprocess("-q", "--hopx-dialect", "hopx", timeout=120)
+    result.assert_outcomes(passed=2, errors=1)
+    result.stdout.fnmatch_lines(["*unknown hopx dialect 'soap'*"])
