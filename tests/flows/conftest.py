@@ -4,9 +4,8 @@
 ``tests/conftest.py``, so that any test directory can run against the three dialects; here
 ``client`` and ``sandbox`` are their short names for the flows.
 
-``xfail_on(request, dialect, reason, *dialects)`` marks the running test as an expected failure
-(strict) on those dialects: a flow that a strict dialect breaks because of an SDK bug of
-issue 16 that is being fixed. Once fixed, it XPASSes, fails, and the marker is removed.
+Where a dialect cannot offer something (no output in the ``openapi`` process list, no removal
+of a process on the service), the flow asserts the clear error or flag instead.
 """
 
 from __future__ import annotations
@@ -34,12 +33,6 @@ def client(dialect_client: AsyncHopx) -> AsyncHopx:
 def sandbox(dialect_sandbox: AsyncSandbox) -> AsyncSandbox:
     """``dialect_sandbox`` of ``tests/conftest.py``, under the flows' shorter name."""
     return dialect_sandbox
-
-
-def xfail_on(request: pytest.FixtureRequest, dialect: str, reason: str, *dialects: str) -> None:
-    """Expect this test to fail (strictly) on ``dialects``, for the SDK bug ``reason``."""
-    if dialect in dialects:
-        request.applymarker(pytest.mark.xfail(strict=True, reason=reason))
 
 
 class Hopx:
