@@ -68,6 +68,7 @@ class AgentConnection:
         self._token = token
         self._token_expires_at = token_expires_at
         self._features: dict[str, Any] | None = None
+        self._seen_paused = False  # a wait found the sandbox paused since its last success
         self._ready_lock = asyncio.Lock()
         self._refresh_lock = asyncio.Lock()
         #: whether the sandbox was killed through this client
@@ -278,9 +279,15 @@ class AgentConnection:
     async def wait_while_paused(self, error: HopxError) -> None:
         """After a 409, 5xx or dropped connection (:data:`PAUSE_ERRORS`): return once it is
         worth asking again if the control plane says paused, else raise ``error``."""
-        if not await self.is_paused():
-            raise error
-        await asyncio.sleep(self.polling.max_interval)
+        if await self.is_paused():
+            self._seen_paused = True
+            await asyncio.sleep(self.polling.max_interval)
+            return
+        if self._seen_paused:
+            # Resumed between the agent's answer and the control plane's: ask again, once.
+            self._seen_paused = False
+            return
+        raise error
 
     # --------------------------------------------------------------------- streams
     async def open_websocket(

@@ -35,6 +35,7 @@ async def test_run_code_sends_workdir_too(proxied: AsyncHopx, proxy: FaultProxy)
 
 
 async def test_background_bash_gets_a_cd(proxied: AsyncHopx, proxy: FaultProxy) -> None:
+    proxy.hide_features = True  # as on the service: no background_workdir advertised
     proxy.rewrite_request = openapi_fields
     async with proxied.sandboxes.create("base") as sbx:
         await sbx.commands.run("mkdir -p '/workspace/s b'")
@@ -47,6 +48,7 @@ async def test_background_bash_gets_a_cd(proxied: AsyncHopx, proxy: FaultProxy) 
 async def test_background_python_with_a_directory_is_refused(
     proxied: AsyncHopx, proxy: FaultProxy
 ) -> None:
+    proxy.hide_features = True  # as on the service: no background_workdir advertised
     async with proxied.sandboxes.create("base") as sbx:
         with pytest.raises(ValidationError) as info:
             await sbx.run_code_background("print(1)", working_dir="/workspace/sub")
