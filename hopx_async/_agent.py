@@ -18,7 +18,7 @@ from ._errors import (
 )
 from ._lists import list_version, process_list, raw_process_list
 from ._models import ProcessInfo, ProcessResult
-from ._output import OutputCursor
+from ._output import KeptOutput, OutputCursor, bounded_result
 from ._wire import (
     KILL_FORMS,
     StartAnswer,
@@ -170,20 +170,24 @@ class Agent(AgentConnection):
         """The result of a finished process with its whole output, not the capped tail."""
         truncated = info.stdout_truncated or info.stderr_truncated
         if not truncated or not self.has_feature("output_offsets"):
-            return ProcessResult.from_info(info)
+            limit = self.control.transport.limits.max_output_bytes
+            return bounded_result(ProcessResult.from_info(info), limit)
         return await self.read_result(info)
 
     async def read_result(self, info: ProcessInfo) -> ProcessResult:
         """The result of a finished process, its whole output read by offsets."""
-        out: dict[str, list[str]] = {"stdout": [], "stderr": []}
+        kept = KeptOutput(limit=self.control.transport.limits.max_output_bytes)
         cursor = OutputCursor()
         while True:
             before = dict(cursor.offsets)
             data = await self.read_output(info.process_id, cursor, max_bytes=OUTPUT_PAGE)
             for chunk in cursor.take(data):
-                out[chunk.stream].append(chunk.text)
-            if cursor.drained(data) or cursor.offsets == before:
+                kept.add(chunk)
+            if kept.complete(cursor, data) or cursor.offsets == before:
                 break
         return ProcessResult.from_info(
-            info, stdout="".join(out["stdout"]), stderr="".join(out["stderr"])
+            info,
+            stdout=kept.text("stdout"),
+            stderr=kept.text("stderr"),
+            cut=(kept.truncated("stdout"), kept.truncated("stderr")),
         )

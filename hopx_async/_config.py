@@ -50,7 +50,9 @@ class Timeouts:
 class Limits:
     """Connection limits of the one pool a client shares among all its sandboxes, and the
     largest API answer the client reads (``max_response_bytes``, 64 MiB by default: past it
-    :class:`ResponseTooLargeError`; streamed file downloads are not bounded by it).
+    :class:`ResponseTooLargeError`; streamed file downloads are not bounded by it), and the
+    most of each output stream a process handle keeps for its result (``max_output_bytes``,
+    16 MiB by default: the head is kept, the result flagged ``*_truncated``).
 
     >>> Limits(max_connections=50).max_connections
     50
@@ -61,6 +63,9 @@ class Limits:
     max_connections_per_host: int = attrs.field(default=0, validator=_non_negative)
     keepalive_expiry: float = attrs.field(default=30.0, validator=_positive)
     max_response_bytes: int = attrs.field(default=64 << 20, validator=_positive)
+    #: the most a handle keeps of each stream for its result (its head): past it the result's
+    #: ``stdout_truncated``/``stderr_truncated`` are set and the kept text stops growing
+    max_output_bytes: int = attrs.field(default=16 << 20, validator=_positive)
 
 
 @attrs.frozen(kw_only=True)

@@ -14,6 +14,7 @@ Every exception derives from :class:`HopxError`::
     │   ├── ConflictError              409
     │   ├── ExecutionTimeoutError      408 (synchronous execution ran out of time)
     │   ├── RateLimitError             429 (retry_after)
+    │   ├── RedirectError              3xx: redirects are not followed (location)
     │   └── ServerError                5xx (ServiceUnavailableError: 503)
     ├── NetworkError               the request did not complete (connection refused, reset, ...)
     │   └── ResponseTooLargeError      an answer past Limits.max_response_bytes
@@ -49,6 +50,7 @@ __all__ = [
     "ConflictError",
     "ExecutionTimeoutError",
     "RateLimitError",
+    "RedirectError",
     "ServerError",
     "ServiceUnavailableError",
     "NetworkError",
@@ -157,6 +159,16 @@ class RateLimitError(APIError):
     def __init__(self, message: str, *, retry_after: float | None = None, **kw: Any) -> None:
         super().__init__(message, **kw)
         self.retry_after = retry_after
+
+
+class RedirectError(APIError):
+    """3xx: the server answered an API request with a redirect, which is not followed (a
+    request body, such as a create's ``env_vars``, must never be re-sent to another host).
+    ``location`` is the answer's ``Location`` header (``None`` without one)."""
+
+    def __init__(self, message: str, *, location: str | None = None, **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.location = location
 
 
 class ServerError(APIError):

@@ -222,7 +222,7 @@ class ProcessResult(DictAccess):
     process record has no ``stdout``/``stderr``): ``stdout`` and ``stderr`` are then empty
     strings that say nothing of what the process printed (``result.get("stdout", "")``
     still works). ``stdout_truncated``/``stderr_truncated`` are True when the text is only
-    the tail the server kept (or the part the client kept, see ``Limits.max_output``).
+    the tail the server kept (or the head the client kept, see ``Limits.max_output_bytes``).
 
     >>> ProcessResult(process_id="p", status="completed", exit_code=0, stdout="", stderr="",
     ...               output_available=False).output_available
@@ -251,10 +251,16 @@ class ProcessResult(DictAccess):
 
     @classmethod
     def from_info(
-        cls, info: ProcessInfo, *, stdout: str | None = None, stderr: str | None = None
+        cls,
+        info: ProcessInfo,
+        *,
+        stdout: str | None = None,
+        stderr: str | None = None,
+        cut: tuple[bool, bool] = (False, False),
     ) -> ProcessResult:
-        """The result of a finished :class:`ProcessInfo` (optionally with full output: then
-        it is neither truncated nor unavailable)."""
+        """The result of a finished :class:`ProcessInfo` (optionally with the output read
+        in full: then it is available, and truncated only as ``cut`` says, per stream,
+        where the client kept only its head)."""
         full = stdout is not None
         return cls(
             process_id=info.process_id,
@@ -267,6 +273,6 @@ class ProcessResult(DictAccess):
             completed_at=info.completed_at,
             execution_time=info.execution_time,
             output_available=full or info.output_available,
-            stdout_truncated=False if full else info.stdout_truncated,
-            stderr_truncated=False if full else info.stderr_truncated,
+            stdout_truncated=cut[0] if full else info.stdout_truncated,
+            stderr_truncated=cut[1] if full else info.stderr_truncated,
         )

@@ -1,6 +1,6 @@
 """Process output, with no I/O: reading by offsets (:class:`OutputCursor`), following
-sliding tails of full records (:class:`TailFollower`), pushed messages,
-and the status-only record of an offsets answer.
+sliding tails of full records (:class:`TailFollower`), pushed messages, the bounded output
+a handle keeps (:class:`KeptOutput`), and the status-only record of an offsets answer.
 """
 
 from __future__ import annotations
@@ -8,10 +8,20 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from ._models import ProcessInfo
+import attrs
+
+from ._models import ProcessInfo, ProcessResult
 from ._results import OutputChunk
 
-__all__ = ["STREAMS", "OutputCursor", "TailFollower", "pushed_chunk", "status_only"]
+__all__ = [
+    "STREAMS",
+    "KeptOutput",
+    "OutputCursor",
+    "TailFollower",
+    "bounded_result",
+    "pushed_chunk",
+    "status_only",
+]
 
 STREAMS: tuple[Literal["stdout", "stderr"], ...] = ("stdout", "stderr")
 
@@ -62,6 +72,82 @@ class OutputCursor:
             if isinstance(size, int) and self.offsets[stream] < size:
                 return False
         return True
+
+
+class KeptOutput:
+    """The output a handle keeps for its result, per stream: the head, at most ``limit``
+    UTF-8 bytes (``Limits.max_output_bytes``); past it the stream stops growing and is
+    flagged truncated (a sandbox may write an endless or huge sparse stdout for free).
+
+    >>> kept = KeptOutput(limit=4)
+    >>> kept.add(OutputChunk("stdout", "abc"))
+    >>> kept.add(OutputChunk("stdout", "def"))
+    >>> kept.text("stdout"), kept.truncated("stdout"), kept.truncated("stderr")
+    ('abcd', True, False)
+    """
+
+    __slots__ = ("_cut", "_parts", "_size", "limit")
+
+    def __init__(self, *, limit: int) -> None:
+        self.limit = limit
+        self._parts: dict[str, list[str]] = {"stdout": [], "stderr": []}
+        self._size = {"stdout": 0, "stderr": 0}
+        self._cut = {"stdout": False, "stderr": False}
+
+    def add(self, chunk: OutputChunk) -> None:
+        stream = chunk.stream
+        if self._cut[stream]:
+            return
+        room = self.limit - self._size[stream]
+        size = len(chunk.text.encode())
+        if size <= room:
+            self._parts[stream].append(chunk.text)
+            self._size[stream] += size
+            return
+        head = chunk.text.encode()[:room].decode(errors="ignore")
+        self._parts[stream].append(head)
+        self._size[stream] = self.limit
+        self._cut[stream] = True
+
+    def text(self, stream: str) -> str:
+        return "".join(self._parts[stream])
+
+    def truncated(self, stream: str) -> bool:
+        return self._cut[stream]
+
+    def complete(self, cursor: OutputCursor, data: Mapping[str, Any]) -> bool:
+        """Whether reading on by offsets would add nothing: every stream is either read to
+        the size the answer gives or already cut (no need to read a huge rest)."""
+        for stream in STREAMS:
+            size = data.get(f"{stream}_size")
+            if self._cut[stream]:
+                continue
+            if isinstance(size, int) and cursor.offsets[stream] < size:
+                return False
+        return True
+
+
+def bounded_result(result: ProcessResult, limit: int) -> ProcessResult:
+    """``result`` with each stream cut to its head of at most ``limit`` UTF-8 bytes (and
+    flagged truncated where cut).
+
+    >>> r = ProcessResult(process_id="p", status="completed", exit_code=0, stdout="abcdef",
+    ...                   stderr="")
+    >>> cut = bounded_result(r, 4)
+    >>> cut.stdout, cut.stdout_truncated, cut.stderr_truncated
+    ('abcd', True, False)
+    """
+    changes: dict[str, Any] = {}
+    for stream in STREAMS:
+        text: str = getattr(result, stream)
+        if len(text) * 4 <= limit:  # a character is at most 4 bytes: surely within
+            continue
+        kept = KeptOutput(limit=limit)
+        kept.add(OutputChunk(stream, text))
+        if kept.truncated(stream):
+            changes[stream] = kept.text(stream)
+            changes[f"{stream}_truncated"] = True
+    return attrs.evolve(result, **changes) if changes else result
 
 
 def pushed_chunk(data: Mapping[str, Any], cursor: OutputCursor) -> OutputChunk | None:

@@ -27,7 +27,7 @@ from ._errors import (
     WaitTimeoutError,
 )
 from ._models import ProcessInfo, ProcessResult, ProcessStatus
-from ._output import OutputCursor, TailFollower, pushed_chunk, status_only
+from ._output import KeptOutput, OutputCursor, TailFollower, pushed_chunk, status_only
 from ._results import OutputChunk
 from ._watcher import Watcher
 from ._wire import segment
@@ -285,7 +285,7 @@ class AsyncBackgroundProcess:
         # should the connection fail) is then read by offsets from where the push got to.
         agent = self._agent
         cursor = OutputCursor()
-        collected: dict[str, list[str]] = {"stdout": [], "stderr": []}
+        collected = self._kept()
         path = f"/execute/processes/{segment(self._id, 'process_id')}/stream"
         while True:
             received = False
@@ -296,7 +296,7 @@ class AsyncBackgroundProcess:
                     received = True
                     chunk = pushed_chunk(data, cursor)
                     if chunk is not None:
-                        collected[chunk.stream].append(chunk.text)
+                        collected.add(chunk)
                         yield chunk
             except ConflictError as exc:
                 await agent.wait_while_paused(exc)
@@ -314,13 +314,13 @@ class AsyncBackgroundProcess:
         self,
         interval: float | None,
         cursor: OutputCursor | None = None,
-        collected: dict[str, list[str]] | None = None,
+        collected: KeptOutput | None = None,
     ) -> AsyncIterator[OutputChunk]:
         agent, policy = self._agent, self._agent.polling
         cursor = cursor or OutputCursor()
         wait = policy.long_poll if agent.has_feature("long_poll") else None
         if collected is None:
-            collected = {"stdout": [], "stderr": []}
+            collected = self._kept()
         while True:
             try:
                 data = await agent.read_output(self._id, cursor, wait=wait)
@@ -328,7 +328,7 @@ class AsyncBackgroundProcess:
                 await agent.wait_while_paused(exc)
                 continue
             for chunk in cursor.take(data):
-                collected[chunk.stream].append(chunk.text)
+                collected.add(chunk)
                 yield chunk
             info = status_only(data)
             self._watcher.observe(info, full=False)
@@ -336,12 +336,16 @@ class AsyncBackgroundProcess:
                 if self._state.result is None:
                     self._state.result = ProcessResult.from_info(
                         info,
-                        stdout="".join(collected["stdout"]),
-                        stderr="".join(collected["stderr"]),
+                        stdout=collected.text("stdout"),
+                        stderr=collected.text("stderr"),
+                        cut=(collected.truncated("stdout"), collected.truncated("stderr")),
                     )
                 return
             if wait is None:
                 await asyncio.sleep(interval or policy.initial_interval)
+
+    def _kept(self) -> KeptOutput:
+        return KeptOutput(limit=self._agent.control.transport.limits.max_output_bytes)
 
     async def _polled_output(self, interval: float | None) -> AsyncIterator[OutputChunk]:
         # Fed by the sandbox's watcher (one list per tick for every follower and waiter);

@@ -25,6 +25,7 @@ from ._errors import (
     HopxError,
     NetworkError,
     RateLimitError,
+    RedirectError,
     RequestTimeoutError,
     ResponseTooLargeError,
     error_from_response,
@@ -169,12 +170,15 @@ class Transport:
 
         ``safe`` defaults to True for GET and DELETE. ``timeout`` overrides the request's
         time limit (long polls). ``scope`` keys rate-limit bookkeeping (one per sandbox).
+        Redirects are not followed: a 3xx answer raises :class:`RedirectError` (its
+        ``location``), so a body is never re-sent to another host.
         """
         if safe is None:
             safe = method in ("GET", "DELETE", "HEAD")
         session = self._get_session()
         rate = self.rate_state(scope)
-        kwargs: dict[str, Any] = {"headers": headers}
+        # Redirects are never followed: a body (env_vars at create) must not go to another host
+        kwargs: dict[str, Any] = {"headers": headers, "allow_redirects": False}
         if json is not None:
             kwargs["data"] = jsonlib.dumps(json).encode()  # bytes: no text payload
             kwargs["headers"] = {**headers, "Content-Type": "application/json"}
@@ -205,6 +209,8 @@ class Transport:
                 rate.update(resp_headers)
                 data = _decode(raw, resp_headers.get("Content-Type", ""))
                 logger.debug("%s %s -> %s", method, url, status)
+                if 300 <= status < 400:
+                    raise _redirect(method, url, status, resp_headers, data)
                 if status < 400:
                     return Response(status, resp_headers, data)
                 header_advice = parse_retry_after(resp_headers.get("Retry-After"), now=self.clock())
@@ -292,6 +298,7 @@ class Transport:
             await asyncio.sleep(hold)
         kwargs: dict[str, Any] = {
             "headers": headers,
+            "allow_redirects": False,
             "timeout": aiohttp.ClientTimeout(
                 total=None, connect=self.timeouts.connect, sock_read=self.timeouts.request
             ),
@@ -304,6 +311,8 @@ class Transport:
             async with session.request(method, url, **kwargs) as resp:
                 rate.update(resp.headers)
                 logger.debug("%s %s -> %s (streamed)", method, url, resp.status)
+                if 300 <= resp.status < 400:
+                    raise _redirect(method, url, resp.status, resp.headers, None)
                 if resp.status >= 400:
                     body = _decode(await resp.read(), resp.headers.get("Content-Type", ""))
                     raise error_from_response(
@@ -324,6 +333,20 @@ class Transport:
             ) from exc
         except aiohttp.ClientError as exc:
             raise NetworkError(f"{method} {url}: {type(exc).__name__}: {exc}") from exc
+
+
+def _redirect(
+    method: str, url: str, status: int, headers: Mapping[str, str], body: Any
+) -> RedirectError:
+    location = headers.get("Location")
+    return RedirectError(
+        f"{method} {url} was redirected to {location or '(no Location)'}; "
+        "redirects are not followed",
+        status=status,
+        request_id=headers.get("X-Request-ID"),
+        body=body,
+        location=location,
+    )
 
 
 async def _read_bounded(resp: aiohttp.ClientResponse, limit: int) -> bytes:
