@@ -43,6 +43,39 @@ The table shows medians of ``--repeat`` runs (the client order rotates between r
 for each figure its ratio to raw aiohttp's median in the same invocation. Timings on a shared
 machine are noisy: read medians and ratios, never single figures; nothing here asserts a
 timing. The exit status is non-zero if a client run failed or a sandbox was left behind.
+
+``--dialect NAME`` (``extended`` by default, the behaviour above) starts the server with that
+dialect (``serve --dialect``). With ``hopx`` (the service as documented: no extensions, rate
+limits per fixed window of ``--rate-window`` s, 60 by default: control plane 100, agent 300
+per sandbox, 20 creations; a new agent not ready for ``--boot-seconds`` s, 2 by default):
+
+- the clients are hopx_async, raw, hopx_ai smart and hopx_ai as documented (the no-extension
+  client would repeat hopx_async: every extension is already off);
+- a fresh server per client run, so that one run's creations and control-plane requests do not
+  use up the next run's window (creations and the boot wait are before the clock);
+- raw and hopx_ai smart poll every ``max(--interval, W / L_agent)`` s (W the window, L_agent the
+  agent limit: 0.2 s at 300/min), the fastest a poller may sustain without a 429 however the
+  window falls, so raw is a fair peer; hopx_ai as documented keeps its ``--doc-interval`` pause
+  per task thread, as its docs show it, and takes the 429s that follow;
+- ``--create-rate``, ``--boot-seconds``, ``--control-rate`` and ``--rate-window`` pass through to
+  ``serve`` (the dialect's documented values if not given); the agent limit stays the documented
+  300/min per sandbox, which the targets are about;
+- three more columns: the 429s the proxy answered during the whole client run (creations and
+  clean-up included), the least wall time the rate limit allows for the measured phase, and
+  the mean poll pause (wall * sandboxes / requests: the average time between two polls of one
+  sandbox, for hopx_async whose pause adapts; raw's is its fixed interval plus the answer).
+
+That least wall time: per sandbox the client must send S = ceil(N / sandboxes) starts plus at
+least one list after its last task ended, and it has already sent one list (the health check
+before the clock) in the current window. In a fixed window of L_agent requests per W seconds,
+``r = S + 2`` requests need ``ceil(r / L_agent) - 1`` window resets after the first, so::
+
+    T_min = (ceil((S + 2) / L_agent) - 1) * W + d
+
+where d is the task's duration (``--task-seconds``, 0.2 for ``sleep 0.2``): the last task
+cannot be seen as ended before it has run. At N = 1,000 over 20 sandboxes S = 50 and r = 52 <=
+300, so the agent limit does not bind and T_min = d. The creation limit binds the set-up, not
+the measured phase: ``(ceil(sandboxes / L_create) - 1) * W + boot`` (printed on its own line).
 """
 
 from __future__ import annotations
@@ -53,6 +86,7 @@ import concurrent.futures
 import importlib
 import importlib.metadata
 import json
+import math
 import os
 import platform
 import re
@@ -89,6 +123,13 @@ CLIENTS: dict[str, str] = {
     "hopx_ai-docs": "hopx_ai as documented",
 }
 BASELINE = "raw"
+#: the clients of the ``hopx`` dialect (every extension is off there: no separate no-ext run)
+HOPX_CLIENTS = ["hopx_async", "raw", "hopx_ai-smart", "hopx_ai-docs"]
+#: the documented limits of the ``hopx`` dialect (serve's defaults)
+HOPX_AGENT_RATE = 300
+HOPX_CREATE_RATE = 20
+HOPX_WINDOW = 60.0
+HOPX_BOOT = 2.0
 
 
 # =========================================================================== driver side
@@ -112,6 +153,8 @@ class CountingProxy:
         self.hide_features = hide_features
         self.counts: Counter[str] = Counter()
         self.sizes: Counter[str] = Counter()
+        #: 429 answers forwarded (all routes, the whole client run)
+        self.refused = 0
         self.marks: dict[str, tuple[Counter[str], Counter[str], dict[str, float]]] = {}
         #: called at each mark; its figures are stored with the counters
         self.probe: Callable[[], dict[str, float]] = dict
@@ -167,6 +210,8 @@ class CountingProxy:
         ) as upstream:
             payload = await upstream.read()
             status = upstream.status
+            if status == 429:
+                self.refused += 1
             content_type = upstream.headers.get("Content-Type", "").split(";")[0]
             passthrough = {
                 k: v
@@ -200,6 +245,9 @@ class Sample:
     server_cpu_ms_per_task: float
     server_threads: float
     proxy_cpu_ms_per_task: float
+    refused: float = 0.0
+    #: the mean pause between two non-start requests to one sandbox: wall * sandboxes / requests
+    pause_ms: float = 0.0
 
 
 @dataclass
@@ -244,10 +292,34 @@ def own_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def start_server() -> tuple[subprocess.Popen[str], str, str]:
+def serve_options(args: argparse.Namespace) -> list[str]:
+    """The ``serve`` options of ``--dialect`` and the knobs given."""
+    if args.dialect == "extended":
+        return []
+    options = ["--dialect", args.dialect]
+    for flag, value in (
+        ("--create-rate", args.create_rate),
+        ("--boot-seconds", args.boot_seconds),
+        ("--control-rate", args.control_rate),
+        ("--rate-window", args.rate_window),
+    ):
+        if value is not None:
+            options += [flag, str(value)]
+    return options
+
+
+def start_server(options: list[str] | None = None) -> tuple[subprocess.Popen[str], str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HOPX_")}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "hopx_async.local", "serve", "--log-level", "WARNING"],
+        [
+            sys.executable,
+            "-m",
+            "hopx_async.local",
+            "serve",
+            "--log-level",
+            "WARNING",
+            *(options or []),
+        ],
         stdout=subprocess.PIPE,
         text=True,
         env=env,
@@ -316,6 +388,7 @@ async def run_client(
         str(args.doc_threads),
     ]
     proxy.marks.clear()
+    proxy.refused = 0
     proxy.probe = lambda: {"server": process_cpu(server), "proxy": own_cpu()}
     threads = 0
 
@@ -346,8 +419,9 @@ async def run_client(
     if starts != tasks:
         raise RuntimeError(f"the proxy saw {starts} starts for {tasks} tasks")
     latencies = [float(x) for x in result["latencies"]]
+    requests = sum(n for key, n in counts.items() if key != START_ROUTE)
     return Sample(
-        requests=sum(n for key, n in counts.items() if key != START_ROUTE),
+        requests=requests,
         kib=sum(n for key, n in sizes.items() if key != START_ROUTE) / 1024,
         cpu_ms_per_task=result["cpu"] * 1000 / tasks,
         rss_mib=result["rss_kib"] / 1024,
@@ -358,6 +432,8 @@ async def run_client(
         server_cpu_ms_per_task=cpu.get("server", 0.0) * 1000 / tasks,
         server_threads=threads,
         proxy_cpu_ms_per_task=cpu.get("proxy", 0.0) * 1000 / tasks,
+        refused=proxy.refused,
+        pause_ms=result["wall"] * max(1, tasks // PER_SANDBOX) * 1000 / max(1, requests),
     )
 
 
@@ -374,16 +450,24 @@ async def run_matrix(
 ) -> tuple[dict[tuple[int, str], Cell], int]:
     cells: dict[tuple[int, str], Cell] = {}
     left = 0
+    # extended: one server per size; a rate-limited dialect: one per client run, so that
+    # a run's creations and control-plane requests leave the next run a fresh window
+    fresh = args.dialect != "extended"
     for tasks in args.sizes:
-        server, base_url, api_key = start_server()
-        try:
-            async with (
-                CountingProxy(base_url) as plain,
-                CountingProxy(base_url, hide_features=True) as hidden,
-            ):
-                for r in range(args.repeat):
-                    order = clients[r % len(clients) :] + clients[: r % len(clients)]
-                    for name in order:
+        runs = [
+            (r, name)
+            for r in range(args.repeat)
+            for name in clients[r % len(clients) :] + clients[: r % len(clients)]
+        ]
+        groups = [[run] for run in runs] if fresh else [runs]
+        for group in groups:
+            server, base_url, api_key = start_server(serve_options(args))
+            try:
+                async with (
+                    CountingProxy(base_url) as plain,
+                    CountingProxy(base_url, hide_features=True) as hidden,
+                ):
+                    for r, name in group:
                         cell = cells.setdefault((tasks, name), Cell())
                         if cell.error is not None:
                             continue
@@ -401,6 +485,7 @@ async def run_matrix(
                         print(
                             f"  N={tasks:<5} run {r + 1}/{args.repeat} {name:<17} "
                             f"{sample.wall:6.2f} s {sample.requests:7d} req "
+                            f"{sample.refused:5.0f} 429s "
                             f"{sample.kib:9.1f} KiB {sample.cpu_ms_per_task:6.3f} ms/task "
                             f"{sample.rss_mib:6.1f} MiB p50 {sample.p50_ms:6.1f} ms "
                             f"p99 {sample.p99_ms:7.1f} ms; server "
@@ -409,20 +494,44 @@ async def run_matrix(
                             f"{sample.proxy_cpu_ms_per_task:6.3f} ms/task",
                             flush=True,
                         )
-            remaining = await live_sandboxes(base_url, api_key)
-            if remaining:
-                print(f"  N={tasks}: {remaining} sandbox(es) left on the server", flush=True)
-            left += remaining
-        finally:
-            stop_server(server)
+                remaining = await live_sandboxes(base_url, api_key)
+                if remaining:
+                    print(f"  N={tasks}: {remaining} sandbox(es) left on the server", flush=True)
+                left += remaining
+            finally:
+                stop_server(server)
     return cells, left
+
+
+def least_wall(args: argparse.Namespace, tasks: int) -> float:
+    """The least wall time the agent limit allows for the measured phase (module docstring)."""
+    sandboxes = max(1, tasks // PER_SANDBOX)
+    starts = math.ceil(tasks / sandboxes)
+    window = args.rate_window if args.rate_window is not None else HOPX_WINDOW
+    resets = math.ceil((starts + 2) / HOPX_AGENT_RATE) - 1
+    return resets * window + args.task_seconds
+
+
+def least_setup(args: argparse.Namespace, tasks: int) -> float:
+    """The least time the creation limit and the boot delay allow for the set-up."""
+    sandboxes = max(1, tasks // PER_SANDBOX)
+    rate = args.create_rate if args.create_rate is not None else HOPX_CREATE_RATE
+    window = args.rate_window if args.rate_window is not None else HOPX_WINDOW
+    boot = args.boot_seconds if args.boot_seconds is not None else HOPX_BOOT
+    return (math.ceil(sandboxes / rate) - 1) * window + boot
 
 
 def _fmt(value: float, digits: int) -> str:
     return f"{value:,.{digits}f}"
 
 
-def table(cells: dict[tuple[int, str], Cell], sizes: list[int], clients: list[str]) -> str:
+def table(
+    cells: dict[tuple[int, str], Cell],
+    sizes: list[int],
+    clients: list[str],
+    args: argparse.Namespace | None = None,
+) -> str:
+    limited = args is not None and args.dialect != "extended"
     columns = [
         ("requests", "requests", 0),
         ("kib", "KiB", 0),
@@ -434,7 +543,11 @@ def table(cells: dict[tuple[int, str], Cell], sizes: list[int], clients: list[st
         ("server_cpu_ms_per_task", "server CPU ms/task", 3),
         ("server_threads", "server threads", 0),
     ]
-    head = ["N", "sandboxes", "client", "runs", "wall s", *(c[1] for c in columns)]
+    if limited:
+        columns.insert(0, ("refused", "429s", 0))
+        columns.insert(2, ("pause_ms", "mean poll pause ms", 0))
+    extra = ["least wall s"] if limited else []
+    head = ["N", "sandboxes", "client", "runs", "wall s", *extra, *(c[1] for c in columns)]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     for tasks in sizes:
         base = cells.get((tasks, BASELINE))
@@ -448,6 +561,10 @@ def table(cells: dict[tuple[int, str], Cell], sizes: list[int], clients: list[st
                 lines.append("| " + " | ".join(row) + " |")
                 continue
             row += [str(len(cell.samples)), _fmt(cell.median("wall"), 2)]
+            if limited:
+                assert args is not None
+                least = least_wall(args, tasks)
+                row.append(f"{_fmt(least, 2)} ({cell.median('wall') / least:.2f}x)")
             for attr, _, digits in columns:
                 value = cell.median(attr)
                 text = _fmt(value, digits)
@@ -483,10 +600,21 @@ def driver(args: argparse.Namespace) -> int:
         f"raw and hopx_ai smart poll every {args.interval:g} s; hopx_ai as documented: "
         f"{args.doc_interval:g} s pause, at most {args.doc_threads} threads (tasks) at a time"
     )
+    if args.dialect != "extended":
+        print(
+            f"dialect {args.dialect}: serve {' '.join(serve_options(args))}; agent limit "
+            f"{HOPX_AGENT_RATE}/window per sandbox; raw and hopx_ai smart poll every "
+            f"{args.interval:g} s (at most the sustained rate the agent limit allows)"
+        )
+        for n in args.sizes:
+            print(
+                f"  N={n:,}: least wall time of the measured phase {least_wall(args, n):.2f} s; "
+                f"least set-up (creations, boot) {least_setup(args, n):.1f} s"
+            )
     cells, left = asyncio.run(run_matrix(args, clients))
     wall = time.perf_counter() - started
     print()
-    print(table(cells, args.sizes, clients))
+    print(table(cells, args.sizes, clients, args))
     print()
     print(
         "requests and KiB: what the proxy received and answered between the first start and "
@@ -497,6 +625,15 @@ def driver(args: argparse.Namespace) -> int:
         "user+sys of the server process (not of the tasks) over the same phase; server "
         "threads: the most seen in the server process (sampled every 50 ms) during the client "
         f"run; (x): ratio to {CLIENTS[BASELINE]} in this invocation."
+        + (
+            " 429s: refusals the proxy forwarded over the whole client run (set-up and "
+            "clean-up included); least wall: (ceil((S + 2) / L_agent) - 1) * W + d, "
+            "S the starts per sandbox (see the module docstring), (x): wall over it; mean poll "
+            "pause: wall * sandboxes / requests, the average pause between two polls of a "
+            "sandbox (compare detect p50 with it)."
+            if args.dialect != "extended"
+            else ""
+        )
     )
     hard = [
         f"N={n} {c}"
@@ -695,10 +832,22 @@ async def client_raw(cfg: Config) -> dict[str, Any]:
                     raise TimeoutError("tasks still running")
                 await asyncio.sleep(cfg.interval)
 
+        async def ready(sandbox: dict[str, Any]) -> None:
+            # before the clock: a new agent may not be ready yet (the hopx dialect's boot)
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    await listing(sandbox)
+                    return
+                except aiohttp.ClientResponseError:
+                    if time.monotonic() > deadline:
+                        raise
+                    await asyncio.sleep(0.25)
+
         made = await asyncio.gather(*(create() for _ in range(cfg.sandboxes)))
         sandboxes = list(made)
         try:
-            await asyncio.gather(*(listing(s) for s in sandboxes))
+            await asyncio.gather(*(ready(s) for s in sandboxes))
             meter.begin()
             pollers = [asyncio.ensure_future(poll(n)) for n in range(len(sandboxes))]
             for batch in cfg.batches():
@@ -730,7 +879,16 @@ def _official_sandboxes(cfg: Config) -> list[Any]:
     # before the clock: builds each sandbox's agent client (its lazy set-up is not
     # thread-safe) and health-checks it, as the other clients' first list does
     for sandbox in made:
-        sandbox.list_processes()
+        deadline = time.monotonic() + 60
+        while True:  # a new agent may not be ready yet (the hopx dialect's boot)
+            try:
+                sandbox.list_processes()
+                break
+            except Exception:
+                if time.monotonic() > deadline:
+                    _official_kill(made)
+                    raise
+                time.sleep(0.25)
     return made
 
 
@@ -902,6 +1060,20 @@ def main(argv: list[str] | None = None) -> int:
         "--doc-threads", type=int, default=100, help="hopx_ai as documented: threads (100)"
     )
     parser.add_argument("--quick", action="store_true", help="CI smoke run: N=100, once")
+    parser.add_argument(
+        "--dialect",
+        choices=["extended", "hopx", "openapi"],
+        default="extended",
+        help="the local backend's dialect (extended; hopx: documented rate limits)",
+    )
+    parser.add_argument(
+        "--task-seconds", type=float, default=0.2, help="a task's duration, for the least wall"
+    )
+    knobs = parser.add_argument_group("dialect knobs, passed to serve (the dialect's default)")
+    knobs.add_argument("--create-rate", type=int, default=None, metavar="N", help="per window")
+    knobs.add_argument("--boot-seconds", type=float, default=None, metavar="S")
+    knobs.add_argument("--control-rate", type=int, default=None, metavar="N", help="per window")
+    knobs.add_argument("--rate-window", type=float, default=None, metavar="S", help="seconds")
     parser.add_argument("--run-client", choices=list(CLIENTS), help=argparse.SUPPRESS)
     parser.add_argument("--tasks", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -913,6 +1085,12 @@ def main(argv: list[str] | None = None) -> int:
         return client_main(args)
     if args.quick:
         args.sizes, args.repeat = [100], 1
+    if args.dialect != "extended":
+        if args.clients == list(CLIENTS):
+            args.clients = list(HOPX_CLIENTS)
+        window = args.rate_window if args.rate_window is not None else HOPX_WINDOW
+        # raw and hopx_ai smart: the sustained rate the agent limit allows, no faster
+        args.interval = max(args.interval, window / HOPX_AGENT_RATE)
     return driver(args)
 
 
