@@ -295,6 +295,13 @@ def make_agent_app(dialect: Dialect) -> web.Application:
     app.router.add_put(agent + "/env", put_env)
     app.router.add_patch(agent + "/env", patch_env)
     app.router.add_delete(agent + "/env", delete_env)
+    _add_file_routes(app, agent)
+    app.router.add_post(agent + "/execute/async", execute_async)
+    return app
+
+
+def _add_file_routes(app: web.Application, agent: str) -> None:
+    """The ``/files/*`` routes, the same in every dialect."""
     app.router.add_get(agent + "/files/read", files.read_file)
     app.router.add_post(agent + "/files/write", files.write_file)
     app.router.add_get(agent + "/files/list", files.list_files)
@@ -303,8 +310,6 @@ def make_agent_app(dialect: Dialect) -> web.Application:
     app.router.add_post(agent + "/files/mkdir", files.make_dir)
     app.router.add_post(agent + "/files/upload", files.upload_file)
     app.router.add_get(agent + "/files/download", files.download_file)
-    app.router.add_post(agent + "/execute/async", execute_async)
-    return app
 
 
 def make_strict_agent_app(dialect: Dialect) -> web.Application:
@@ -329,14 +334,7 @@ def make_strict_agent_app(dialect: Dialect) -> web.Application:
     app.router.add_put(agent + "/env", strict.strict_put_env)
     app.router.add_patch(agent + "/env", strict.strict_patch_env)
     app.router.add_delete(agent + "/env", strict.strict_delete_env)
-    app.router.add_get(agent + "/files/read", files.read_file)
-    app.router.add_post(agent + "/files/write", files.write_file)
-    app.router.add_get(agent + "/files/list", files.list_files)
-    app.router.add_get(agent + "/files/exists", files.file_exists)
-    app.router.add_delete(agent + "/files/remove", files.remove_file)
-    app.router.add_post(agent + "/files/mkdir", files.make_dir)
-    app.router.add_post(agent + "/files/upload", files.upload_file)
-    app.router.add_get(agent + "/files/download", files.download_file)
+    _add_file_routes(app, agent)
     if dialect.async_route:
         app.router.add_post(agent + "/execute/async", strict.strict_execute_async)
     return app
