@@ -73,6 +73,7 @@ class DictAccess:
         Datetimes stay datetimes; with ``json_ready=True`` they become ISO-8601 strings and
         nested records dicts, so that ``json.dumps(info.to_dict(json_ready=True))`` works.
 
+        >>> from hopx_async import ProcessInfo
         >>> ProcessInfo.from_wire({"process_id": "proc_1", "status": "running",
         ...     "started_at": 0}).to_dict(json_ready=True)["started_at"]
         '1970-01-01T00:00:00+00:00'

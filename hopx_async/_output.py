@@ -177,9 +177,7 @@ def status_only(data: Mapping[str, Any]) -> ProcessInfo:
     return ProcessInfo.from_wire({**data, "stdout": None, "stderr": None})
 
 
-#: characters of the last text seen that locate it in a slid tail
-_ANCHOR = 64
-#: anchors tried before the tail is taken as having slid past (repetitive output)
+#: candidate positions tried before the tail is taken as having slid past (repetitive output)
 _TRIES = 256
 
 
@@ -230,22 +228,32 @@ class TailFollower:
 
 
 def _overlap(last: str, text: str) -> int | None:
-    """Where the text after ``last`` starts in ``text`` (a tail that slid on from ``last``):
+    r"""Where the text after ``last`` starts in ``text`` (a tail that slid on from ``last``):
     the largest ``p`` with ``text[:p] == last[-p:]`` (a smaller one can be a repeated line,
-    which would yield lines twice) that spans a line break, found by an anchor; None if none
-    (within a few tries)."""
-    if not last:
+    which would yield lines twice) that spans a line break; None if none (within a few tries).
+
+    The new tail's head up to its second line break (its cut first line and one whole line)
+    is looked up in ``last``, leftmost first: unlike the end of ``last``, which can be in the
+    middle of a long run of one character, that head is rare. An overlap within one line is
+    ambiguous (a cut first line can match the end of any line), so a text with no line break
+    has none.
+
+    >>> _overlap("ab\n01\n02\nxyz", "01\n02\nxyz\n03")
+    9
+    >>> _overlap("aaaa", "aaaab") is None
+    True
+    """
+    first = text.find("\n")
+    if not last or first < 0:
         return None
-    anchor = last[-_ANCHOR:]
-    right = min(len(last), len(text))
+    second = text.find("\n", first + 1)
+    anchor = text[: second + 1] if second >= 0 else text
+    at = last.find(anchor)
     for _ in range(_TRIES):
-        at = text.rfind(anchor, 0, right)
         if at < 0:
             return None
-        end = at + len(anchor)
-        # An overlap within one line is ambiguous (a cut first line of the tail can match
-        # the end of any line): it counts only when it spans a line break.
-        if text.find("\n", 0, end - 1) >= 0 and last.endswith(text[:end]):
-            return end
-        right = end - 1
+        size = len(last) - at
+        if size <= len(text) and text.startswith(last[at:]):
+            return size
+        at = last.find(anchor, at + 1)
     return None

@@ -135,3 +135,26 @@ async def test_wait_flags_a_truncated_tail(backend: Any) -> None:
         result = await proc.wait(timeout=60)
         assert result.stdout_truncated is True and result.stderr_truncated is False
         assert result.output_available
+
+
+@pytest.mark.parametrize(("seen", "now"), [(1_550_000, 1_750_000), (1_550_000, 1_560_000)])
+def test_tail_follower_finds_where_a_tail_ending_mid_line_went_on(seen: int, now: int) -> None:
+    """The last record seen ends in the middle of a long line of one character (a poll that
+    caught a partial write): the next tail goes on from there, every line once, no gap."""
+    from hopx_async._models import ProcessInfo
+    from hopx_async._output import TailFollower
+
+    stream = "".join(f"{i:05d}" + "x" * (LINE - 6) + "\n" for i in range(30))
+    cut = 1 << 20
+    follow = TailFollower()
+
+    def record(upto: int) -> ProcessInfo:
+        text = stream[:upto]
+        return ProcessInfo(
+            process_id="p", status="running", stdout=text[-cut:], stdout_truncated=len(text) > cut
+        )
+
+    first = follow.take(record(seen))
+    second = follow.take(record(now))
+    assert [c.gap for c in second] == [False]
+    assert "".join(c.text for c in first + second) == stream[seen - cut : now], "each once"
