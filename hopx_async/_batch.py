@@ -234,8 +234,7 @@ class _Run:
                             proc = box.process(st.process_id)
                             self.stats.reattached += 1
                     else:
-                        box = self.place(index, attempt)
-                        proc = await self.start(index, attempt, box)
+                        box, proc = await self.start(index, attempt)
                     if result is None:
                         assert proc is not None
                         assert box is not None
@@ -265,12 +264,14 @@ class _Run:
         past = self.deadline is not None and time.monotonic() >= self.deadline
         return self.log.durable and self.tally.failure is None and not past
 
-    async def start(self, index: int, attempt: int, box: AsyncSandbox) -> AsyncBackgroundProcess:
-        """Start attempt ``attempt`` of task ``index`` in ``box``: the intent recorded first;
-        a 429 (after the transport's own retries) waits and sends again (it was refused
-        unprocessed), a 503 too once a named start is not found in the sandbox."""
+    async def start(self, index: int, attempt: int) -> tuple[AsyncSandbox, AsyncBackgroundProcess]:
+        """Start attempt ``attempt`` of task ``index`` (placed by :meth:`place`): the intent
+        recorded first; a 429 (after the transport's own retries) waits and sends again (it
+        was refused unprocessed), a 503 too once a named start is not found in the sandbox;
+        a sandbox found gone is left for the next one."""
         task = self.items[index]
         name = process_name(task, self.log.id, index, attempt) if self.log.durable else None
+        box = self.place(index, attempt)
         self.log.intent(index, attempt, box.id, name or task.name or "")
         refused = 0
         while True:
@@ -282,6 +283,10 @@ class _Run:
             except RateLimitError as exc:
                 refused += 1
                 await self.refused(refused, exc.retry_after)
+            except SandboxNotFoundError:
+                self.lost.add(box.id)
+                box = self.place(index, attempt)
+                self.log.intent(index, attempt, box.id, name or task.name or "")
             except ServiceUnavailableError:
                 if name is None:
                     raise
@@ -294,7 +299,7 @@ class _Run:
         self.answered()
         self.log.started(index, attempt, box.id, proc.id)
         self.stats.started += 1
-        return proc
+        return box, proc
 
     async def refused(self, times: int, advice: float | None) -> None:
         self.stats.throttled += 1

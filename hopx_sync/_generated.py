@@ -498,7 +498,8 @@ class Sandbox(_Twin):
     def kill(self) -> None:
         """Destroy the sandbox and everything running in it. Killing twice is harmless.
 
-        Pending waits on its processes end with :class:`SandboxNotFoundError`.
+        Pending waits on its processes end with :class:`SandboxLostError` (a
+        :class:`SandboxNotFoundError`).
 
         >>> sandbox.kill()  # doctest: +SKIP
         """
@@ -904,26 +905,32 @@ class BackgroundProcess(_Twin):
         """
         return self._runner.run(self._async.refresh())
 
-    def wait(self, timeout: float | None = None, *, check: bool = False) -> ProcessResult:
+    def wait(
+        self, timeout: float | None = None, *, check: bool = False, keep_alive: bool = False
+    ) -> ProcessResult:
         """Wait until the process ends and return its result, output included.
 
         ``timeout`` bounds the wait only: on expiry :class:`WaitTimeoutError` (also a
         ``TimeoutError``) is raised and the process keeps running. With ``check=True`` a
         failed, killed or timed-out process raises :class:`ProcessFailedError`. A process
-        the sandbox does not know raises :class:`ProcessNotFoundError` at once; a closed
-        client ends the wait with :class:`ClientClosedError`.
+        the sandbox does not know raises :class:`ProcessNotFoundError` at once; a sandbox
+        that disappears meanwhile (killed, expired) :class:`SandboxLostError`; a closed
+        client ends the wait with :class:`ClientClosedError`. With ``keep_alive=True`` the
+        sandbox's timeout is extended while the wait lasts (never past ``timeout``).
 
         >>> result = proc.wait(timeout=30, check=True)  # doctest: +SKIP
         """
-        return self._runner.run(self._async.wait(timeout, check=check))
+        return self._runner.run(self._async.wait(timeout, check=check, keep_alive=keep_alive))
 
-    def kill(self) -> bool:
-        """Kill the process (its whole process group). False when it had already ended.
+    def kill(self, *, timeout: float = 30) -> bool:
+        """Kill the process (its whole process group) and return True once the server
+        reports it ended; False when it had already ended. Raises :class:`WaitTimeoutError`
+        when the end is not confirmed within ``timeout`` seconds.
 
         >>> proc.kill()  # doctest: +SKIP
         True
         """
-        return self._runner.run(self._async.kill())
+        return self._runner.run(self._async.kill(timeout=timeout))
 
     def output(self, *, interval: float | None = None) -> Iterator[OutputChunk]:
         """Stream new stdout/stderr as it appears, until the process ends.
