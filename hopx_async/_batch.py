@@ -357,7 +357,7 @@ async def run_many(
     stats: BatchStats | None = None,
 ) -> list[ProcessResult]:
     """Run tasks over sandboxes. See :meth:`AsyncHopx.run_many`."""
-    items, boxes = check_tasks(tasks, sandboxes, max_concurrency)
+    items, boxes = check_tasks(tasks, sandboxes, max_concurrency, allow_none=manifest is not None)
     limit = validate.optional_timeout("timeout", timeout)
     check_callback(on_progress)
     retries = check_retries(retries)
@@ -365,6 +365,20 @@ async def run_many(
         raise ValidationError("stats", f"expected a BatchStats, got {type(stats).__name__}")
     counters = stats if stats is not None else BatchStats()
     log = open_manifest(manifest, items) if manifest is not None else Manifest.memory(len(items))
+    if not boxes:
+        unfinished = sum(not state.finished(retries) for state in log.states)
+        log.close()
+        if unfinished:
+            raise ValidationError(
+                "sandboxes",
+                f"expected at least one sandbox ({unfinished} tasks of the manifest to run)",
+            )
+        done = [state.result for state in log.states if state.result is not None]
+        counters.from_manifest = len(done)
+        for count, result in enumerate(done, 1):
+            if on_progress is not None:
+                on_progress(count, len(done), result)
+        return done
     bound = min(max_concurrency, max(len(items), 1))
     counters.concurrency = counters.lowest_concurrency = bound
 

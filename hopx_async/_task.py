@@ -92,7 +92,11 @@ class BatchStats:
 
 
 def check_tasks(
-    tasks: Iterable[Task], sandboxes: Iterable[AsyncSandbox], max_concurrency: int
+    tasks: Iterable[Task],
+    sandboxes: Iterable[AsyncSandbox],
+    max_concurrency: int,
+    *,
+    allow_none: bool = False,
 ) -> tuple[list[Task], list[AsyncSandbox]]:
     """The arguments of ``run_many``, checked before any I/O."""
     if isinstance(tasks, (str, bytes, Mapping)):
@@ -104,7 +108,7 @@ def check_tasks(
     if isinstance(sandboxes, (str, bytes, Mapping)):
         raise ValidationError("sandboxes", "expected a list of sandboxes")
     boxes = list(sandboxes)
-    if not boxes:
+    if not boxes and not allow_none:
         raise ValidationError("sandboxes", "expected at least one sandbox")
     for box in boxes:
         if not hasattr(box, "run_code_background") or not hasattr(box, "commands"):

@@ -245,7 +245,10 @@ async def _map(
         except ValidationError as exc:
             raise CliError(str(exc), EXIT_USAGE) from None
         recorded = list(log.sandboxes)
+        finished = all(state.finished(retries) for state in log.states)
         log.close()
+    else:
+        finished = False
     stats = BatchStats()
     run = _Run(tasks, items, max_concurrency, manifest, retries, stats, quiet=as_json)
     interrupted = False
@@ -256,12 +259,14 @@ async def _map(
                 sandboxes = list(
                     await asyncio.gather(*(client.sandboxes.connect(i) for i in sandbox_ids))
                 )
+            elif finished:  # every result is in the manifest: no sandbox needed
+                sandboxes = []
             else:
                 created = await _sandboxes_for(
                     client, recorded, manifest, tasks, min(count, len(tasks)), template
                 )
                 sandboxes = created
-            results = await interruptible(run.go(sandboxes))
+            results = await interruptible(run.go(client, sandboxes))
         except Interrupted:
             interrupted = True
             resumable = manifest is not None
@@ -388,11 +393,11 @@ class _Run:
         self.stats = stats
         self.quiet = quiet
 
-    async def go(self, sandboxes: list[AsyncSandbox]) -> list[ProcessResult]:
+    async def go(self, client: AsyncHopx, sandboxes: list[AsyncSandbox]) -> list[ProcessResult]:
         tasks, items, total = self.tasks, self.items, len(self.tasks)
 
         async def run(progress: ProgressCallback | None) -> list[ProcessResult]:
-            return await sandboxes[0].client.run_many(
+            return await client.run_many(
                 tasks,
                 sandboxes=sandboxes,
                 max_concurrency=self.max_concurrency,
