@@ -3,10 +3,11 @@ plane (``PUT /v1/sandboxes/{id}/timeout``) as long as somebody holds it.
 
 A sandbox created with ``timeout_seconds=T`` is killed by the service ``T`` seconds after its
 creation (or after the last extension). While at least one holder (a ``run_many`` task
-running in it, a ``wait(keep_alive=True)``) holds it, the timeout is set again to ``T``
-every ``T / 3`` seconds (at least 1 s apart), but never past the latest deadline of its
-holders; once the last holder lets go, nothing more is sent and the sandbox expires ``T``
-seconds after the last extension. A sandbox without a timeout needs nothing.
+running in it, a ``wait(keep_alive=True)``) holds it, its expiry is read once, and then
+whenever less than ``2T/3`` of it is left the timeout is set again to ``T`` (about every
+``T/3`` seconds, at least 1 s apart), but never past the latest deadline of its holders; a
+longer expiry set by hand is left alone until it runs down. Once the last holder lets go,
+nothing more is sent. A sandbox without a timeout needs nothing.
 """
 
 from __future__ import annotations
@@ -48,7 +49,15 @@ def _latest(deadlines: list[float | None]) -> float | None:
 
 
 async def _extend(sandbox: AsyncSandbox, keeper: _Keeper, seconds: int) -> None:
+    try:
+        info = await sandbox.get_info()  # its expiry now: a longer one set by hand is kept
+    except SandboxNotFoundError:
+        return  # gone: its waits learn it from their own requests
+    except HopxError:
+        info = sandbox.info
+    expires = info.expires_at.timestamp() if info.expires_at is not None else time.time()
     while keeper.deadlines:
+        remaining = expires - time.time()
         deadline = _latest(keeper.deadlines)
         give = seconds
         if deadline is not None:
@@ -56,16 +65,19 @@ async def _extend(sandbox: AsyncSandbox, keeper: _Keeper, seconds: int) -> None:
             if left <= 0:
                 return
             give = min(seconds, max(1, math.ceil(left)))
-        try:
-            await sandbox.set_timeout(give)
-        except SandboxNotFoundError:
-            return  # gone: its waits learn it from their own requests
-        except HopxError as exc:
-            logger.debug("keep-alive of %s: %s", sandbox.id, exc)
-        else:
-            for counted in keeper.extended:
-                counted()
-        await asyncio.sleep(max(1.0, seconds / 3))
+        if remaining < seconds * 2 / 3 and give > remaining:
+            try:
+                await sandbox.set_timeout(give)
+            except SandboxNotFoundError:
+                return
+            except HopxError as exc:
+                logger.debug("keep-alive of %s: %s", sandbox.id, exc)
+            else:
+                expires = time.time() + give
+                for counted in keeper.extended:
+                    counted()
+            remaining = expires - time.time()
+        await asyncio.sleep(max(1.0, remaining - seconds * 2 / 3))
 
 
 @asynccontextmanager

@@ -1,4 +1,9 @@
-"""The manifest of a resumable fan-out: an append-only file of JSON lines, each fsync'd.
+"""The manifest of a resumable fan-out: an append-only file of JSON lines.
+
+Every line is written through to the operating system at once (it survives the driver
+being killed); the header and each intent are also fsync'd before the run goes on (they
+survive a power loss too). A ``started`` or ``ended`` line lost with the machine is found
+out again: the intent's process name finds the process, which is then waited on.
 
 The first line names the batch: ``{"kind": "batch", "format": 1, "batch": HASH, "id": ID,
 "tasks": N}``, where ``HASH`` is the identity of the tasks (their code or command, language,
@@ -227,14 +232,18 @@ class Manifest:
             self._file.close()
             self._file = None
 
-    def _append(self, record: dict[str, Any]) -> None:
+    def _append(self, record: dict[str, Any], *, sync: bool = True) -> None:
+        """Append ``record``; ``sync``: on disk before this returns (``fsync``), else handed
+        to the operating system only (it survives the process being killed, not a power
+        loss: what such a record says a resumed run finds out again by itself)."""
         if self.path is None:
             return
         if self._file is None:
             self._file = _open_append(self.path)
         self._file.write(json.dumps(record, separators=(",", ":")) + "\n")
         self._file.flush()
-        os.fsync(self._file.fileno())
+        if sync:
+            os.fsync(self._file.fileno())
 
     # ----------------------------------------------------------------- records
     def record_sandbox(self, sandbox_id: str) -> None:
@@ -264,7 +273,7 @@ class Manifest:
             "sandbox_id": sandbox_id,
             "process_id": process_id,
         }
-        self._append(record)
+        self._append(record, sync=False)  # if lost: the intent's name finds the process
         _apply(self.states[index], record)
 
     def ended(self, index: int, attempt: int, result: ProcessResult) -> None:
@@ -275,7 +284,7 @@ class Manifest:
             "status": result.status,
             "result": result_to_json(result),
         }
-        self._append(record)
+        self._append(record, sync=False)  # if lost: the process is waited on again
         _apply(self.states[index], record, result)
 
 
