@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -46,18 +47,34 @@ else:  # pragma: no cover - Python 3.10
 GONE_STATUSES = frozenset({"killed", "deleted", "terminated", "expired", "stopped"})
 
 
+#: the control-plane question in flight per sandbox: the waits that all fail together when
+#: a sandbox disappears share one request
+_asking: weakref.WeakKeyDictionary[Agent, asyncio.Future[bool]] = weakref.WeakKeyDictionary()
+
+
 async def sandbox_gone(agent: Agent) -> bool:
     """Whether the sandbox no longer exists (asked of the control plane unless this client
-    killed it); False when that cannot be told."""
+    killed it or found it gone already); False when that cannot be told."""
     if agent.killed:
         return True
+    asking = _asking.get(agent)
+    if asking is None or asking.done():
+        asking = _asking[agent] = asyncio.ensure_future(_ask(agent))
+    return await asyncio.shield(asking)
+
+
+async def _ask(agent: Agent) -> bool:
     try:
         info = await agent.refresh_info()
     except SandboxNotFoundError:
-        return True
+        gone = True
     except HopxError:
         return False
-    return info.status in GONE_STATUSES
+    else:
+        gone = info.status in GONE_STATUSES
+    if gone:
+        agent.killed = True  # later requests to it fail at once
+    return gone
 
 
 def lost(agent: Agent, process_id: str, cause: BaseException | None = None) -> SandboxLostError:
