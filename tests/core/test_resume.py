@@ -25,6 +25,7 @@ from hopx_async import (
     AsyncSandbox,
     BatchStats,
     PollPolicy,
+    SandboxNotFoundError,
     Task,
     Timeouts,
     ValidationError,
@@ -244,3 +245,53 @@ async def test_a_manifest_start_is_found_by_name_on_every_dialect(
     listed = {info.name for info in await dialect_sandbox.list_processes()}
     assert names <= listed
     assert [r.status for r in results] == ["completed", "completed"]
+
+
+async def test_an_interrupted_run_leaves_its_processes_for_the_next_one_in_any_sandbox(
+    client: AsyncHopx, tmp_path: Path
+) -> None:
+    """Cancelled from outside, a run with a manifest leaves its processes running; the next
+    run waits on them in their sandbox, connected by id though not among ``sandboxes=``."""
+    manifest = tmp_path / "interrupted.jsonl"
+    tasks = [Task(code=f"import time; time.sleep(1); print('i{i}')") for i in range(3)]
+    async with (
+        client.sandboxes.create("code-interpreter") as first,
+        client.sandboxes.create("code-interpreter") as second,
+    ):
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(
+                client.run_many(tasks, sandboxes=[first], manifest=manifest), 0.5
+            )
+        assert {info.status for info in await first.list_processes()} == {"running"}
+        stats = BatchStats()
+        results = await client.run_many(tasks, sandboxes=[second], manifest=manifest, stats=stats)
+        assert [r.stdout for r in results] == ["i0\n", "i1\n", "i2\n"]
+        assert (stats.reattached, stats.started) == (3, 0)
+        assert await second.list_processes() == []
+
+
+async def test_hopx_map_reuses_the_sandboxes_it_created_and_kills_them_at_the_end(
+    backend: LocalBackend, client: AsyncHopx, tmp_path: Path
+) -> None:
+    manifest = tmp_path / "created.jsonl"
+    code = "import os, time; time.sleep(1); print(os.environ['HOPX_INPUT'])"
+    args = [sys.executable, "-m", "hopx_async.cli", "map", "-n", "1", "--manifest",
+            str(manifest), "-c", code, "x", "y"]  # fmt: skip
+    env = env_for(backend, backend.base_url)
+    first = await asyncio.create_subprocess_exec(*args, env=env, stdout=asyncio.subprocess.PIPE)
+
+    def both_started() -> bool:
+        return sum(r.get("kind") == "started" for r in records(manifest)) == 2
+
+    await kill_when(first, both_started)
+    (created,) = [r["sandbox_id"] for r in records(manifest) if r["kind"] == "sandbox"]
+    second = await asyncio.create_subprocess_exec(
+        *args, "--json", env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    out, err = await asyncio.wait_for(second.communicate(), 60)
+    assert second.returncode == 0, err.decode()
+    assert [row["stdout"] for row in json.loads(out)] == ["x\n", "y\n"]
+    assert "0 from the manifest, 2 re-attached, 0 started" in err.decode()
+    assert [r["sandbox_id"] for r in records(manifest) if r["kind"] == "sandbox"] == [created]
+    with pytest.raises(SandboxNotFoundError):
+        await client.sandboxes.get(created)
