@@ -33,6 +33,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not on Windows
+    fcntl = None  # type: ignore[assignment]
+
 import attrs
 
 from ._errors import ValidationError
@@ -170,34 +175,18 @@ class Manifest:
         states = [TaskState() for _ in tasks]
         header: dict[str, Any] | None = None
         sandboxes: list[str] = []
-        lines = _read_lines(where)
-        for record in lines:
-            if header is None:
-                if record.get("kind") != "batch" or record.get("format") != FORMAT:
-                    raise ValidationError(
-                        "manifest", f"{where} is not a manifest of this SDK (its first line)"
-                    )
-                header = record
-                if record.get("batch") != batch or record.get("tasks") != len(tasks):
-                    raise ValidationError(
-                        "manifest",
-                        f"{where} belongs to a different batch ({record.get('tasks')} tasks, "
-                        f"batch {str(record.get('batch'))[:12]}; these {len(tasks)} tasks are "
-                        f"batch {batch[:12]}): give a new path, or the tasks it was made for",
-                    )
-                continue
-            if record.get("kind") == "sandbox" and isinstance(record.get("sandbox_id"), str):
-                if record["sandbox_id"] not in sandboxes:
-                    sandboxes.append(record["sandbox_id"])
-                continue
-            index = record.get("task")
-            if not isinstance(index, int) or not 0 <= index < len(tasks):
-                continue
-            _apply(states[index], record)
+        handle = _open_append(where)  # locked first: what is read next is the whole story
+        try:
+            header = _read_into(where, batch, len(tasks), states, sandboxes)
+        except BaseException:
+            handle.close()
+            raise
+        if _ends_cut(where):  # the end of a line cut short: the next record starts afresh
+            handle.write("\n")
         manifest_id = str(header["id"]) if header else secrets.token_hex(6)
         manifest = cls(where, batch, manifest_id, states)
         manifest.sandboxes = sandboxes
-        manifest._file = _open_append(where)
+        manifest._file = handle
         if header is None:
             manifest._append(
                 {
@@ -320,6 +309,50 @@ def _apply(state: TaskState, record: dict[str, Any], result: ProcessResult | Non
             state.failures += 1
 
 
+def _read_into(
+    where: Path, batch: str, count: int, states: list[TaskState], sandboxes: list[str]
+) -> dict[str, Any] | None:
+    """Read the manifest at ``where`` into ``states`` and ``sandboxes``; its header (None
+    for an empty file). One of another batch raises :class:`ValidationError`."""
+    header: dict[str, Any] | None = None
+    for record in _read_lines(where):
+        if header is None:
+            if record.get("kind") != "batch" or record.get("format") != FORMAT:
+                raise ValidationError(
+                    "manifest", f"{where} is not a manifest of this SDK (its first line)"
+                )
+            header = record
+            if record.get("batch") != batch or record.get("tasks") != count:
+                raise ValidationError(
+                    "manifest",
+                    f"{where} belongs to a different batch ({record.get('tasks')} tasks, "
+                    f"batch {str(record.get('batch'))[:12]}; these {count} tasks are "
+                    f"batch {batch[:12]}): give a new path, or the tasks it was made for",
+                )
+            continue
+        sandbox_id = record.get("sandbox_id")
+        if record.get("kind") == "sandbox" and isinstance(sandbox_id, str):
+            if sandbox_id not in sandboxes:
+                sandboxes.append(sandbox_id)
+            continue
+        index = record.get("task")
+        if isinstance(index, int) and 0 <= index < count:
+            _apply(states[index], record)
+    return header
+
+
+def _ends_cut(path: Path) -> bool:
+    """Whether the file's last line was cut short (no newline at its end)."""
+    try:
+        if path.stat().st_size == 0:
+            return False
+        with path.open("rb") as existing:
+            existing.seek(-1, os.SEEK_END)
+            return existing.read(1) != b"\n"
+    except OSError:
+        return False
+
+
 def _text(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
 
@@ -343,15 +376,17 @@ def _read_lines(path: Path) -> list[dict[str, Any]]:
 
 
 def _open_append(path: Path) -> Any:
+    """``path`` opened for appending, locked for this run (another run holding it: refused)."""
     try:
-        cut = False
-        if path.exists() and path.stat().st_size > 0:
-            with path.open("rb") as existing:
-                existing.seek(-1, os.SEEK_END)
-                cut = existing.read(1) != b"\n"
         handle = path.open("a", encoding="utf-8")
-        if cut:  # the end of a line cut short: the next record starts afresh
-            handle.write("\n")
     except OSError as exc:
         raise ValidationError("manifest", f"cannot write {path}: {exc}") from None
+    if fcntl is not None:
+        try:  # one run at a time: two would start the same tasks
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            raise ValidationError(
+                "manifest", f"{path} is in use by another run (wait for it to end)"
+            ) from None
     return handle

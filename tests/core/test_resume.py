@@ -209,6 +209,12 @@ async def test_a_manifest_of_another_batch_is_refused_before_any_request(
     with pytest.raises(ValidationError, match="different batch"):
         await client.run_many([Task(code="print(2)")], sandboxes=[sandbox], manifest=manifest)
     assert manifest.read_bytes() == before
+    # one run at a time: a manifest in use by another run is refused too
+    tasks = [Task(code="print(1)")]
+    held = Manifest.open(manifest, tasks)
+    with pytest.raises(ValidationError, match="in use by another run"):
+        await client.run_many(tasks, sandboxes=[sandbox], manifest=manifest)
+    held.close()
     assert await sandbox.list_processes() == []
 
 
