@@ -2,8 +2,9 @@
 
     python resume_driver.py MANIFEST COUNT SANDBOX_ID... (HOPX_API_KEY, HOPX_BASE_URL set)
 
-Task ``i`` prints ``out-i`` and sleeps (0.1 s for the first two, 3 s for the others). Prints
-one JSON line: the results' stdout by task and the run's ``BatchStats``.
+Task ``i`` prints ``out-i``; all but the first two then wait for a file ``go`` in their
+sandbox's workspace (the test writes it once the driver it killed is gone). Prints one JSON
+line: the results' stdout by task and the run's ``BatchStats``.
 """
 
 from __future__ import annotations
@@ -16,11 +17,19 @@ import attrs
 
 from hopx_async import AsyncHopx, BatchStats, PollPolicy, Task, Timeouts
 
+#: what a task runs after printing: wait for the file ``go`` (but at most 60 s)
+HOLD = (
+    "import os, time\n"
+    "for _ in range(1200):\n"
+    "    if os.path.exists('go'):\n"
+    "        break\n"
+    "    time.sleep(0.05)\n"
+)
+
 
 def tasks(count: int) -> list[Task]:
     return [
-        Task(code=f"import time; print('out-{i}'); time.sleep({0.1 if i < 2 else 3})")
-        for i in range(count)
+        Task(code=f"print('out-{i}', flush=True)\n" + ("" if i < 2 else HOLD)) for i in range(count)
     ]
 
 

@@ -3,7 +3,8 @@ run again with the same manifest, starts every task exactly once.
 
 The driver runs as a subprocess (``resume_driver.py``, or ``hopx map``) through the test
 proxy, which holds the answers to the later starts (the backend has started the process,
-the driver has not seen it): the driver is killed with those starts in flight.
+the driver has not seen it): the driver is killed with those starts in flight, and with
+tasks running (they wait for a file the test writes once the second run is under way).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import json
 import os
 import signal
 import sys
+import textwrap
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -34,6 +36,7 @@ from hopx_async._manifest import Manifest, process_name
 from hopx_async.local import LocalBackend
 
 from .proxy import FaultProxy
+from .resume_driver import HOLD
 
 pytestmark = pytest.mark.anyio
 
@@ -89,6 +92,12 @@ async def process_lists(boxes: list[AsyncSandbox]) -> list[Any]:
     return [info for box in boxes for info in await box.list_processes()]
 
 
+async def release(*boxes: AsyncSandbox) -> None:
+    """Let the tasks that wait for ``go`` end."""
+    for box in boxes:
+        await box.files.write("go", "1")
+
+
 def env_for(backend: LocalBackend, url: str) -> dict[str, str]:
     return {**os.environ, "HOPX_API_KEY": backend.api_key, "HOPX_BASE_URL": url}
 
@@ -112,6 +121,7 @@ async def test_a_killed_run_many_resumes_without_starting_a_task_twice(
         second = await asyncio.create_subprocess_exec(
             *args, env=env, stdout=asyncio.subprocess.PIPE
         )
+        await release(one, two)
         out, _ = await asyncio.wait_for(second.communicate(), 90)
         assert second.returncode == 0
         summary = json.loads(out.decode().strip().splitlines()[-1])
@@ -131,10 +141,8 @@ async def test_hopx_map_killed_resumes_over_the_same_sandboxes(
 ) -> None:
     manifest = tmp_path / "map.jsonl"
     inputs = [str(i) for i in range(COUNT)]
-    code = (
-        "import os, time; i = int(os.environ['HOPX_INPUT']); print(f'out-{i}');"
-        " time.sleep(0.1 if i < 2 else 3)"
-    )
+    code = "import os\ni = int(os.environ['HOPX_INPUT'])\nprint(f'out-{i}', flush=True)\n"
+    code += "if i >= 2:\n" + textwrap.indent(HOLD, "    ")
     async with (
         FaultProxy(backend.base_url) as proxy,
         client.sandboxes.create("code-interpreter") as one,
@@ -156,6 +164,7 @@ async def test_hopx_map_killed_resumes_over_the_same_sandboxes(
             *args, "--json", env=env, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
         )  # fmt: skip
+        await release(one, two)
         out, err = await asyncio.wait_for(second.communicate(), 90)
         assert second.returncode == 0, err.decode()
         infos = await process_lists([one, two])
