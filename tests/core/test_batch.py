@@ -252,3 +252,15 @@ async def test_the_keep_alive_route_is_served_by_every_dialect(
     info = await dialect_sandbox.get_info()
     assert info.expires_at is not None
     assert 100 < info.expires_at.timestamp() - time.time() <= 121
+
+
+async def test_keep_alive_costs_no_request_per_task(proxied: AsyncHopx, proxy: FaultProxy) -> None:
+    """A sandbox with a long timeout: its expiry is read once for the whole batch, and
+    nothing is extended while plenty of it is left."""
+    async with proxied.sandboxes.create("code-interpreter", timeout_seconds=3600) as box:
+        before = proxy.count("GET", "/v1/sandboxes/{sbx}")
+        tasks = [Task(code=f"print({i})") for i in range(5)]
+        results = await proxied.run_many(tasks, sandboxes=[box], max_concurrency=1)
+        assert [r.stdout for r in results] == [f"{i}\n" for i in range(5)]
+        assert proxy.count("GET", "/v1/sandboxes/{sbx}") - before == 1
+        assert proxy.count("PUT", "/v1/sandboxes/{sbx}/timeout") == 0
