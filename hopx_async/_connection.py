@@ -111,8 +111,14 @@ class AgentConnection:
             self._features.pop(name, None)
 
     def min_poll_interval(self) -> float:
-        """The shortest polling interval the agent's rate limit allows."""
+        """The shortest polling interval the agent's rate limit allows now: half of what is
+        free above a reserve for other requests, spread until the window's reset."""
         return self.control.transport.min_interval(self.sandbox_id)
+
+    def poll_hold(self) -> float:
+        """Seconds a poll waits before it goes out: until the reset while only the reserve
+        for other requests (starts) is free in the agent's rate-limit window."""
+        return self.control.transport.rate_state(self.sandbox_id).poll_delay()
 
     def forget_token(self) -> None:
         """Treat the token's expiry as unknown (the server's 401 then triggers a refresh)."""

@@ -147,7 +147,7 @@ class Transport:
     def min_interval(self, scope: str) -> float:
         """The shortest polling interval that stays within half the scope's rate limit."""
         state = self._rates.get(scope)
-        return 0.0 if state is None else state.min_interval()
+        return 0.0 if state is None else state.poll_spacing()
 
     def backoff(self, attempt: int, advice: float | None) -> float:
         """Seconds before retry ``attempt`` (0-based): server advice, else full jitter."""
@@ -189,13 +189,15 @@ class Transport:
         attempt = 0
         while True:
             hold = rate.delay()
-            if hold > 0:
+            while hold > 0:  # nothing free in the window: others may be waiting as well
                 await asyncio.sleep(hold)
+                hold = rate.delay()
             try:
-                async with session.request(method, url, **kwargs) as resp:
-                    raw = await _read_bounded(resp, self.limits.max_response_bytes)
-                    status = resp.status
-                    resp_headers = resp.headers
+                with rate.sending():
+                    async with session.request(method, url, **kwargs) as resp:
+                        raw = await _read_bounded(resp, self.limits.max_response_bytes)
+                        status = resp.status
+                        resp_headers = resp.headers
             except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
                 limit = timeout if timeout is not None else self.timeouts.request
                 reached, failure = _failure(f"{method} {url}", exc, limit)
@@ -221,8 +223,10 @@ class Transport:
                     retry_after=header_advice,
                     resource=resource,
                 )
-                if isinstance(error, RateLimitError) and error.retry_after is None:
-                    error.retry_after = rate.until_reset()  # X-RateLimit-Reset, with a margin
+                if isinstance(error, RateLimitError):
+                    if error.retry_after is None:
+                        error.retry_after = rate.until_reset()  # X-RateLimit-Reset + margin
+                    rate.refused(error.retry_after)  # every request of the scope holds
                 if not should_retry_status(self.retries, status, safe=safe, attempt=attempt):
                     raise error
                 advice = error.retry_after if isinstance(error, RateLimitError) else None

@@ -10,6 +10,10 @@ or any long poll that the server held, the next one goes out at once; other answ
 back quicker than the policy's ``initial_interval`` are spaced to one per interval (a burst of
 changes gathers into the next answer).
 
+Polls are paced by the agent's rate-limit budget (:mod:`._ratelimit`): never more often than
+half of what is free above a reserve, spread until the window's reset, and not at all while
+only the reserve is left (starts get it), so that waiting never draws a 429 of its own.
+
 A full list is parsed lazily: only the records whose status or output changed since the last
 list (a cheap key per raw record), or that ended while somebody waits on them, become models,
 and records of processes nobody holds a handle on are skipped; the keys kept are those of the
@@ -268,6 +272,10 @@ class Watcher:
                 await asyncio.sleep(delay)
             limited = 0
             while self._waiting:
+                hold = self.agent.poll_hold()
+                if hold > 0:  # leave the rest of the window to starts: poll after its reset
+                    await asyncio.sleep(hold)
+                    continue
                 since = self.agent.has_feature("list_since")
                 sent = time.monotonic()
                 # Only a long poll can be restarted by watch() (its cursor moved back), so
