@@ -190,7 +190,8 @@ class Transport:
         while True:
             hold = rate.delay()
             while hold > 0:  # nothing free in the window: others may be waiting as well
-                await asyncio.sleep(hold)
+                with rate.holding():
+                    await asyncio.sleep(hold)
                 hold = rate.delay()
             try:
                 with rate.sending():

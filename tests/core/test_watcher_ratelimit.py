@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from hopx_async import AsyncHopx, PollPolicy
-from hopx_async._ratelimit import RateState
+from hopx_async._ratelimit import POLLING, RateState
 from hopx_async.local import LocalBackend
 from hopx_async.local.service.dialect import Dialect
 
@@ -129,6 +129,7 @@ def test_a_429_holds_every_request_of_the_scope() -> None:
 def test_polls_leave_a_reserve_and_spread_what_is_free() -> None:
     state = RateState(clock=lambda: 100.0)
     state.update(_headers(100, 50, 109))  # 10 s to the reset (with the margin)
+    state.other_at = 100.0  # a start went out just now
     # 50 free, 10 kept for starts, half of the other 40 for polls: one per 0.5 s
     assert state.poll_spacing() == pytest.approx(0.5)
     assert state.poll_delay() == 0.0
@@ -136,3 +137,29 @@ def test_polls_leave_a_reserve_and_spread_what_is_free() -> None:
     assert state.poll_delay() == pytest.approx(10.0)
     assert state.poll_spacing() == pytest.approx(10.0)
     assert state.delay() == 0.0, "other requests may still use the reserve"
+
+
+def test_without_other_requests_polls_may_spend_all_that_is_free() -> None:
+    now = [100.0]
+    state = RateState(clock=lambda: now[0])
+    state.update(_headers(100, 10, 109))
+    state.other_at = 100.0
+    assert state.poll_delay() == pytest.approx(10.0)
+    now[0] = 101.5  # the starts are over: the reserve is for polls too, spread to the reset
+    assert state.poll_delay() == 0.0
+    assert state.poll_spacing() == pytest.approx(8.5 / 10)
+
+
+async def test_a_watchers_requests_are_polls_and_others_are_not() -> None:
+    state = RateState(clock=lambda: 100.0)
+    with state.sending():
+        assert (state.inflight, state.others) == (1, 1)
+
+    async def poll() -> None:
+        POLLING.set(True)
+        with state.sending():
+            assert (state.inflight, state.others) == (1, 0)
+
+    state.other_at = None
+    await asyncio.ensure_future(poll())
+    assert (state.inflight, state.others, state.other_at) == (0, 0, None)
