@@ -753,7 +753,8 @@ class Commands(_Twin):
         env: Mapping[str, str] | None = None,
         working_dir: str | None = None,
     ) -> Iterator[StreamEvent]:
-        """Run a shell command and yield its output as it appears (over a WebSocket).
+        """Run a shell command (sent as ``bash -c CMD``, as :meth:`run` sends it) and yield
+        its output as it appears (over a WebSocket).
 
         Events are ``stdout``/``stderr`` (with ``text``), then ``result`` (``exit_code``)
         and ``complete``. Closing the stream early (``contextlib.aclosing``) ends the command.
