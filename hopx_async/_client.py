@@ -29,6 +29,9 @@ from ._wire import create_body
 
 __all__ = ["AsyncHopx", "AsyncSandboxes"]
 
+#: the largest ``limit`` of one sandbox-list request the OpenAPI documents
+MAX_PAGE_SIZE = 100
+
 
 async def apply_env(sandbox: AsyncSandbox, env_vars: Mapping[str, str]) -> None:
     """Set the create's ``env_vars`` in the sandbox: the service stores them without applying
@@ -109,18 +112,22 @@ class AsyncSandboxes:
     ) -> AsyncIterator[SandboxInfo]:
         """Iterate over the organisation's sandboxes, following pagination cursors.
 
-        A page that says ``has_more`` without a ``next_cursor`` (the OpenAPI's list has none)
-        raises :class:`HopxError` after its sandboxes, instead of ending as if complete.
+        ``page_size`` is the ``limit`` of each request, at most the documented 100 (a larger
+        one is refused before any request); ``limit`` ends the iteration after that many
+        sandboxes (a smaller first page is asked for then). A page that says ``has_more``
+        without a ``next_cursor`` (the OpenAPI's list has none) raises :class:`HopxError`
+        after its sandboxes, instead of ending as if complete.
 
         >>> async for info in client.sandboxes.list(status="running"):  # doctest: +SKIP
         ...     print(info.id)
         """
-        validate.positive_int("page_size", page_size, maximum=1000)
+        validate.positive_int("page_size", page_size, maximum=MAX_PAGE_SIZE)
         if limit is not None:
             validate.positive_int("limit", limit)
         validate.optional_str("status", status)
         validate.optional_str("region", region)
-        params: dict[str, str] = {"limit": str(page_size)}
+        size = page_size if limit is None else min(page_size, limit)
+        params: dict[str, str] = {"limit": str(size)}
         if status:
             params["status"] = status
         if region:

@@ -305,8 +305,11 @@ class Sandboxes(_Twin):
     ) -> Iterator[SandboxInfo]:
         """Iterate over the organisation's sandboxes, following pagination cursors.
 
-        A page that says ``has_more`` without a ``next_cursor`` (the OpenAPI's list has none)
-        raises :class:`HopxError` after its sandboxes, instead of ending as if complete.
+        ``page_size`` is the ``limit`` of each request, at most the documented 100 (a larger
+        one is refused before any request); ``limit`` ends the iteration after that many
+        sandboxes (a smaller first page is asked for then). A page that says ``has_more``
+        without a ``next_cursor`` (the OpenAPI's list has none) raises :class:`HopxError`
+        after its sandboxes, instead of ending as if complete.
 
         >>> for info in client.sandboxes.list(status="running"):  # doctest: +SKIP
         ...     print(info.id)
