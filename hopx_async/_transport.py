@@ -119,6 +119,7 @@ class Transport:
         )
         self._session = aiohttp.ClientSession(
             connector=connector,
+            trace_configs=[_NO_REDIRECTS],
             headers={"User-Agent": USER_AGENT},
             timeout=aiohttp.ClientTimeout(
                 total=self.timeouts.request, connect=self.timeouts.connect
@@ -250,8 +251,9 @@ class Transport:
     ) -> aiohttp.ClientWebSocketResponse[bool]:
         """Open a WebSocket (never retried here: the caller decides what a retry means).
 
-        A refused handshake raises the :class:`APIError` of its status; a connection that
-        cannot be made raises :class:`NetworkError`.
+        A refused handshake raises the :class:`APIError` of its status, a redirect
+        :class:`RedirectError` (it is not followed); a connection that cannot be made raises
+        :class:`NetworkError`.
         """
         session = self._get_session()
         try:
@@ -338,6 +340,20 @@ class Transport:
             ) from exc
         except aiohttp.ClientError as exc:
             raise NetworkError(f"{method} {url}: {type(exc).__name__}: {exc}") from exc
+
+
+async def _refuse_redirect(
+    session: aiohttp.ClientSession, context: Any, params: aiohttp.TraceRequestRedirectParams
+) -> None:
+    """A redirect about to be followed (only ``ws_connect`` can: every other request is
+    sent with ``allow_redirects=False``): raise before anything goes to the new URL."""
+    resp = params.response
+    raise _redirect(params.method, str(params.url), resp.status, resp.headers, None)
+
+
+_NO_REDIRECTS = aiohttp.TraceConfig()
+_NO_REDIRECTS.on_request_redirect.append(_refuse_redirect)
+_NO_REDIRECTS.freeze()
 
 
 def _redirect(
