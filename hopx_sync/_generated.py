@@ -120,6 +120,15 @@ class Hopx(_Twin):
         """Whether :meth:`close` was called."""
         return self._async.closed
 
+    @property
+    def origin(self) -> str:
+        """``file:line`` where this client was created (errors and warnings name it).
+
+        >>> Hopx(api_key="k").origin  # doctest: +SKIP
+        '/home/me/app.py:12'
+        """
+        return self._async.origin
+
     def __repr__(self) -> str:
         return repr(self._async).replace("Async", "")
 

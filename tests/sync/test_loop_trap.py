@@ -43,3 +43,29 @@ async def test_a_stopped_backend_no_longer_blocks_sync_calls(backend: LocalBacke
         pass
     with hopx_sync.Hopx(api_key=backend.api_key, base_url=backend.base_url) as client:
         assert re.match("code-interpreter", client.sandboxes.list_templates()[0].name)
+
+
+def test_handles_of_another_client_are_named_with_their_client(
+    backend: LocalBackend, client: hopx_sync.Hopx, sandbox: hopx_sync.Sandbox
+) -> None:
+    proc = sandbox.run_code_background("print(1)")
+    with hopx_sync.Hopx(api_key=backend.api_key, base_url=backend.base_url) as other:
+        for call, named in (
+            (lambda: other.wait_all([proc], timeout=30), f"process {proc.id}"),
+            (lambda: list(other.as_completed([proc], timeout=30)), f"process {proc.id}"),
+            (
+                lambda: other.run_many([hopx_sync.Task(code="1")], sandboxes=[sandbox]),
+                f"sandbox {sandbox.id} belong",
+            ),
+        ):
+            with pytest.raises(RuntimeError) as caught:
+                call()
+            message = str(caught.value)
+            assert named in message, message
+            assert f"(created at {other.origin})" in message, message
+            assert f"belong to the client created at {client.origin}" in message
+            assert f"sandbox {sandbox.id}" in message
+            assert "client.sandboxes.connect(SANDBOX_ID)" in message
+        own = other.sandboxes.connect(sandbox.id).process(proc.id)
+        assert [r.stdout for r in other.wait_all([own], timeout=30)] == ["1\n"]
+    assert re.search(r"conftest\.py:\d+$", client.origin), client.origin
