@@ -63,6 +63,8 @@ class AsyncSandboxes:
     ) -> AwaitableContext[AsyncSandbox]:
         """Create a sandbox; await it, or use ``async with`` to kill it at the end.
 
+        Without ``template`` or ``template_id`` the template is ``code-interpreter``.
+
         >>> async with client.sandboxes.create("code-interpreter") as sandbox:  # doctest: +SKIP
         ...     await sandbox.run_code("print('hi')")
         """

@@ -273,6 +273,8 @@ class Sandboxes(_Twin):
     ) -> Sandbox:
         """Create a sandbox; use it as returned, or use ``with`` to kill it at the end.
 
+        Without ``template`` or ``template_id`` the template is ``code-interpreter``.
+
         >>> with client.sandboxes.create("code-interpreter") as sandbox:  # doctest: +SKIP
         ...     sandbox.run_code("print('hi')")
         """
@@ -368,10 +370,11 @@ class Sandbox(_Twin):
     ) -> Sandbox:
         """Create a sandbox from a template; use it as returned, or use it with ``with``.
 
+        Without ``template`` or ``template_id`` the template is ``code-interpreter``.
         Without ``client`` the sandbox uses the default client, configured
         from ``HOPX_API_KEY`` and ``HOPX_BASE_URL`` and shared by all such sandboxes.
 
-        >>> sandbox = Sandbox.create(template="code-interpreter")  # doctest: +SKIP
+        >>> sandbox = Sandbox.create()  # code-interpreter  # doctest: +SKIP
         """
         runner = _runner.default_runner() if client is None else client._runner
         result = runner.run(
