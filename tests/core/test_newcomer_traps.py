@@ -3,6 +3,7 @@ past the documented 7-day maximum refused before any request."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -53,3 +54,17 @@ async def test_a_lifetime_past_seven_days_is_refused_before_any_request(proxy: A
 async def test_seven_days_exactly_is_accepted(sandbox: AsyncSandbox) -> None:
     proc = await sandbox.run_code_background("print('ok')", timeout=MAX_PROCESS_TIMEOUT)
     assert (await proc.wait(timeout=30)).stdout == "ok\n"
+
+
+@pytest.mark.anyio
+async def test_the_local_run_code_keeps_no_state_as_the_docs_say(sandbox: AsyncSandbox) -> None:
+    await sandbox.run_code("import json\nx = 1")
+    result = await sandbox.run_code("print(x)")
+    assert not result.success and "NameError" in result.stderr  # a fresh interpreter per call
+    root = Path(__file__).resolve().parents[2]
+    for page in (root / "README.md", root / "docs" / "guides" / "local.md"):
+        text = " ".join(page.read_text(encoding="utf-8").split())
+        assert "fresh interpreter of the host's Python" in text, page
+        assert "host's installed packages" in text, page
+        assert "no rich results" in text, page
+        assert "The service's code interpreter is a kernel in the sandbox" in text, page
