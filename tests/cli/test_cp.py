@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -98,3 +100,39 @@ def test_cp_on_a_terminal_shows_progress_for_a_large_file(
         [str(HOPX), "cp", str(tmp_path / "tiny.txt"), f"{sandbox_id}:/workspace/"], env
     )
     assert (code, quiet) == (0, "")  # small files: no bar
+
+
+def peak_rss_kib(hopx: Hopx, *args: str) -> int:
+    """The peak resident memory of one ``hopx`` run, measured by a parent of its own."""
+    probe = (
+        "import resource, subprocess, sys; "
+        "done = subprocess.run(sys.argv[1:], capture_output=True); "
+        "assert done.returncode == 0, done.stderr; "
+        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe, str(HOPX), *args],
+        env=hopx.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return int(done.stdout)
+
+
+def test_cp_streams_a_large_file_both_ways(hopx: Hopx, sandbox_id: str, tmp_path: Path) -> None:
+    size = 32 * 1024 * 1024
+    (tmp_path / "tiny.bin").write_bytes(b"x")
+    with (tmp_path / "large.bin").open("wb") as f:
+        for _ in range(size // (1024 * 1024)):
+            f.write(os.urandom(1024 * 1024))
+    base = peak_rss_kib(hopx, "cp", str(tmp_path / "tiny.bin"), f"{sandbox_id}:tiny.bin")
+    up = peak_rss_kib(hopx, "cp", str(tmp_path / "large.bin"), f"{sandbox_id}:large.bin")
+    down = peak_rss_kib(hopx, "cp", f"{sandbox_id}:large.bin", str(tmp_path / "back.bin"))
+    # holding the file whole would add 32 MiB (32768 KiB) to the small copy's peak
+    assert up < base + 16 * 1024, (base, up)
+    assert down < base + 16 * 1024, (base, down)
+    with (tmp_path / "large.bin").open("rb") as a, (tmp_path / "back.bin").open("rb") as b:
+        assert hashlib.sha256(a.read()).digest() == hashlib.sha256(b.read()).digest()
