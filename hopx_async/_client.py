@@ -8,7 +8,7 @@ import inspect
 import os
 import time
 import warnings
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import ClassVar
 
@@ -23,7 +23,7 @@ from ._fanout import ProgressCallback, Task
 from ._models import ProcessResult, SandboxInfo, Template
 from ._process import AsyncBackgroundProcess
 from ._sandbox import AsyncSandbox, sandbox_from
-from ._transport import Transport
+from ._transport import BOUND_ELSEWHERE, Transport
 from ._utils import AwaitableContext
 from ._wire import create_body
 
@@ -65,6 +65,8 @@ class AsyncSandboxes:
         env_vars: Mapping[str, str] | None = None,
     ) -> AwaitableContext[AsyncSandbox]:
         """Create a sandbox; await it, or use ``async with`` to kill it at the end.
+
+        Without ``template`` or ``template_id`` the template is ``code-interpreter``.
 
         >>> async with client.sandboxes.create("code-interpreter") as sandbox:  # doctest: +SKIP
         ...     await sandbox.run_code("print('hi')")
@@ -216,6 +218,15 @@ class AsyncHopx:
         """Whether :meth:`aclose` was called."""
         return self._transport.closed
 
+    @property
+    def origin(self) -> str:
+        """``file:line`` where this client was created (errors and warnings name it).
+
+        >>> AsyncHopx(api_key="k").origin  # doctest: +SKIP
+        '/home/me/app.py:12'
+        """
+        return self._origin
+
     def __repr__(self) -> str:
         return f"AsyncHopx(base_url={self._base_url!r})"
 
@@ -272,9 +283,11 @@ class AsyncHopx:
         >>> sum(r.ok for r in results)  # doctest: +SKIP
         100
         """
-        return await _fanout.wait_all(
-            processes, timeout=timeout, check=check, on_progress=on_progress
-        )
+        procs = list(processes)
+        with self._explained_loop_errors([p.sandbox for p in procs], procs):
+            return await _fanout.wait_all(
+                procs, timeout=timeout, check=check, on_progress=on_progress
+            )
 
     async def as_completed(
         self, processes: Iterable[AsyncBackgroundProcess], *, timeout: float | None = None
@@ -284,9 +297,11 @@ class AsyncHopx:
         >>> async for result in client.as_completed(procs):  # doctest: +SKIP
         ...     print(result.process_id, result.status)
         """
-        async with contextlib.aclosing(_fanout.as_completed(processes, timeout=timeout)) as results:
-            async for result in results:
-                yield result
+        procs = list(processes)
+        with self._explained_loop_errors([p.sandbox for p in procs], procs):
+            async with contextlib.aclosing(_fanout.as_completed(procs, timeout=timeout)) as results:
+                async for result in results:
+                    yield result
 
     async def run_many(
         self,
@@ -310,14 +325,57 @@ class AsyncHopx:
         >>> results = await client.run_many(tasks, sandboxes=[sbx1, sbx2],
         ...                                 max_concurrency=16)  # doctest: +SKIP
         """
-        return await _fanout.run_many(
-            tasks,
-            sandboxes=sandboxes,
-            max_concurrency=max_concurrency,
-            timeout=timeout,
-            check=check,
-            on_progress=on_progress,
-        )
+        with self._explained_loop_errors(list(sandboxes), []):
+            return await _fanout.run_many(
+                tasks,
+                sandboxes=sandboxes,
+                max_concurrency=max_concurrency,
+                timeout=timeout,
+                check=check,
+                on_progress=on_progress,
+            )
+
+    @contextlib.contextmanager
+    def _explained_loop_errors(
+        self, sandboxes: Sequence[object], processes: Sequence[object]
+    ) -> Iterator[None]:
+        """Turn "bound to another event loop" into which objects belong to which client."""
+        try:
+            yield
+        except RuntimeError as exc:
+            if BOUND_ELSEWHERE not in str(exc):
+                raise
+            named = _foreign(self, sandboxes, processes)
+            if not named:
+                raise
+            raise RuntimeError(
+                "these handles belong to another client than the one called (created at "
+                f"{self.origin}), and each client runs on its own event loop: "
+                f"{'; '.join(named)}. Use each handle with the client that made it, or get "
+                "this client's own: client.sandboxes.connect(SANDBOX_ID), then "
+                "sandbox.process(PROCESS_ID)"
+            ) from exc
+
+
+def _foreign(
+    client: AsyncHopx, sandboxes: Sequence[object], processes: Sequence[object]
+) -> list[str]:
+    """Each client other than ``client`` with the handles of it that were given."""
+    owned: dict[int, tuple[AsyncHopx, list[str]]] = {}
+    for sandbox in sandboxes:
+        if isinstance(sandbox, AsyncSandbox) and sandbox.client is not client:
+            entry = owned.setdefault(id(sandbox.client), (sandbox.client, []))
+            if f"sandbox {sandbox.id}" not in entry[1]:
+                entry[1].append(f"sandbox {sandbox.id}")
+    for proc in processes:
+        if isinstance(proc, AsyncBackgroundProcess) and proc.sandbox.client is not client:
+            owned.setdefault(id(proc.sandbox.client), (proc.sandbox.client, []))[1].append(
+                f"process {proc.id}"
+            )
+    return [
+        f"{', '.join(names)} belong to the client created at {other.origin}"
+        for other, names in owned.values()
+    ]
 
 
 _PACKAGE_DIRS = (

@@ -75,6 +75,10 @@ class Response:
         return self.headers.get("X-Request-ID")
 
 
+#: the words of the error for a client used from an event loop other than its own
+BOUND_ELSEWHERE = "bound to another event loop"
+
+
 class Transport:
     """Owns the client's one aiohttp session and sends every request."""
 
@@ -106,8 +110,9 @@ class Transport:
         if self._session is not None and not self._session.closed:
             if loop is not self._loop:
                 raise RuntimeError(
-                    "this HopX client is bound to another event loop; create one client per "
-                    "event loop (hopx_sync clients run their own loop for you)"
+                    f"this HopX client is {BOUND_ELSEWHERE} ({self._loop!r}), not the running "
+                    f"one ({loop!r}); create one client per event loop (hopx_sync clients run "
+                    "their own loop for you)"
                 )
             return self._session
         if self.closed:

@@ -120,6 +120,15 @@ class Hopx(_Twin):
         """Whether :meth:`close` was called."""
         return self._async.closed
 
+    @property
+    def origin(self) -> str:
+        """``file:line`` where this client was created (errors and warnings name it).
+
+        >>> Hopx(api_key="k").origin  # doctest: +SKIP
+        '/home/me/app.py:12'
+        """
+        return self._async.origin
+
     def __repr__(self) -> str:
         return repr(self._async).replace("Async", "")
 
@@ -264,6 +273,8 @@ class Sandboxes(_Twin):
     ) -> Sandbox:
         """Create a sandbox; use it as returned, or use ``with`` to kill it at the end.
 
+        Without ``template`` or ``template_id`` the template is ``code-interpreter``.
+
         >>> with client.sandboxes.create("code-interpreter") as sandbox:  # doctest: +SKIP
         ...     sandbox.run_code("print('hi')")
         """
@@ -362,10 +373,11 @@ class Sandbox(_Twin):
     ) -> Sandbox:
         """Create a sandbox from a template; use it as returned, or use it with ``with``.
 
+        Without ``template`` or ``template_id`` the template is ``code-interpreter``.
         Without ``client`` the sandbox uses the default client, configured
         from ``HOPX_API_KEY`` and ``HOPX_BASE_URL`` and shared by all such sandboxes.
 
-        >>> sandbox = Sandbox.create(template="code-interpreter")  # doctest: +SKIP
+        >>> sandbox = Sandbox.create()  # code-interpreter  # doctest: +SKIP
         """
         runner = _runner.default_runner() if client is None else client._runner
         result = runner.run(

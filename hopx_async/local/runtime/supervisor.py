@@ -235,8 +235,16 @@ class Supervisor:
             _send(stat.pid, signal.SIGCONT)
         setting_up = carriers and all(stat.pid in carriers for stat in members)
         if setting_up and run.child.returncode is None:
-            # The box is still being set up: no code to give a grace period to.
-            _send(run.pid, signal.SIGKILL)
+            # The box is still being set up: no code to give a grace period to. The leader
+            # ends by SIGTERM (exit 143, as a kill a moment later ends the code), which the
+            # kernel fixes as its end as the signal is sent; the inner carrier, the init of
+            # the box's pid namespace, ignores SIGTERM from outside: SIGKILL it and the group.
+            _send(run.pid, signal.SIGTERM)
+            for stat in members:
+                if stat.pid != run.pid:
+                    _send(stat.pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(run.pid, signal.SIGKILL)
         if run.paused_since is not None:
             run.paused_total += asyncio.get_running_loop().time() - run.paused_since
             run.paused_since = None
