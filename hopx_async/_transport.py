@@ -98,6 +98,8 @@ class Transport:
         self._session: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._rates: dict[str, RateState] = {}
+        #: 429 and 503 answers retried here ("absorbed"), by scope ("control", a sandbox id)
+        self.throttled: dict[str, int] = {}
         self.closed = False
 
     @property
@@ -236,6 +238,8 @@ class Transport:
                     rate.refused(error.retry_after)  # every request of the scope holds
                 if not should_retry_status(self.retries, status, safe=safe, attempt=attempt):
                     raise error
+                if status in (429, 503):
+                    self.throttled[scope] = self.throttled.get(scope, 0) + 1
                 advice = error.retry_after if isinstance(error, RateLimitError) else None
                 if advice is None:
                     advice = header_advice

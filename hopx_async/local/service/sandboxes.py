@@ -120,10 +120,13 @@ class Sandboxes:
         return matching[:limit], len(matching) > limit
 
     async def delete(self, sandbox_id: str, *, reason: str) -> None:
-        self.get(sandbox_id)
+        sbx = self.get(sandbox_id)
         if sandbox_id in self._deleting:
             return
         self._deleting.add(sandbox_id)
+        # from now on it reads as gone: a client that sees its processes end meanwhile
+        # can tell that they ended with their sandbox
+        sbx.status = "deleted"
         try:
             await self.processes.end_sandbox(sandbox_id)
             self.records.pop(sandbox_id, None)
