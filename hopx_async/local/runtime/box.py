@@ -17,7 +17,6 @@ import os
 import shutil
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Literal
 
 import attrs
@@ -108,14 +107,12 @@ class Box:
         return tuple(self._kept_fds)
 
     @contextlib.contextmanager
-    def fds(self, sandbox_id: str, source: Path) -> Iterator[dict[str, int]]:
+    def fds(self, sandbox_id: str) -> Iterator[dict[str, int]]:
         fds: dict[str, int] = {}
         try:
             flags = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
             fds["workspace"] = os.open(self.layout.workspace(sandbox_id), flags)
             fds["tmp"] = os.open(self.layout.tmp(sandbox_id), flags)
-            if source.suffix in (".sh", ".js", ".go"):
-                fds["source"] = os.open(source, os.O_RDONLY | os.O_CLOEXEC)
             yield fds
         finally:
             for fd in fds.values():
@@ -190,9 +187,9 @@ class Box:
         self._kept_fds.clear()
         self._system_binds = []
 
-    def argv(
-        self, fds: dict[str, int], cwd: str, env: dict[str, str], *, internet: bool, source: str
-    ) -> list[str]:
+    def argv(self, fds: dict[str, int], cwd: str, *, internet: bool) -> list[str]:
+        """The box's argv up to its command. The environment is ``bwrap``'s own (passed on
+        to the command): no value goes on a command line."""
         assert self.isolation.bwrap is not None
         argv = [
             self.isolation.bwrap,
@@ -203,8 +200,6 @@ class Box:
             "--bind-fd", str(fds["workspace"]), "/workspace",
             "--bind-fd", str(fds["tmp"]), "/tmp",
         ]  # fmt: skip
-        if "source" in fds:
-            argv += ["--perms", "0444", "--ro-bind-data", str(fds["source"]), source]
         for index, (_prefix, fd) in enumerate(self._relocated):
             argv += ["--perms", "0755", "--dir", "/run/hopx"]
             argv += ["--perms", "0755", "--dir", f"/run/hopx/py{index}"]
@@ -234,11 +229,8 @@ class Box:
             "--hostname", "sandbox",
             "--die-with-parent", "--new-session",
             "--chdir", cwd,
-            "--clearenv",
+            "--",
         ]  # fmt: skip
-        for key, value in env.items():
-            argv += ["--setenv", key, value]
-        argv.append("--")
         if self._root_server:
             argv += [
                 self._setpriv,
