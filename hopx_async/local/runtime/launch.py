@@ -20,7 +20,10 @@ import attrs
 from ..errors import bad_request
 from ..state.layout import Layout
 from .box import BOX_ID, Box, Isolation
+from .boxes import Boxes
 from .catalog import Catalog
+from .procfs import ProcStat
+from .seccomp import filter_fd
 from .spawner import SOURCE
 from .spawner_client import Script, SpawnArgs
 from .supervisor import Running, Supervisor
@@ -96,6 +99,7 @@ class Launcher:
         self.supervisor = supervisor
         self.isolation = isolation
         self.box = Box(layout, isolation)
+        self.boxes = Boxes(layout, self.box, supervisor)
         self._root_server = os.geteuid() == 0
 
     @property
@@ -218,22 +222,43 @@ class Launcher:
             return await self.supervisor.spawn(
                 SpawnArgs(program.argv, workdir.host, tagged, stdout, stderr, script=program.script)
             )
-        with self.box.fds(sandbox_id) as fds:
-            box = self.box.argv(fds, workdir.inside, internet=internet)
-            inside_argv = list(program.argv)
-            inside_argv[0] = self.box.inside_path(inside_argv[0])
-            return await self.supervisor.spawn(
-                SpawnArgs(
-                    [*box, *inside_argv],
-                    Path("/"),
-                    env,
-                    stdout,
-                    stderr,
-                    pass_fds=(*fds.values(), *self.box.kept_fds),
-                    carriers=2,
-                    script=program.script,
-                )
-            )
+        box = await self.boxes.box_of(sandbox_id, internet=internet)
+        inside_argv = list(program.argv)
+        inside_argv[0] = self.box.inside_path(inside_argv[0])
+        stdio: list[int] = []
+        try:
+            stdio.append(os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC))
+            for path in (stdout, stderr):
+                flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
+                stdio.append(os.open(path, flags, 0o600))
+        except OSError:
+            for fd in stdio:
+                os.close(fd)
+            raise
+        started = box.spawn(
+            inside_argv, workdir.inside, env, (stdio[0], stdio[1], stdio[2]), program.script
+        )
+        return await self.supervisor.adopt(started)
+
+    # -- the sandbox's box, from the host ------------------------------------------------
+
+    def end_box(self, sandbox_id: str) -> None:
+        """Kill the sandbox's box (if it has one) and everything in it."""
+        self.boxes.end(sandbox_id)
+
+    def freeze_box(self, sandbox_id: str) -> None:
+        self.boxes.freeze(sandbox_id)
+
+    def thaw_box(self, sandbox_id: str) -> None:
+        self.boxes.thaw(sandbox_id)
+
+    def box_members(self, sandbox_id: str) -> list[ProcStat] | None:
+        """Every live process of the sandbox's box (None when unboxed)."""
+        return self.boxes.members(sandbox_id) if self.boxed else None
+
+    def sweep_leftovers(self, sandbox_ids: set[str]) -> None:
+        """Kill what a crash left running of these sandboxes' boxes."""
+        self.boxes.sweep(sandbox_ids)
 
     def _program(self, spec: StartSpec) -> Program:
         """The argv to run and the code it reads (never on its command line)."""
@@ -256,7 +281,9 @@ class Launcher:
         return Program(_sourcing(program), Script(spec.code, _SCRIPT_FD))
 
     def close(self) -> None:
-        """Close the descriptors kept for the boxes' mounts and stop the spawner process."""
+        """End every box, close the descriptors kept for their mounts and stop the spawner
+        process."""
+        self.boxes.close()
         self.box.close()
         self.supervisor.close()
 
@@ -266,7 +293,8 @@ class Launcher:
         try:
             self.prepare_sandbox(probe.name)
             with self.box.fds(probe.name) as fds:
-                argv = self.box.argv(fds, "/workspace", internet=False)
+                fds["seccomp"] = filter_fd()
+                argv = self.box.argv(fds, "/workspace", internet=False, tmp_bytes=1 << 20)
                 done = subprocess.run(
                     [*argv, self.box.inside_path(sys.executable), "-c", "print(1)"],
                     capture_output=True,

@@ -43,6 +43,7 @@ class Sandboxes:
             self.records[sbx.id] = sbx
             self.launcher.prepare_sandbox(sbx.id)
             self._seq = max(self._seq, sbx.seq)
+        self.launcher.sweep_leftovers(set(self.records))
         self.processes.load(self.records)
 
     def start_reaper(self) -> None:
