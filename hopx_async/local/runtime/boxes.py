@@ -23,9 +23,11 @@ import signal
 import socket
 import sys
 from pathlib import Path
+from typing import Any
 
 from ..state.layout import Layout
 from .box import SUPERVISOR_PATH, Box
+from .limits import Cgroups, SandboxLimits
 from .procfs import ProcStat, all_stats, descendants, pids_by_env
 from .sandbox_box import SandboxBox
 from .seccomp import filter_fd
@@ -51,9 +53,32 @@ class Boxes:
         self._boxes: dict[str, SandboxBox] = {}
         self._making: dict[str, asyncio.Future[SandboxBox]] = {}
         self._program: bytes | None = None
-        #: the size of a box's /tmp (bytes), and the rlimits its supervisor sets
-        self.tmp_bytes = 1024 * 1024 * 1024
-        self.rlimits: dict[str, int] = {}
+        self.limits = SandboxLimits.from_template()
+        self.cgroups = Cgroups.detect() if box.isolation.mechanism == "bubblewrap" else None
+        #: the rlimits a box's supervisor sets (inherited by everything in the box)
+        self.rlimits: dict[str, int] = {"fsize": self.limits.disk_gb << 30}
+        if self.cgroups is None:
+            self.rlimits["as"] = self.limits.memory_bytes
+            if os.geteuid() == 0:  # per host uid: never the server's own
+                self.rlimits["nproc"] = self.limits.processes
+
+    def enforced(self) -> dict[str, Any]:
+        """Each limit of a sandbox, and what holds it (``cgroup``, ``rlimit``, ``tmpfs``)."""
+        cgroup = self.cgroups is not None
+        by = "cgroup" if cgroup else "rlimit"
+        cpu = cgroup and self.cgroups is not None and "cpu" in self.cgroups.bases
+        nproc = "cgroup" if cgroup else ("rlimit" if "nproc" in self.rlimits else None)
+        return {
+            "memory_mb": {"value": self.limits.memory_mb, "by": by},
+            "processes": {"value": self.limits.processes, "by": nproc},
+            "vcpu": {"value": self.limits.vcpu, "by": "cgroup" if cpu else None},
+            "file_size_gb": {"value": self.limits.disk_gb, "by": "rlimit"},
+            "tmp_mb": {"value": self.limits.tmp_bytes >> 20, "by": "tmpfs"},
+        }
+
+    def oom_killed(self, sandbox_id: str) -> bool:
+        """Whether the sandbox's memory cgroup saw an OOM kill not accounted for yet."""
+        return self.cgroups is not None and self.cgroups.took_oom_kill(sandbox_id)
 
     def get(self, sandbox_id: str) -> SandboxBox | None:
         """The sandbox's live box, if it has one."""
@@ -90,11 +115,13 @@ class Boxes:
             os.write(program, self._supervisor_program())
             os.lseek(program, 0, os.SEEK_SET)
             argv = self.box.argv(
-                fds, "/workspace", internet=internet, tmp_bytes=self.tmp_bytes, pid1=True
+                fds, "/workspace", internet=internet, tmp_bytes=self.limits.tmp_bytes, pid1=True
             )
             python = self.box.inside_path(sys.executable)
             limits = [f"{name}={value}" for name, value in sorted(self.rlimits.items())]
             command = [python, "-I", "-S", SUPERVISOR_PATH, str(theirs.fileno()), "box", *limits]
+            if self.cgroups is not None:
+                self.cgroups.make(sandbox_id, self.limits)
             box = SandboxBox(sandbox_id, ours)
             carrier = await self.supervisor.spawn(
                 SpawnArgs(
@@ -119,6 +146,12 @@ class Boxes:
         except OSError as exc:
             why = f"the sandbox's box did not start: {self._why(sandbox_id)}"
             raise OSError(exc.errno, why) from None
+        if self.cgroups is not None:
+            try:  # before anything runs in the box: all of it is held
+                self.cgroups.attach(sandbox_id, box.init_pid)
+            except OSError as exc:
+                box.kill()
+                raise OSError(exc.errno, f"the sandbox's box got no cgroup: {exc}") from None
         self._boxes[sandbox_id] = box
         return box
 
@@ -135,6 +168,15 @@ class Boxes:
         box = self._boxes.pop(sandbox_id, None)
         if box is not None:
             box.kill()
+        if self.cgroups is not None:
+            # The box's processes are gone once the kernel has reaped them: remove then.
+            loop = asyncio.get_running_loop()
+            for delay in (0.2, 1.0, 5.0):
+                loop.call_later(delay, self._drop_cgroups, sandbox_id)
+
+    def _drop_cgroups(self, sandbox_id: str) -> None:
+        if self.cgroups is not None and sandbox_id not in self._boxes:
+            self.cgroups.remove(sandbox_id)
 
     def freeze(self, sandbox_id: str) -> None:
         box = self.get(sandbox_id)
@@ -152,13 +194,19 @@ class Boxes:
         return [] if box is None else box.members()
 
     def close(self) -> None:
-        """End every box."""
+        """End every box (and remove the cgroups of those that are gone)."""
         for sandbox_id in list(self._boxes):
-            self.end(sandbox_id)
+            box = self._boxes.pop(sandbox_id)
+            box.kill()
+            if self.cgroups is not None:
+                self.cgroups.remove(sandbox_id)
 
-    @staticmethod
-    def sweep(sandbox_ids: set[str]) -> int:
-        """Kill what a crash left of these sandboxes' boxes (found by their tag); how many."""
+    def sweep(self, sandbox_ids: set[str]) -> int:
+        """Kill what a crash left of these sandboxes' boxes (found by their tag and by their
+        cgroups); how many processes."""
+        if self.cgroups is not None:
+            for sandbox_id in set(self.cgroups.leftovers()) & sandbox_ids:
+                self.cgroups.remove(sandbox_id)
         tagged = pids_by_env(BOX_TAG_ENV, sandbox_ids)
         roots = {pid for pids in tagged.values() for pid in pids}
         if not roots:

@@ -13,7 +13,7 @@ import subprocess
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import attrs
 
@@ -255,6 +255,14 @@ class Launcher:
     def box_members(self, sandbox_id: str) -> list[ProcStat] | None:
         """Every live process of the sandbox's box (None when unboxed)."""
         return self.boxes.members(sandbox_id) if self.boxed else None
+
+    def oom_killed(self, sandbox_id: str) -> bool:
+        """Whether a process of the sandbox that died by SIGKILL was the OOM killer's."""
+        return self.boxed and self.boxes.oom_killed(sandbox_id)
+
+    def enforced_limits(self) -> dict[str, Any] | None:
+        """Each limit of a boxed sandbox and what holds it (None without a box)."""
+        return self.boxes.enforced() if self.boxed else None
 
     def sweep_leftovers(self, sandbox_ids: set[str]) -> None:
         """Kill what a crash left running of these sandboxes' boxes."""

@@ -346,6 +346,13 @@ class Processes:
                 self._note(rec, "stderr", f"hopx-local: {rec.error}")
             elif reason == "killed":
                 rec.status = "killed"
+            elif returncode == -9 and self.launcher.oom_killed(sbx.id):
+                rec.status = "failed"
+                limit = self.launcher.boxes.limits.memory_mb
+                rec.error = (
+                    f"killed by the out-of-memory killer: the sandbox's memory limit is {limit} MiB"
+                )
+                self._note(rec, "stderr", f"hopx-local: {rec.error}")
             else:
                 rec.status = "completed" if returncode == 0 else "failed"
             self._bump(sbx, rec)
