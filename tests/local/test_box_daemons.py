@@ -133,3 +133,25 @@ async def test_code_cannot_end_its_supervisor(api: Api, sbx: Sandbox, boxed: Non
     await run(api, sbx, code)
     again = await run(api, sbx, "print('{\"still\": true}')")
     assert again == {"still": True}
+
+
+async def test_the_supervisor_is_out_of_its_code_s_reach(
+    api: Api, sbx: Sandbox, boxed: None
+) -> None:
+    # Same uid, but non-dumpable: its memory, descriptors and environment are closed to the
+    # code beside it (and so its socket to the server).
+    code = """
+import json, os
+def attempt(path):
+    try:
+        if path.endswith("/fd"):
+            return "listed:" + ",".join(os.listdir(path))
+        with open(path, "rb") as f:
+            f.read(1)
+        return "read"
+    except OSError as exc:
+        return "refused:" + type(exc).__name__
+print(json.dumps({p: attempt(p) for p in ("/proc/1/mem", "/proc/1/environ", "/proc/1/fd")}))
+"""
+    seen = await run(api, sbx, code)
+    assert all(outcome.startswith("refused:") for outcome in seen.values()), seen

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import secrets
 import signal
 from pathlib import Path
 from typing import Any
@@ -105,7 +106,7 @@ class Cgroups:
         if not {"memory", "pids"} <= set(bases):
             return None
         found = cls(bases)
-        probe = f"probe-{os.getpid()}"
+        probe = f"probe-{os.getpid()}-{secrets.token_hex(4)}"
         try:
             found._make_dirs(probe)
             found._write(probe, "pids", "pids.max", "16")
