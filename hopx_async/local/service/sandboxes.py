@@ -43,6 +43,7 @@ class Sandboxes:
             self.records[sbx.id] = sbx
             self.launcher.prepare_sandbox(sbx.id)
             self._seq = max(self._seq, sbx.seq)
+        self.launcher.sweep_leftovers(set(self.records))  # boxes a crash left running
         fileops.sweep(self.layout, set(self.records))  # what a crash or failed deletion left
         self.processes.load(self.records)
 
