@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import _validation as validate
 from ._agent import Agent
+from ._connection import PAUSE_ERRORS
 from ._ending import confirm_ended, lost, sandbox_gone, within
 from ._errors import (
     APIError,
@@ -332,7 +333,7 @@ class AsyncBackgroundProcess:
         while True:
             try:
                 data = await agent.read_output(self._id, cursor, wait=wait)
-            except ConflictError as exc:
+            except PAUSE_ERRORS as exc:  # 409, or a paused agent unreachable (5xx, dropped)
                 await agent.wait_while_paused(exc)
                 continue
             for chunk in cursor.take(data):

@@ -98,10 +98,11 @@ class AsyncSandbox:
     ) -> AwaitableContext[AsyncSandbox]:
         """Create a sandbox from a template; await it or use it with ``async with``.
 
+        Without ``template`` or ``template_id`` the template is ``code-interpreter``.
         Without ``client`` the sandbox uses the event loop's default client, configured
         from ``HOPX_API_KEY`` and ``HOPX_BASE_URL`` and shared by all such sandboxes.
 
-        >>> sandbox = await AsyncSandbox.create(template="code-interpreter")  # doctest: +SKIP
+        >>> sandbox = await AsyncSandbox.create()  # code-interpreter  # doctest: +SKIP
         """
 
         def through(owner: AsyncHopx) -> AwaitableContext[AsyncSandbox]:

@@ -122,6 +122,15 @@ class Hopx(_Twin):
         return self._async.closed
 
     @property
+    def origin(self) -> str:
+        """``file:line`` where this client was created (errors and warnings name it).
+
+        >>> Hopx(api_key="k").origin  # doctest: +SKIP
+        '/home/me/app.py:12'
+        """
+        return self._async.origin
+
+    @property
     def timeouts(self) -> Timeouts:
         """The deadlines of one request (``Timeouts``)."""
         return self._async.timeouts
@@ -304,6 +313,8 @@ class Sandboxes(_Twin):
     ) -> Sandbox:
         """Create a sandbox; use it as returned, or use ``with`` to kill it at the end.
 
+        Without ``template`` or ``template_id`` the template is ``code-interpreter``.
+
         >>> with client.sandboxes.create("code-interpreter") as sandbox:  # doctest: +SKIP
         ...     sandbox.run_code("print('hi')")
         """
@@ -345,8 +356,11 @@ class Sandboxes(_Twin):
     ) -> Iterator[SandboxInfo]:
         """Iterate over the organisation's sandboxes, following pagination cursors.
 
-        A page that says ``has_more`` without a ``next_cursor`` (the OpenAPI's list has none)
-        raises :class:`HopxError` after its sandboxes, instead of ending as if complete.
+        ``page_size`` is the ``limit`` of each request, at most the documented 100 (a larger
+        one is refused before any request); ``limit`` ends the iteration after that many
+        sandboxes (a smaller first page is asked for then). A page that says ``has_more``
+        without a ``next_cursor`` (the OpenAPI's list has none) raises :class:`HopxError`
+        after its sandboxes, instead of ending as if complete.
 
         >>> for info in client.sandboxes.list(status="running"):  # doctest: +SKIP
         ...     print(info.id)
@@ -399,10 +413,11 @@ class Sandbox(_Twin):
     ) -> Sandbox:
         """Create a sandbox from a template; use it as returned, or use it with ``with``.
 
+        Without ``template`` or ``template_id`` the template is ``code-interpreter``.
         Without ``client`` the sandbox uses the default client, configured
         from ``HOPX_API_KEY`` and ``HOPX_BASE_URL`` and shared by all such sandboxes.
 
-        >>> sandbox = Sandbox.create(template="code-interpreter")  # doctest: +SKIP
+        >>> sandbox = Sandbox.create()  # code-interpreter  # doctest: +SKIP
         """
         runner = _runner.default_runner() if client is None else client._runner
         result = runner.run(
@@ -794,7 +809,8 @@ class Commands(_Twin):
         env: Mapping[str, str] | None = None,
         working_dir: str | None = None,
     ) -> Iterator[StreamEvent]:
-        """Run a shell command and yield its output as it appears (over a WebSocket).
+        """Run a shell command (sent as ``bash -c CMD``, as :meth:`run` sends it) and yield
+        its output as it appears (over a WebSocket).
 
         Events are ``stdout``/``stderr`` (with ``text``), then ``result`` (``exit_code``)
         and ``complete``. Closing the stream early (``contextlib.aclosing``) ends the command.

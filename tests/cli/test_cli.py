@@ -66,7 +66,7 @@ def test_without_click_it_prints_the_install_hint(hopx: Hopx) -> None:
     )
     assert done.returncode == 2
     assert one_line_error(done.stderr) == (
-        "hopx: the command line needs click and rich: pip install -e '.[cli]'"
+        "hopx: the command line needs click and rich: pip install 'hopx-async[cli]'"
     )
 
 
