@@ -25,6 +25,7 @@ from hopx_async import AsyncSandbox, FileInfo, NotFoundError
 
 from ._common import EXIT_OK, EXIT_USAGE, CliError, Settings, arun
 from ._group import cli, pass_settings
+from ._lookup import connect_running
 from ._output import err_console
 
 #: files at least this large get a progress bar (when stderr is a terminal)
@@ -91,7 +92,7 @@ def _upload(settings: Settings, src: Path, dst: Remote, into_dir: bool) -> int:
 
     async def go(f: IO[bytes], size: int) -> int:
         async with settings.client() as client:
-            sandbox = await client.sandboxes.connect(dst.sandbox_id)
+            sandbox = await connect_running(client, dst.sandbox_id)
             path = dst.path.rstrip("/") or "/"
             if into_dir or await _is_directory(sandbox, path):
                 path = posixpath.join(path, src.name)
@@ -110,7 +111,7 @@ def _download(settings: Settings, src: Remote, dst: Path, into_dir: bool) -> int
 
     async def go(f: IO[bytes]) -> int:
         async with settings.client() as client:
-            sandbox = await client.sandboxes.connect(src.sandbox_id)
+            sandbox = await connect_running(client, src.sandbox_id)
             size = await _size_of(sandbox, src.path)
             with _Meter(f"{src} → {target}", size) as meter:
                 await sandbox.files.download(src.path, cast("IO[bytes]", meter.writer(f)))
