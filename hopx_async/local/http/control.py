@@ -24,7 +24,9 @@ __all__ = ["make_control_app"]
 @web.middleware
 async def _api_key_auth(request: web.Request, handler: Handler) -> web.StreamResponse:
     app_state = state(request)
-    given = request.headers.get("X-API-Key") or bearer(request)
+    given = request.headers.get("X-API-Key")
+    if not given and app_state.dialect.control_bearer:
+        given = bearer(request)
     if not given:
         raise ApiError(401, "AUTHENTICATION_REQUIRED", "an API key is required (X-API-Key header)")
     if not is_header_text(given) or not hmac.compare_digest(

@@ -87,6 +87,9 @@ class Dialect:
     status_aliases: Mapping[str, str] = attrs.field(factory=dict)
     #: a process exiting with ``ERROR_EXIT_CODE`` ends as ``error`` (strict dialects)
     error_exit_status: bool = False
+    #: the control plane takes ``Authorization: Bearer KEY`` as well as ``X-API-Key`` (the
+    #: OpenAPI document's routes require ``X-API-Key``; its Bearer scheme is a session JWT)
+    control_bearer: bool = True
     #: rate limits (``None``: off): control plane per API key, agent per sandbox, creations
     control_rate_per_minute: int | None = None
     agent_rate_per_minute: int | None = None
@@ -185,6 +188,7 @@ class Dialect:
                 "token_error_code": "UNAUTHORIZED",
                 "async_route": False,
                 "list_cursor": False,
+                "control_bearer": False,
             }
         return cls(name=name, **(base | overrides))
 
