@@ -127,6 +127,7 @@ class Sandboxes:
         self._deleting.add(sandbox_id)
         try:
             await self.processes.end_sandbox(sandbox_id)
+            self.launcher.end_box(sandbox_id)  # also one a start made meanwhile
             self.records.pop(sandbox_id, None)
             self.store.delete_sandbox(sandbox_id)
             logger.info("sandbox %s deleted (%s)", sandbox_id, reason)
