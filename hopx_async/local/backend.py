@@ -37,6 +37,7 @@ from .service.sandboxes import Sandboxes
 from .service.tokens import TokenSigner, is_header_text
 from .service.webhooks import Webhooks
 from .state.layout import Layout
+from .state.lock import StateLock
 from .state.store import Store
 
 __all__ = ["LocalBackend"]
@@ -211,6 +212,7 @@ class LocalBackend:
         self._temp_dir: Path | None = None
         self._state_dir: Path | None = None
         self._store: Store | None = None
+        self._lock: StateLock | None = None  # one server per state directory
         self._launcher: Launcher | None = None
         self._runner: web.AppRunner | None = None
         self._listener: asyncio.Server | None = None
@@ -260,6 +262,7 @@ class LocalBackend:
 
     async def _start(self, state_dir: Path) -> None:
         _not_dumpable()
+        self._lock = StateLock.acquire(state_dir)  # before anything in it is touched
         layout = Layout(state_dir)
         layout.make_root()
         # Both held here until the app owns them (its cleanup contexts), so that stop()
@@ -403,6 +406,8 @@ class LocalBackend:
         if self._store is not None:
             self._store.close()
             self._store = None
+        if self._lock is not None:
+            self._lock.release()
         if self._temp_dir is not None:
             await asyncio.to_thread(shutil.rmtree, self._temp_dir, True)
             self._temp_dir = None
