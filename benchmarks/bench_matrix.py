@@ -210,8 +210,10 @@ class CountingProxy:
         ) as upstream:
             payload = await upstream.read()
             status = upstream.status
-            if status == 429:
+            if status == 429:  # counted apart: a refused start is a request, not a start
                 self.refused += 1
+                self.counts[key] -= 1
+                self.counts[f"{key} (429)"] += 1
             content_type = upstream.headers.get("Content-Type", "").split(";")[0]
             passthrough = {
                 k: v
@@ -302,6 +304,7 @@ def serve_options(args: argparse.Namespace) -> list[str]:
         ("--boot-seconds", args.boot_seconds),
         ("--control-rate", args.control_rate),
         ("--rate-window", args.rate_window),
+        ("--agent-rate", args.agent_rate),
     ):
         if value is not None:
             options += [flag, str(value)]
@@ -503,13 +506,28 @@ async def run_matrix(
     return cells, left
 
 
+def agent_rate(args: argparse.Namespace) -> int:
+    """The agent limit per sandbox and window (``--agent-rate``, else the documented 300)."""
+    return int(args.agent_rate) if args.agent_rate is not None else HOPX_AGENT_RATE
+
+
 def least_wall(args: argparse.Namespace, tasks: int) -> float:
-    """The least wall time the agent limit allows for the measured phase (module docstring)."""
+    """The least wall time the agent limit allows for the measured phase, in its fixed
+    windows (module docstring)."""
     sandboxes = max(1, tasks // PER_SANDBOX)
     starts = math.ceil(tasks / sandboxes)
     window = args.rate_window if args.rate_window is not None else HOPX_WINDOW
-    resets = math.ceil((starts + 2) / HOPX_AGENT_RATE) - 1
+    resets = math.ceil((starts + 2) / agent_rate(args)) - 1
     return resets * window + args.task_seconds
+
+
+def least_at_rate(args: argparse.Namespace, tasks: int) -> float:
+    """The requests needed per sandbox over the sustained rate the agent limit allows:
+    (S + 2) * W / L, the least of a server that counts in a sliding window."""
+    sandboxes = max(1, tasks // PER_SANDBOX)
+    starts = math.ceil(tasks / sandboxes)
+    window = args.rate_window if args.rate_window is not None else HOPX_WINDOW
+    return (starts + 2) * window / agent_rate(args)
 
 
 def least_setup(args: argparse.Namespace, tasks: int) -> float:
@@ -546,7 +564,7 @@ def table(
     if limited:
         columns.insert(0, ("refused", "429s", 0))
         columns.insert(2, ("pause_ms", "mean poll pause ms", 0))
-    extra = ["least wall s"] if limited else []
+    extra = ["least wall s", "requests / rate s"] if limited else []
     head = ["N", "sandboxes", "client", "runs", "wall s", *extra, *(c[1] for c in columns)]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     for tasks in sizes:
@@ -565,6 +583,8 @@ def table(
                 assert args is not None
                 least = least_wall(args, tasks)
                 row.append(f"{_fmt(least, 2)} ({cell.median('wall') / least:.2f}x)")
+                steady = least_at_rate(args, tasks)
+                row.append(f"{_fmt(steady, 2)} ({cell.median('wall') / steady:.2f}x)")
             for attr, _, digits in columns:
                 value = cell.median(attr)
                 text = _fmt(value, digits)
@@ -603,12 +623,13 @@ def driver(args: argparse.Namespace) -> int:
     if args.dialect != "extended":
         print(
             f"dialect {args.dialect}: serve {' '.join(serve_options(args))}; agent limit "
-            f"{HOPX_AGENT_RATE}/window per sandbox; raw and hopx_ai smart poll every "
+            f"{agent_rate(args)}/window per sandbox; raw and hopx_ai smart poll every "
             f"{args.interval:g} s (at most the sustained rate the agent limit allows)"
         )
         for n in args.sizes:
             print(
-                f"  N={n:,}: least wall time of the measured phase {least_wall(args, n):.2f} s; "
+                f"  N={n:,}: least wall time of the measured phase {least_wall(args, n):.2f} s "
+                f"(fixed windows; {least_at_rate(args, n):.2f} s at the sustained rate); "
                 f"least set-up (creations, boot) {least_setup(args, n):.1f} s"
             )
     cells, left = asyncio.run(run_matrix(args, clients))
@@ -628,7 +649,8 @@ def driver(args: argparse.Namespace) -> int:
         + (
             " 429s: refusals the proxy forwarded over the whole client run (set-up and "
             "clean-up included); least wall: (ceil((S + 2) / L_agent) - 1) * W + d, "
-            "S the starts per sandbox (see the module docstring), (x): wall over it; mean poll "
+            "S the starts per sandbox (see the module docstring), (x): wall over it; requests / "
+            "rate: (S + 2) * W / L_agent, the least at the sustained rate; mean poll "
             "pause: wall * sandboxes / requests, the average pause between two polls of a "
             "sandbox (compare detect p50 with it)."
             if args.dialect != "extended"
@@ -802,10 +824,19 @@ async def client_raw(cfg: Config) -> dict[str, Any]:
             host = str(sandbox["public_host"]).rstrip("/")
             return host, {"Authorization": f"Bearer {sandbox['auth_token']}"}
 
+        async def send(method: str, url: str, **kwargs: Any) -> Any:
+            """One request; a 429 is sent again after its Retry-After (the plain way)."""
+            while True:
+                async with session.request(method, url, raise_for_status=False, **kwargs) as resp:
+                    if resp.status != 429:
+                        resp.raise_for_status()
+                        return await resp.json()
+                    pause = float(resp.headers.get("Retry-After", "1"))
+                await asyncio.sleep(pause)
+
         async def listing(sandbox: dict[str, Any]) -> list[dict[str, Any]]:
             host, headers = agent(sandbox)
-            async with session.get(f"{host}/execute/processes", headers=headers) as resp:
-                data = await resp.json()
+            data = await send("GET", f"{host}/execute/processes", headers=headers)
             return list(data["processes"])
 
         pending: list[set[str]] = [set() for _ in range(cfg.sandboxes)]
@@ -814,10 +845,7 @@ async def client_raw(cfg: Config) -> dict[str, Any]:
         async def start(n: int, i: int) -> None:
             host, headers = agent(sandboxes[n])
             body = {"code": cfg.command, "language": "bash", "name": f"task-{i}"}
-            async with session.post(
-                f"{host}/execute/background", json=body, headers=headers
-            ) as resp:
-                data = await resp.json()
+            data = await send("POST", f"{host}/execute/background", json=body, headers=headers)
             pending[n].add(str(data["process_id"]))
 
         async def poll(n: int) -> None:
@@ -892,6 +920,18 @@ def _official_sandboxes(cfg: Config) -> list[Any]:
     return made
 
 
+def _patient(call: Callable[[], Any]) -> Any:
+    """``call()``, again after a second while it fails on a 429 (hopx_ai retries a 429 twice
+    within 3 s, then raises; past a rate-limit window that is too short)."""
+    while True:
+        try:
+            return call()
+        except Exception as exc:
+            if getattr(exc, "status_code", None) != 429 and "429" not in str(exc):
+                raise
+        time.sleep(1.0)
+
+
 def _official_kill(sandboxes: list[Any]) -> None:
     for sandbox in sandboxes:
         try:
@@ -920,7 +960,7 @@ def client_official_smart(cfg: Config) -> dict[str, Any]:
                     if not waiting and not starting.is_set():
                         return
                     if waiting:
-                        for p in sandboxes[n].list_processes():
+                        for p in _patient(sandboxes[n].list_processes):
                             pid = p["process_id"]
                             if p["status"] in TERMINAL:
                                 with lock:
@@ -936,8 +976,10 @@ def client_official_smart(cfg: Config) -> dict[str, Any]:
 
         def start(i: int) -> None:
             n = i % len(sandboxes)
-            answer = sandboxes[n].run_code_background(
-                code=cfg.command, language="bash", name=f"task-{i}"
+            answer = _patient(
+                lambda: sandboxes[n].run_code_background(
+                    code=cfg.command, language="bash", name=f"task-{i}"
+                )
             )
             with lock:
                 pending[n].add(answer["process_id"])
@@ -970,13 +1012,16 @@ def client_official_docs(cfg: Config) -> dict[str, Any]:
 
         def one(i: int) -> None:
             sandbox = sandboxes[i % len(sandboxes)]
-            started = sandbox.run_code_background(
-                code=cfg.command, language="bash", name=f"task-{i}"
+            started = _patient(
+                lambda: sandbox.run_code_background(
+                    code=cfg.command, language="bash", name=f"task-{i}"
+                )
             )
             pid = started["process_id"]
             deadline = time.monotonic() + RUN_LIMIT
             while True:
-                proc = next((p for p in sandbox.list_processes() if p["process_id"] == pid), None)
+                listed = _patient(sandbox.list_processes)
+                proc = next((p for p in listed if p["process_id"] == pid), None)
                 if proc is None:
                     raise AssertionError(f"process {pid} not listed")
                 if proc["status"] in TERMINAL:
@@ -1074,6 +1119,9 @@ def main(argv: list[str] | None = None) -> int:
     knobs.add_argument("--boot-seconds", type=float, default=None, metavar="S")
     knobs.add_argument("--control-rate", type=int, default=None, metavar="N", help="per window")
     knobs.add_argument("--rate-window", type=float, default=None, metavar="S", help="seconds")
+    knobs.add_argument(
+        "--agent-rate", type=int, default=None, metavar="N", help="per sandbox and window"
+    )
     parser.add_argument("--run-client", choices=list(CLIENTS), help=argparse.SUPPRESS)
     parser.add_argument("--tasks", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -1090,7 +1138,7 @@ def main(argv: list[str] | None = None) -> int:
             args.clients = list(HOPX_CLIENTS)
         window = args.rate_window if args.rate_window is not None else HOPX_WINDOW
         # raw and hopx_ai smart: the sustained rate the agent limit allows, no faster
-        args.interval = max(args.interval, window / HOPX_AGENT_RATE)
+        args.interval = max(args.interval, window / agent_rate(args))
     return driver(args)
 
 

@@ -30,6 +30,17 @@ async def stream_events(
             yield StreamEvent.from_wire(data)
 
 
+def _as_bash(body: dict[str, Any]) -> None:
+    """The official SDK's form of a command, which the service runs: ``bash -c CMD``, the
+    program and its arguments exec'd as given (``command`` alone may not go through a shell).
+
+    >>> body = {"command": "ls | wc -l"}; _as_bash(body); body
+    {'command': 'bash', 'args': ['-c', 'ls | wc -l']}
+    """
+    body["args"] = ["-c", body["command"]]
+    body["command"] = "bash"
+
+
 class AsyncCommands:
     """Shell commands in a sandbox: ``sandbox.commands``."""
 
@@ -93,9 +104,7 @@ class AsyncCommands:
         if timeout is None:
             timeout = 300 if background else 30
         body, seconds = execution_body("command", command, None, timeout, env, working_dir, name)
-        # the official SDK's form, which the service runs: bash -c CMD, exec'd as given
-        body["args"] = ["-c", body["command"]]
-        body["command"] = "bash"
+        _as_bash(body)
         if background:
             return await start_process(
                 self._sandbox, self._watcher, "/commands/background", body, "bash"
@@ -110,7 +119,8 @@ class AsyncCommands:
         env: Mapping[str, str] | None = None,
         working_dir: str | None = None,
     ) -> AsyncIterator[StreamEvent]:
-        """Run a shell command and yield its output as it appears (over a WebSocket).
+        """Run a shell command (sent as ``bash -c CMD``, as :meth:`run` sends it) and yield
+        its output as it appears (over a WebSocket).
 
         Events are ``stdout``/``stderr`` (with ``text``), then ``result`` (``exit_code``)
         and ``complete``. Closing the stream early (``contextlib.aclosing``) ends the command.
@@ -120,6 +130,7 @@ class AsyncCommands:
         ...         print(event.text, end="")
         """
         body, _ = execution_body("command", command, None, timeout, env, working_dir, sync=True)
+        _as_bash(body)
         async with contextlib.aclosing(stream_events(self._agent, "/commands/stream", body)) as run:
             async for event in run:
                 yield event

@@ -111,8 +111,14 @@ class AgentConnection:
             self._features.pop(name, None)
 
     def min_poll_interval(self) -> float:
-        """The shortest polling interval the agent's rate limit allows."""
+        """The shortest polling interval the agent's rate limit allows now: half of what is
+        free above a reserve for other requests, spread until the window's reset."""
         return self.control.transport.min_interval(self.sandbox_id)
+
+    def poll_hold(self) -> float:
+        """Seconds a poll waits before it goes out: until the reset while only the reserve
+        for other requests (starts) is free in the agent's rate-limit window."""
+        return self.control.transport.rate_state(self.sandbox_id).poll_delay()
 
     def forget_token(self) -> None:
         """Treat the token's expiry as unknown (the server's 401 then triggers a refresh)."""
@@ -142,7 +148,11 @@ class AgentConnection:
 
     # ----------------------------------------------------------------- readiness
     async def ensure_ready(self) -> None:
-        """Poll ``/health`` until the agent is healthy (once), and read its features."""
+        """Poll ``/health`` until the agent is healthy (once), and read its features.
+
+        Past ``READY_TIMEOUT`` of 5xx answers or dropped connections, a sandbox the control
+        plane says is paused raises that error (:meth:`ensure_ready_waiting` then waits while
+        it is paused); any other sandbox a clear :class:`HopxError`."""
         if self._features is not None:
             return
         async with self._ready_lock:
@@ -154,6 +164,7 @@ class AgentConnection:
                     await self.refresh_token(None)
             deadline = time.monotonic() + READY_TIMEOUT
             delay = 0.05
+            last: HopxError | None = None
             while True:
                 try:
                     data = (await self.request("GET", "/health", ready=False)).mapping
@@ -161,9 +172,11 @@ class AgentConnection:
                         features = data.get("features")
                         self._features = dict(features) if isinstance(features, Mapping) else {}
                         return
-                except (NetworkError, ServerError, AuthenticationError, NotFoundError):
-                    pass  # a booting agent answers 404, 401 or 5xx before it is ready
+                except (NetworkError, ServerError, AuthenticationError, NotFoundError) as exc:
+                    last = exc  # a booting agent answers 404, 401 or 5xx before it is ready
                 if time.monotonic() > deadline:
+                    if isinstance(last, PAUSE_ERRORS) and await self.is_paused():
+                        raise last  # paused, so unreachable: not a boot that failed
                     raise HopxError(
                         f"the agent of sandbox {self.sandbox_id} did not become healthy "
                         f"within {READY_TIMEOUT:g}s"
@@ -213,7 +226,7 @@ class AgentConnection:
             token = self._token
             sent = {"Authorization": f"Bearer {token}", **(headers or {})}
             try:
-                return await self.control.transport.request(
+                response = await self.control.transport.request(
                     method,
                     base + path,
                     headers=sent,
@@ -224,6 +237,8 @@ class AgentConnection:
                     scope=self.sandbox_id,
                     resource=resource or "sandbox",
                 )
+                self._seen_paused = False  # the agent answered: a pause seen before is over
+                return response
             except AuthenticationError:
                 # any 401 may be an expired token (the service sends no INVALID_TOKEN);
                 # readiness waits a booting agent's 401 out instead

@@ -47,7 +47,7 @@ class ControlPlane:
         self.polling = polling
         #: the Unix time (token expiry); injectable for tests
         self.clock = clock
-        self._auth = {"Authorization": f"Bearer {api_key}"}
+        self._auth = {"X-API-Key": api_key}  # every /v1 route's security in the OpenAPI
         self._closables: weakref.WeakSet[Closable] = weakref.WeakSet()
         #: sandboxes made without an explicit client, held while they live
         self._adopted: set[Any] = set()

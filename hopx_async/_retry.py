@@ -20,12 +20,14 @@ import email.utils
 import math
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 
 from ._config import RetryPolicy
+from ._ratelimit import RESET_MARGIN, RateState
 
 __all__ = [
     "MAX_ADVICE",
+    "RESET_MARGIN",
     "RateState",
     "backoff",
     "parse_retry_after",
@@ -35,8 +37,6 @@ __all__ = [
 
 #: the longest a server's Retry-After advice is followed, in seconds
 MAX_ADVICE = 60.0
-#: seconds added past ``X-RateLimit-Reset``: servers round the reset time (down, too)
-RESET_MARGIN = 1.0
 
 
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
@@ -106,58 +106,3 @@ def should_retry_failure(policy: RetryPolicy, *, reached: bool, safe: bool, atte
     the request, so even a start is sent again. Otherwise only a safe request is.
     """
     return attempt < policy.max_retries and (safe or not reached)
-
-
-class RateState:
-    """What the server said of one scope's rate limit (``X-RateLimit-*`` headers).
-
-    ``clock`` gives the Unix time (``X-RateLimit-Reset`` is a Unix time).
-    """
-
-    __slots__ = ("clock", "limit", "remaining", "reset")
-
-    def __init__(self, clock: Callable[[], float] = time.time) -> None:
-        self.clock = clock
-        self.limit: int | None = None
-        self.remaining: int | None = None
-        self.reset: float | None = None
-
-    def update(self, headers: Mapping[str, str]) -> None:
-        try:
-            if "X-RateLimit-Limit" in headers:
-                self.limit = int(headers["X-RateLimit-Limit"])
-            if "X-RateLimit-Remaining" in headers:
-                self.remaining = int(headers["X-RateLimit-Remaining"])
-            if "X-RateLimit-Reset" in headers:
-                self.reset = float(headers["X-RateLimit-Reset"])
-        except ValueError:
-            pass
-
-    def delay(self) -> float:
-        """Seconds to hold the next request: until the reset when nothing remains."""
-        if self.remaining is not None and self.remaining <= 0 and self.reset is not None:
-            return self.until_reset() or 0.0
-        return 0.0
-
-    def until_reset(self) -> float | None:
-        """Seconds until a little past the advertised reset (None: no reset known).
-
-        >>> state = RateState(clock=lambda: 100.0); state.reset = 102.0
-        >>> state.until_reset()
-        3.0
-        """
-        if self.reset is None:
-            return None
-        wait = self.reset + RESET_MARGIN - self.clock()
-        return None if wait <= 0 else min(MAX_ADVICE, wait)
-
-    def min_interval(self) -> float:
-        """The shortest polling interval that stays within half of the limit (0: none known).
-
-        >>> state = RateState(); state.limit = 60
-        >>> state.min_interval()
-        2.0
-        """
-        if not self.limit:
-            return 0.0
-        return 2 * 60.0 / self.limit

@@ -75,6 +75,10 @@ class Response:
         return self.headers.get("X-Request-ID")
 
 
+#: the words of the error for a client used from an event loop other than its own
+BOUND_ELSEWHERE = "bound to another event loop"
+
+
 class Transport:
     """Owns the client's one aiohttp session and sends every request."""
 
@@ -94,6 +98,8 @@ class Transport:
         self._session: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._rates: dict[str, RateState] = {}
+        #: 429 and 503 answers retried here ("absorbed"), by scope ("control", a sandbox id)
+        self.throttled: dict[str, int] = {}
         self.closed = False
 
     @property
@@ -106,8 +112,9 @@ class Transport:
         if self._session is not None and not self._session.closed:
             if loop is not self._loop:
                 raise RuntimeError(
-                    "this HopX client is bound to another event loop; create one client per "
-                    "event loop (hopx_sync clients run their own loop for you)"
+                    f"this HopX client is {BOUND_ELSEWHERE} ({self._loop!r}), not the running "
+                    f"one ({loop!r}); create one client per event loop (hopx_sync clients run "
+                    "their own loop for you)"
                 )
             return self._session
         if self.closed:
@@ -119,6 +126,7 @@ class Transport:
         )
         self._session = aiohttp.ClientSession(
             connector=connector,
+            trace_configs=[_NO_REDIRECTS],
             headers={"User-Agent": USER_AGENT},
             timeout=aiohttp.ClientTimeout(
                 total=self.timeouts.request, connect=self.timeouts.connect
@@ -147,7 +155,7 @@ class Transport:
     def min_interval(self, scope: str) -> float:
         """The shortest polling interval that stays within half the scope's rate limit."""
         state = self._rates.get(scope)
-        return 0.0 if state is None else state.min_interval()
+        return 0.0 if state is None else state.poll_spacing()
 
     def backoff(self, attempt: int, advice: float | None) -> float:
         """Seconds before retry ``attempt`` (0-based): server advice, else full jitter."""
@@ -189,13 +197,16 @@ class Transport:
         attempt = 0
         while True:
             hold = rate.delay()
-            if hold > 0:
-                await asyncio.sleep(hold)
+            while hold > 0:  # nothing free in the window: others may be waiting as well
+                with rate.holding():
+                    await asyncio.sleep(hold)
+                hold = rate.delay()
             try:
-                async with session.request(method, url, **kwargs) as resp:
-                    raw = await _read_bounded(resp, self.limits.max_response_bytes)
-                    status = resp.status
-                    resp_headers = resp.headers
+                with rate.sending():
+                    async with session.request(method, url, **kwargs) as resp:
+                        raw = await _read_bounded(resp, self.limits.max_response_bytes)
+                        status = resp.status
+                        resp_headers = resp.headers
             except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
                 limit = timeout if timeout is not None else self.timeouts.request
                 reached, failure = _failure(f"{method} {url}", exc, limit)
@@ -221,10 +232,14 @@ class Transport:
                     retry_after=header_advice,
                     resource=resource,
                 )
-                if isinstance(error, RateLimitError) and error.retry_after is None:
-                    error.retry_after = rate.until_reset()  # X-RateLimit-Reset, with a margin
+                if isinstance(error, RateLimitError):
+                    if error.retry_after is None:
+                        error.retry_after = rate.until_reset()  # X-RateLimit-Reset + margin
+                    rate.refused(error.retry_after)  # every request of the scope holds
                 if not should_retry_status(self.retries, status, safe=safe, attempt=attempt):
                     raise error
+                if status in (429, 503):
+                    self.throttled[scope] = self.throttled.get(scope, 0) + 1
                 advice = error.retry_after if isinstance(error, RateLimitError) else None
                 if advice is None:
                     advice = header_advice
@@ -245,8 +260,9 @@ class Transport:
     ) -> aiohttp.ClientWebSocketResponse[bool]:
         """Open a WebSocket (never retried here: the caller decides what a retry means).
 
-        A refused handshake raises the :class:`APIError` of its status; a connection that
-        cannot be made raises :class:`NetworkError`.
+        A refused handshake raises the :class:`APIError` of its status, a redirect
+        :class:`RedirectError` (it is not followed); a connection that cannot be made raises
+        :class:`NetworkError`.
         """
         session = self._get_session()
         try:
@@ -333,6 +349,20 @@ class Transport:
             ) from exc
         except aiohttp.ClientError as exc:
             raise NetworkError(f"{method} {url}: {type(exc).__name__}: {exc}") from exc
+
+
+async def _refuse_redirect(
+    session: aiohttp.ClientSession, context: Any, params: aiohttp.TraceRequestRedirectParams
+) -> None:
+    """A redirect about to be followed (only ``ws_connect`` can: every other request is
+    sent with ``allow_redirects=False``): raise before anything goes to the new URL."""
+    resp = params.response
+    raise _redirect(params.method, str(params.url), resp.status, resp.headers, None)
+
+
+_NO_REDIRECTS = aiohttp.TraceConfig()
+_NO_REDIRECTS.on_request_redirect.append(_refuse_redirect)
+_NO_REDIRECTS.freeze()
 
 
 def _redirect(

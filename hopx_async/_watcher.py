@@ -10,6 +10,10 @@ or any long poll that the server held, the next one goes out at once; other answ
 back quicker than the policy's ``initial_interval`` are spaced to one per interval (a burst of
 changes gathers into the next answer).
 
+Polls are paced by the agent's rate-limit budget (:mod:`._ratelimit`): never more often than
+half of what is free above a reserve, spread until the window's reset, and not at all while
+only the reserve is left (starts get it), so that waiting never draws a 429 of its own.
+
 A full list is parsed lazily: only the records whose status or output changed since the last
 list (a cheap key per raw record), or that ended while somebody waits on them, become models,
 and records of processes nobody holds a handle on are skipped; the keys kept are those of the
@@ -34,6 +38,7 @@ from ._errors import ProcessNotFoundError, RateLimitError
 from ._lists import RecordKey, changed_processes, next_cursor
 from ._models import ProcessInfo
 from ._procstate import ProcessState, WatcherStats, poll_interval, rate_pause
+from ._ratelimit import POLLING
 
 if TYPE_CHECKING:
     from ._process import AsyncBackgroundProcess
@@ -44,6 +49,8 @@ __all__ = ["ProcessState", "Watcher", "WatcherStats", "poll_interval"]
 MISSING_POLLS = 3
 #: endings of processes nobody held a handle on, kept per sandbox for a handle made just after
 UNCLAIMED_ENDINGS = 128
+#: seconds between two looks at the rate limit's pace while it holds the next poll
+RECHECK = 0.5
 
 
 class Watcher:
@@ -232,7 +239,7 @@ class Watcher:
                 fut.set_exception(error)
 
     # ---------------------------------------------------------------------- polling
-    def _pause(self, since: bool, took: float) -> float:
+    def _pause(self, since: bool, took: float, minimum: float | None = None) -> float:
         """The pause before the next poll (``took``: how long the last one was out).
 
         A terminal-only long poll wakes only for endings, and the server then gathers the
@@ -244,7 +251,8 @@ class Watcher:
         Never below what the rate limit allows.
         """
         policy = self.agent.polling
-        minimum = self.agent.min_poll_interval()
+        if minimum is None:
+            minimum = self.agent.min_poll_interval()
         if since and self._terminal:
             return minimum
         if since:
@@ -253,7 +261,25 @@ class Watcher:
         youngest = now - max(self._started.values(), default=now)
         return poll_interval(policy, youngest, minimum)
 
+    async def _wait_pause(self, since: bool, took: float) -> None:
+        """Sleep the pause after a poll. While the rate limit's pace is what holds the next
+        poll, it is asked again every ``RECHECK`` seconds: it shortens when the starts that
+        kept a reserve of the budget are over."""
+        answered = time.monotonic()
+        while self._waiting:
+            minimum = self.agent.min_poll_interval()
+            pause = self._pause(since, took, minimum)
+            self._next_poll = answered + pause
+            wait = self._next_poll - time.monotonic()
+            if wait <= 0:
+                return
+            if minimum < pause:  # the policy's pause: it does not change
+                await asyncio.sleep(wait)
+                return
+            await asyncio.sleep(min(wait, RECHECK))
+
     async def _run(self) -> None:
+        POLLING.set(True)  # this task's requests are polls (the rate-limit budget's reserve)
         try:
             # A watcher that stopped when its last wait ended keeps the pace it had: a wait
             # that starts just after does not cost a poll before the pause is over. Full
@@ -268,6 +294,10 @@ class Watcher:
                 await asyncio.sleep(delay)
             limited = 0
             while self._waiting:
+                hold = self.agent.poll_hold()
+                if hold > 0:  # leave the rest of the window to starts (asked again while
+                    await asyncio.sleep(min(hold, RECHECK))  # they go on: they may stop)
+                    continue
                 since = self.agent.has_feature("list_since")
                 sent = time.monotonic()
                 # Only a long poll can be restarted by watch() (its cursor moved back), so
@@ -295,10 +325,7 @@ class Watcher:
                     self._inflight = None
                 limited = 0
                 self._dispatch(infos, listed)
-                pause = self._pause(since, time.monotonic() - sent)
-                self._next_poll = time.monotonic() + pause
-                if self._waiting and pause > 0:
-                    await asyncio.sleep(pause)
+                await self._wait_pause(since, time.monotonic() - sent)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the sandbox is gone, the key was revoked, ...

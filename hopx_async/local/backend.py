@@ -19,7 +19,7 @@ from typing import Any
 
 from aiohttp import web
 
-from .._loopthread import LoopThread
+from .._loopthread import LoopThread, mark_serving, unmark_serving
 from .http.app import make_app
 from .http.common import STATE, AppState
 from .http.connections import ConnectionCap, QuietServerLog
@@ -151,11 +151,11 @@ class LocalBackend:
     :class:`~hopx_async.local.service.dialect.Dialect` with its knobs changed
     (``Dialect.named("hopx", boot_seconds=0)``); ``None`` reads ``HOPX_LOCAL_DIALECT``.
 
-    Two class attributes bound what one client can hold (set them on an instance before
-    ``start()`` to change them): ``read_timeout``, the seconds a connection may stay idle or
-    take to send a request's headers, and separately its body; ``max_connections``, the
-    number of open connections, beyond which the oldest idle one is closed for a new one
-    (and a new one is refused while every one is busy).
+    Two class attributes bound what one client can hold (set them on an instance before ``start()``
+    to change them): ``read_timeout``, the seconds a connection may stay idle or take to send a
+    request's headers, and separately its body; ``max_connections``, the number of open
+    connections, beyond which the oldest idle one is closed for a new one (and a new one is refused
+    while every one is busy).
 
     ``isolation`` is ``"auto"`` (a bubblewrap box per process where possible), ``"none"``
     (plain processes; also forced by ``HOPX_LOCAL_ISOLATION=none``) or ``"bubblewrap"``
@@ -265,8 +265,7 @@ class LocalBackend:
         self._lock = StateLock.acquire(state_dir)  # before anything in it is touched
         layout = Layout(state_dir)
         layout.make_root()
-        # Both held here until the app owns them (its cleanup contexts), so that stop()
-        # closes them if the start fails before.
+        # Held here until the app's cleanup contexts own them: stop() closes them till then.
         launcher = self._launcher = await self._open_launcher(layout)
         store = self._store = Store.open(layout.db)
         store.bind_loop(asyncio.get_running_loop())
@@ -302,6 +301,7 @@ class LocalBackend:
         port = self._listener.sockets[0].getsockname()[1]
         self._base_url = f"http://{_url_host(self.host)}:{port}"
         renderer.base_url = self._base_url
+        mark_serving(asyncio.get_running_loop(), self, f"the LocalBackend at {self._base_url}")
         self._isolation = launcher.isolation
         logger.info(
             "local backend listening on %s (state in %s); isolation: %s",
@@ -396,6 +396,7 @@ class LocalBackend:
 
     async def stop(self) -> None:
         """Kill every running process group (marked killed), flush the store, clean up."""
+        unmark_serving(self)
         if self._runner is not None:
             await self._runner.cleanup()  # the app's shutdown, then its cleanup contexts
             self._runner = None
@@ -406,8 +407,7 @@ class LocalBackend:
         if self._store is not None:
             self._store.close()
             self._store = None
-        if self._lock is not None:
-            self._lock.release()
+        StateLock.free(self._lock)
         if self._temp_dir is not None:
             await asyncio.to_thread(shutil.rmtree, self._temp_dir, True)
             self._temp_dir = None

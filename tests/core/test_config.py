@@ -47,11 +47,11 @@ async def test_arguments_win_over_environment(
     monkeypatch.setenv("HOPX_API_KEY", "from-env")
     monkeypatch.setenv("HOPX_BASE_URL", "http://127.0.0.1:1/")
     sent: list[str | None] = []
-    proxy.on_request = lambda request: sent.append(request.headers.get("Authorization"))
+    proxy.on_request = lambda request: sent.append(request.headers.get("X-API-Key"))
     async with AsyncHopx(api_key=backend.api_key, base_url=proxy.url) as client:
         assert client.base_url == proxy.url
         assert await client.sandboxes.list_templates()
-    assert sent == [f"Bearer {backend.api_key}"], "the argument's key, sent to the argument's URL"
+    assert sent == [backend.api_key], "the argument's key, sent to the argument's URL"
 
 
 def test_default_base_url_is_the_service() -> None:

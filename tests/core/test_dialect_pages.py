@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from hopx_async import AsyncHopx, HopxError
+from hopx_async import AsyncHopx, HopxError, ValidationError
 
 from .proxy import FaultProxy
 
@@ -36,3 +36,24 @@ async def test_has_more_without_a_cursor_is_said(proxied: AsyncHopx, proxy: Faul
             await collect()
         assert len(seen) == 1
         assert proxy.count("GET", "/v1/sandboxes") == 1, "never re-fetches the first page"
+
+
+async def test_page_size_past_the_documented_100_is_refused_before_any_request(
+    proxied: AsyncHopx, proxy: FaultProxy
+) -> None:
+    with pytest.raises(ValidationError, match=r"page_size.*at most 100"):
+        async for _ in proxied.sandboxes.list(page_size=101):
+            pass
+    assert proxy.count("GET", "/v1/sandboxes") == 0
+
+
+async def test_a_small_limit_asks_for_a_page_of_that_size(
+    proxied: AsyncHopx, proxy: FaultProxy
+) -> None:
+    sent: list[str | None] = []
+    proxy.on_request = lambda request: sent.append(request.query.get("limit"))
+    async with proxied.sandboxes.create("base"):
+        sent.clear()
+        listed = [info async for info in proxied.sandboxes.list(limit=1)]
+    assert len(listed) == 1
+    assert sent[0] == "1"

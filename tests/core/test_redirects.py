@@ -74,3 +74,26 @@ async def test_get_is_not_redirected_either(
         with pytest.raises(RedirectError):
             await asyncio.wait_for(client.sandboxes.list_templates(), 10)
     assert got == []
+
+
+async def test_a_websocket_connect_is_not_redirected(
+    hosts: tuple[str, str, list[bytes], list[int]],
+) -> None:
+    """``ws_connect`` has no ``allow_redirects``: the client's session refuses any redirect,
+    before the token goes to the new host."""
+    from hopx_async import Limits, RetryPolicy, Timeouts
+    from hopx_async._transport import Transport
+
+    url, other_url, got, statuses = hosts
+    statuses[0] = 307
+    transport = Transport(timeouts=Timeouts(), limits=Limits(), retries=RetryPolicy())
+    try:
+        with pytest.raises(RedirectError) as err:
+            await asyncio.wait_for(
+                transport.websocket(url + "/commands/stream", headers={"Authorization": "t"}),
+                10,
+            )
+    finally:
+        await transport.aclose()
+    assert got == []
+    assert err.value.status == 307 and err.value.location == other_url + "/commands/stream"

@@ -24,7 +24,9 @@ __all__ = ["make_control_app"]
 @web.middleware
 async def _api_key_auth(request: web.Request, handler: Handler) -> web.StreamResponse:
     app_state = state(request)
-    given = request.headers.get("X-API-Key") or bearer(request)
+    given = request.headers.get("X-API-Key")
+    if not given and app_state.dialect.control_bearer:
+        given = bearer(request)
     if not given:
         raise ApiError(401, "AUTHENTICATION_REQUIRED", "an API key is required (X-API-Key header)")
     if not is_header_text(given) or not hmac.compare_digest(
@@ -53,10 +55,15 @@ async def create_sandbox(request: web.Request) -> web.Response:
     env_vars = opt_env(body, "env_vars")  # read (and checked) in every dialect
     if app_state.create_limiter is not None:
         app_state.create_limiter.hit("create")
+    timeout_seconds = opt_int(body, "timeout_seconds")
     sbx = app_state.sandboxes.create(
         template=template,
         region=opt_str(body, "region"),
-        timeout_seconds=opt_int(body, "timeout_seconds"),
+        timeout_seconds=(
+            app_state.dialect.default_sandbox_timeout
+            if timeout_seconds is None
+            else timeout_seconds
+        ),
         internet_access=opt_bool(body, "internet_access", True),
         # the service does not apply them: its clients follow create with PATCH /env
         env_vars=env_vars if app_state.dialect.create_applies_env else {},

@@ -43,6 +43,7 @@ class Sandboxes:
             self.records[sbx.id] = sbx
             self.launcher.prepare_sandbox(sbx.id)
             self._seq = max(self._seq, sbx.seq)
+        self.launcher.sweep_leftovers(set(self.records))  # boxes a crash left running
         fileops.sweep(self.layout, set(self.records))  # what a crash or failed deletion left
         self.processes.load(self.records)
 
@@ -121,10 +122,13 @@ class Sandboxes:
         return matching[:limit], len(matching) > limit
 
     async def delete(self, sandbox_id: str, *, reason: str) -> None:
-        self.get(sandbox_id)
+        sbx = self.get(sandbox_id)
         if sandbox_id in self._deleting:
             return
         self._deleting.add(sandbox_id)
+        # from now on it reads as gone: a client that sees its processes end meanwhile
+        # can tell that they ended with their sandbox
+        sbx.status = "deleted"
         try:
             await self.processes.end_sandbox(sandbox_id)
             self.records.pop(sandbox_id, None)

@@ -64,6 +64,12 @@ class StateLock:
         if root.is_dir():
             cls.acquire(root).release()
 
+    @staticmethod
+    def free(lock: StateLock | None) -> None:
+        """Release ``lock`` if there is one (releasing twice is harmless)."""
+        if lock is not None:
+            lock.release()
+
     def release(self) -> None:
         if self._fd is not None:
             with contextlib.suppress(OSError):

@@ -1,0 +1,118 @@
+"""A paused sandbox's agent answering 5xx or dropping the connection (issue 16, item 10),
+where the watcher is not the one asking: output read by offsets, the readiness wait of a
+sandbox connected to while paused; and the answer of a pause that arrives just after the
+resume (the control plane already says running): asked again once, not raised.
+
+The fault proxy answers the agent's requests with a gateway's 502 (or drops them) while the
+sandbox is paused, as the ``hopx`` dialect does; the local backend itself answers 409.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+import hopx_async._connection as connection
+from hopx_async import AsyncHopx, PollPolicy, RetryPolicy, ServerError
+
+from .proxy import Fault, FaultProxy
+from .waiting import until
+
+pytestmark = pytest.mark.anyio
+
+
+def _client(backend: Any, proxy: FaultProxy) -> AsyncHopx:
+    return AsyncHopx(
+        api_key=backend.api_key,
+        base_url=proxy.url,
+        polling=PollPolicy(initial_interval=0.02, max_interval=0.1, long_poll=0.5),
+        retries=RetryPolicy(max_retries=1, initial_delay=0.01, max_delay=0.02),
+    )
+
+
+@pytest.mark.parametrize("answer", [502, 0])
+async def test_output_by_offsets_keeps_following_while_paused(
+    backend: Any, proxy: FaultProxy, answer: int
+) -> None:
+    async with _client(backend, proxy) as client, client.sandboxes.create("base") as sandbox:
+        code = "import time; print('a', flush=True); time.sleep(0.5); print('b')"
+        proc = await sandbox.run_code_background(code)
+        chunks: list[str] = []
+
+        async def follow() -> None:
+            async for chunk in proc.output():
+                chunks.append(chunk.text)
+
+        following = asyncio.ensure_future(follow())
+        await until(lambda: "".join(chunks).startswith("a"), "the first line was read")
+        await sandbox.pause()
+        fault = proxy.inject(
+            Fault("GET", r"/execute/processes/[^/]+$", answer, text="Bad Gateway", times=10**6)
+        )
+        await until(lambda: fault.hits >= 3, "the output was asked for while paused")
+        assert not following.done(), "an unreachable paused agent does not end output()"
+        fault.times = 0
+        await sandbox.resume()
+        await asyncio.wait_for(following, 15)
+        assert "".join(chunks) == "a\nb\n"
+
+
+async def test_readiness_waits_while_paused_past_its_timeout(
+    backend: Any, proxy: FaultProxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(connection, "READY_TIMEOUT", 0.2)
+    async with _client(backend, proxy) as client, client.sandboxes.create("base") as sandbox:
+        proc = await sandbox.run_code_background("import time; time.sleep(0.3); print('done')")
+        await sandbox.pause()
+        fault = proxy.inject(Fault("GET", r"/health$", 502, text="Bad Gateway", times=10**6))
+        async with _client(backend, proxy) as other:
+            again = await other.sandboxes.connect(sandbox.id)  # its agent not asked yet
+            waiting = asyncio.ensure_future(again.process(proc.id).wait())
+            await until(lambda: fault.hits >= 3, "the agent's health was asked while paused")
+            await asyncio.sleep(1.0)  # well past READY_TIMEOUT
+            assert not waiting.done(), "a paused sandbox is no agent that failed to boot"
+            fault.times = 0
+            await sandbox.resume()
+            result = await asyncio.wait_for(waiting, 15)
+        assert result.stdout == "done\n"
+
+
+async def test_a_pause_answer_just_after_the_resume_is_asked_again(
+    backend: Any, proxy: FaultProxy
+) -> None:
+    async with _client(backend, proxy) as client, client.sandboxes.create("base") as sandbox:
+        proc = await sandbox.run_code_background("import time; time.sleep(0.3); print('done')")
+        await sandbox.pause()
+        paused = proxy.inject(Fault("GET", r"/execute/processes", 502, times=10**6))
+        waiting = asyncio.ensure_future(proc.wait())
+        await until(lambda: paused.hits >= 2, "the agent was asked while paused")
+        paused.times = 0
+        await sandbox.resume()
+        # the agent's answer of the pause, arriving after the control plane says running
+        late = proxy.inject(Fault("GET", r"/execute/processes", 502, times=1))
+        result = await asyncio.wait_for(waiting, 15)
+        assert late.hits == 1
+        assert result.stdout == "done\n"
+
+
+async def test_a_5xx_after_the_agent_answered_again_is_raised(
+    backend: Any, proxy: FaultProxy
+) -> None:
+    """The pause seen before is over once the agent answers: a later 5xx on a running
+    sandbox is not taken for the end of that pause."""
+    async with _client(backend, proxy) as client, client.sandboxes.create("base") as sandbox:
+        proc = await sandbox.run_code_background("import time; time.sleep(0.2)")
+        await sandbox.pause()
+        paused = proxy.inject(Fault("GET", r"/execute/processes", 502, times=10**6))
+        waiting = asyncio.ensure_future(proc.wait())
+        await until(lambda: paused.hits >= 2, "the agent was asked while paused")
+        paused.times = 0
+        await sandbox.resume()
+        await asyncio.wait_for(waiting, 15)
+        later = await sandbox.run_code_background("import time; time.sleep(2)")
+        # one 502 and its one retry: the wait's poll fails once, on a running sandbox
+        proxy.inject(Fault("GET", r"/execute/processes", 502, times=2))
+        with pytest.raises(ServerError):
+            await asyncio.wait_for(later.wait(), 15)
