@@ -25,12 +25,13 @@ from hopx_async import AsyncSandbox, FileInfo, NotFoundError
 
 from ._common import EXIT_OK, EXIT_USAGE, CliError, Settings, arun
 from ._group import cli, pass_settings
+from ._lookup import connect_running
 from ._output import err_console
 
 #: files at least this large get a progress bar (when stderr is a terminal)
 PROGRESS_FROM = 1 << 20
 #: ``SANDBOX:PATH``: an id (no ``/``, no ``:``), a colon, a path
-_REMOTE = re.compile(r"^(?P<sandbox>[A-Za-z0-9_.-]+):(?P<path>.+)$")
+_REMOTE = re.compile(r"^(?P<sandbox>[A-Za-z0-9_.-]+):(?P<path>.*)$")
 WORKSPACE = "/workspace"
 
 
@@ -50,7 +51,7 @@ def parse_location(text: str) -> Remote | Path:
     found = _REMOTE.match(text)
     if found is None:
         return Path(text)
-    path = found["path"]
+    path = found["path"]  # empty: the workspace itself
     return Remote(found["sandbox"], path if path.startswith("/") else f"{WORKSPACE}/{path}")
 
 
@@ -64,10 +65,10 @@ def cp(settings: Settings, source: str, destination: str) -> int:
     \b
       hopx cp data.csv sbx_abc:/workspace/data.csv
       hopx cp sbx_abc:/workspace/out.png .
-    A relative PATH is under /workspace; a destination that is a directory (or ends
-    in /) gets the source's name. The file is streamed, never held in memory; files
-    of 1 MiB or more show a progress bar when stderr is a terminal. A local path with
-    a colon is written ./a:b.
+    A relative PATH is under /workspace (SANDBOX: alone is /workspace itself); a
+    destination that is a directory (or ends in /) gets the source's name. The file
+    is streamed, never held in memory; files of 1 MiB or more show a progress bar
+    when stderr is a terminal. A local path with a colon is written ./a:b.
     """
     src, dst = parse_location(source), parse_location(destination)
     if isinstance(src, Remote) == isinstance(dst, Remote):
@@ -78,7 +79,7 @@ def cp(settings: Settings, source: str, destination: str) -> int:
         )
     if isinstance(src, Path):
         assert isinstance(dst, Remote)
-        return _upload(settings, src, dst, destination.endswith("/"))
+        return _upload(settings, src, dst, dst.path.endswith("/"))
     assert isinstance(src, Remote)
     assert isinstance(dst, Path)
     return _download(settings, src, dst, destination.endswith("/"))
@@ -91,7 +92,7 @@ def _upload(settings: Settings, src: Path, dst: Remote, into_dir: bool) -> int:
 
     async def go(f: IO[bytes], size: int) -> int:
         async with settings.client() as client:
-            sandbox = await client.sandboxes.connect(dst.sandbox_id)
+            sandbox = await connect_running(client, dst.sandbox_id)
             path = dst.path.rstrip("/") or "/"
             if into_dir or await _is_directory(sandbox, path):
                 path = posixpath.join(path, src.name)
@@ -110,7 +111,7 @@ def _download(settings: Settings, src: Remote, dst: Path, into_dir: bool) -> int
 
     async def go(f: IO[bytes]) -> int:
         async with settings.client() as client:
-            sandbox = await client.sandboxes.connect(src.sandbox_id)
+            sandbox = await connect_running(client, src.sandbox_id)
             size = await _size_of(sandbox, src.path)
             with _Meter(f"{src} → {target}", size) as meter:
                 await sandbox.files.download(src.path, cast("IO[bytes]", meter.writer(f)))
@@ -129,8 +130,8 @@ def _download(settings: Settings, src: Remote, dst: Path, into_dir: bool) -> int
 async def _entry(sandbox: AsyncSandbox, path: str) -> FileInfo | None:
     """The entry of ``path`` in its directory's listing (None: not there)."""
     parent, name = posixpath.split(path.rstrip("/"))
-    if not name:
-        return FileInfo(name="/", path="/", is_directory=True)
+    if not name or path.rstrip("/") == WORKSPACE:
+        return FileInfo(name=name or "/", path=path, is_directory=True)
     try:
         entries = await sandbox.files.list(parent or "/")
     except NotFoundError:

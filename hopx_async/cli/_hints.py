@@ -38,11 +38,7 @@ def cli_message(exc: HopxError, base_url: str | None) -> str:
     if isinstance(exc, ConflictError):
         found = _PAUSED.search(exc.message)
         if found is not None:
-            sandbox_id = found["id"].rstrip(";,.:")
-            return (
-                f"sandbox {sandbox_id} is paused: resume it with "
-                f"`hopx sandbox resume {sandbox_id}`{_suffix(exc)}"
-            )
+            return paused(found["id"].rstrip(";,.:")) + _suffix(exc)
         return line
     if isinstance(exc, NetworkError) and "cannot connect" in line and _is_loopback(base_url):
         return (
@@ -50,6 +46,11 @@ def cli_message(exc: HopxError, base_url: str | None) -> str:
             "`hopx local status --state-dir DIR` says (DIR as given to `hopx local start`)"
         )
     return line
+
+
+def paused(sandbox_id: str) -> str:
+    """What ``hopx`` says of a paused sandbox that a command needs running."""
+    return f"sandbox {sandbox_id} is paused: resume it with `hopx sandbox resume {sandbox_id}`"
 
 
 def _is_loopback(base_url: str | None) -> bool:

@@ -45,8 +45,11 @@ def test_cp_into_directories_keeps_the_name_and_relative_paths_are_in_the_worksp
     local.write_text("hello\n")
     hopx.ok("cp", str(local), f"{sandbox_id}:/workspace/")  # a directory: keeps the name
     hopx.ok("cp", str(local), f"{sandbox_id}:renamed.txt")  # relative: under /workspace
+    (tmp_path / "third.txt").write_text("3\n")
+    hopx.ok("cp", str(tmp_path / "third.txt"), f"{sandbox_id}:")  # the workspace itself
+    hopx.ok("cp", str(tmp_path / "third.txt"), f"{sandbox_id}:/workspace")  # as a directory
     listed = hopx.ok("run", "--sandbox", sandbox_id, "-c", "import os; print(sorted(os.listdir()))")
-    assert "'notes.txt'" in listed and "'renamed.txt'" in listed
+    assert "'notes.txt'" in listed and "'renamed.txt'" in listed and "'third.txt'" in listed
     out = tmp_path / "out"
     out.mkdir()
     hopx.ok("cp", f"{sandbox_id}:renamed.txt", str(out))  # a local directory

@@ -201,3 +201,65 @@ async def test_sigkill_mid_burst_loses_nothing_and_runs_nothing_twice(
         f"{dict(statuses)}; {sum(1 for n in retried.values() if n)} starts retried; "
         f"{len(counts)} markers, none twice"
     )
+
+
+def _pids_cgroup(sandbox_id: str) -> Path | None:
+    """Where the server (a child of this process) keeps the sandbox's ``pids`` cgroup."""
+    for line in Path("/proc/self/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        if "pids" in controllers.split(","):
+            base = Path("/sys/fs/cgroup/pids") / path.lstrip("/")
+            return base / "hopx-local" / sandbox_id
+    return None
+
+
+async def test_restart_ends_what_carries_a_box_tag_or_sits_in_a_box_cgroup(
+    tmp_path: Path, servers: list[subprocess.Popen[str]]
+) -> None:
+    # What a box could leave behind, planted by hand (a box itself dies with the server): a
+    # process tagged with the sandbox's box, and one in the sandbox's cgroup.
+    if ISOLATION == "none":
+        pytest.skip("boxes only: without a box the restart finds processes by their own tag")
+    state, log, port = tmp_path / "state", tmp_path / "server.log", free_port()
+    first, base_url = serve(state, port, log)
+    servers.append(first)
+    async with aiohttp.ClientSession() as session:
+        async with session.post(
+            f"{base_url}/v1/sandboxes", json={"template_name": "base"}, headers={"X-API-Key": KEY}
+        ) as resp:
+            sandbox = await resp.json()
+        # A background start is answered once the store has committed (the sandbox too).
+        async with session.post(
+            f"{sandbox['public_host']}/commands/background",
+            json={"command": "true"},
+            headers={"Authorization": f"Bearer {sandbox['auth_token']}"},
+        ) as resp:
+            assert resp.status == 200
+    sandbox_id = sandbox["id"]
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    tagged_arg, grouped_arg = marker(), marker()
+    env = {"PATH": "/usr/bin:/bin", "HOPX_LOCAL_BOX": sandbox_id}
+    tagged = subprocess.Popen(["sleep", "60", tagged_arg], env=env)
+    grouped = subprocess.Popen(["sleep", "60", grouped_arg], env={"PATH": "/usr/bin:/bin"})
+    cgroup = _pids_cgroup(sandbox_id)
+    in_cgroup = False
+    if os.geteuid() == 0 and cgroup is not None and cgroup.parent.parent.exists():
+        try:
+            cgroup.mkdir(parents=True, exist_ok=True)
+            (cgroup / "cgroup.procs").write_text(str(grouped.pid))
+            in_cgroup = True
+        except OSError:
+            pass
+    try:
+        second, _ = serve(state, port, log)
+        servers.append(second)
+        assert tagged.wait(timeout=10) == -signal.SIGKILL
+        if in_cgroup:
+            assert grouped.wait(timeout=10) == -signal.SIGKILL
+            assert not cgroup.exists()  # type: ignore[union-attr]
+    finally:
+        for proc in (tagged, grouped):
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()

@@ -206,7 +206,7 @@ class Boxes:
         cgroups); how many processes."""
         if self.cgroups is not None:
             for sandbox_id in set(self.cgroups.leftovers()) & sandbox_ids:
-                self.cgroups.remove(sandbox_id)
+                self.cgroups.remove(sandbox_id, wait=1.0)
         tagged = pids_by_env(BOX_TAG_ENV, sandbox_ids)
         roots = {pid for pids in tagged.values() for pid in pids}
         if not roots:

@@ -19,6 +19,7 @@ import logging
 import os
 import secrets
 import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -180,15 +181,18 @@ class Cgroups:
             return []
         return [int(pid) for pid in text.split()]
 
-    def remove(self, sandbox_id: str) -> None:
-        """Kill what is left in the sandbox's cgroups and remove them."""
-        for _ in range(3):
+    def remove(self, sandbox_id: str, *, wait: float = 0.0) -> None:
+        """Kill what is left in the sandbox's cgroups and remove them (waiting up to ``wait``
+        seconds for the killed to be gone)."""
+        deadline = time.monotonic() + wait
+        while True:
             pids = self.pids(sandbox_id)
-            if not pids:
-                break
             for pid in pids:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.kill(pid, signal.SIGKILL)
+            if not pids or time.monotonic() >= deadline:
+                break
+            time.sleep(0.01)
         for controller in self.bases:
             with contextlib.suppress(OSError):
                 self._dir(sandbox_id, controller).rmdir()

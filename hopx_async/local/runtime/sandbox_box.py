@@ -216,6 +216,26 @@ class SandboxBox:
         finally:
             os.close(fd)
 
+    def _child(self, nspid: int) -> tuple[int, str | None]:
+        """The host pid and start time of a started child, from its pidfd: ``(0, None)``
+        when it ended and was reaped before it could be read here (also while its stat is
+        read: the pidfd, held open meanwhile, then names no pid any more)."""
+        if not self._fds:
+            raise BoxBroken(errno.EPROTO, "the box's supervisor sent no pidfd")
+        fd = self._fds.popleft()
+        try:
+            pid, nspids = host_pid_of_pidfd(fd)
+            if not pid:
+                return 0, None
+            stat = read_stat(pid)
+            if nspids[-1:] == [nspid] and stat is not None and stat.ppid == self.init_pid:
+                return pid, stat.start_ticks
+            if host_pid_of_pidfd(fd)[0] == 0:
+                return 0, None  # reaped between the two reads
+            raise BoxBroken(errno.EPROTO, "the box's supervisor named a foreign pid")
+        finally:
+            os.close(fd)
+
     def _take(self, message: dict[str, Any]) -> None:
         if "ready" in message:
             if self._ready.done():
@@ -241,13 +261,7 @@ class SandboxBox:
             raise BoxBroken(errno.EPROTO, "the box's supervisor answered a start twice")
         if "pid" in message:
             nspid = _int(message, "pid", 2)
-            pid, nspids = self._pidfd()
-            ticks = None
-            if pid:
-                stat = read_stat(pid)
-                if nspids[-1:] != [nspid] or stat is None or stat.ppid != self.init_pid:
-                    raise BoxBroken(errno.EPROTO, "the box's supervisor named a foreign pid")
-                ticks = stat.start_ticks
+            pid, ticks = self._child(nspid)
             # pid 0: the process ended (and was reaped) before its pid could be read here
             child = self._children[nspid] = Child(pid, self._loop)
             if not future.done():

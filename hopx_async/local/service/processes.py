@@ -313,8 +313,9 @@ class Processes:
         # finds the tree by the box dying with the server, or by its tag in the environment.
         self._bump(sbx, rec)
         if sbx.id not in self.procs or sbx.id in self._ending:
-            # The sandbox went away while this process was being started.
+            # The sandbox went away while this process was being started (its box with it).
             run.end_reason = "killed"
+            self.launcher.end_box(sbx.id)
             self.supervisor.terminate_soon(run)
         elif sbx.status == "paused":  # paused while it was being started
             self.supervisor.pause(run)

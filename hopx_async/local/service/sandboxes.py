@@ -131,6 +131,7 @@ class Sandboxes:
         sbx.status = "deleted"
         try:
             await self.processes.end_sandbox(sandbox_id)
+            self.launcher.end_box(sandbox_id)  # also one a start made meanwhile
             self.records.pop(sandbox_id, None)
             self.store.delete_sandbox(sandbox_id)
             logger.info("sandbox %s deleted (%s)", sandbox_id, reason)
