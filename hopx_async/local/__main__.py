@@ -49,6 +49,7 @@ from .daemon import (
     write_private,
 )
 from .service.dialect import DIALECTS, Dialect, dialect_from
+from .state.lock import StateDirInUse, StateLock
 
 __all__ = ["main"]
 
@@ -116,8 +117,15 @@ async def _serve(args: argparse.Namespace, state_dir: Path | None, api_key: str)
 
 def cmd_serve(args: argparse.Namespace) -> int:
     state_dir = prepare_state_dir(args.state_dir)
-    api_key, _ = resolve_api_key(flag=args.api_key, key_file=args.api_key_file, state_dir=state_dir)
-    asyncio.run(_serve(args, state_dir, api_key))
+    try:
+        if state_dir is not None:
+            StateLock.probe(state_dir)  # refuse before the key file or anything is touched
+        api_key, _ = resolve_api_key(
+            flag=args.api_key, key_file=args.api_key_file, state_dir=state_dir
+        )
+        asyncio.run(_serve(args, state_dir, api_key))
+    except StateDirInUse as exc:
+        raise LocalCommandError(str(exc)) from None
     return 0
 
 

@@ -37,6 +37,7 @@ from .service.sandboxes import Sandboxes
 from .service.tokens import TokenSigner, is_header_text
 from .service.webhooks import Webhooks
 from .state.layout import Layout
+from .state.lock import StateLock
 from .state.store import Store
 
 __all__ = ["LocalBackend"]
@@ -150,11 +151,11 @@ class LocalBackend:
     :class:`~hopx_async.local.service.dialect.Dialect` with its knobs changed
     (``Dialect.named("hopx", boot_seconds=0)``); ``None`` reads ``HOPX_LOCAL_DIALECT``.
 
-    Two class attributes bound what one client can hold (set them on an instance before
-    ``start()`` to change them): ``read_timeout``, the seconds a connection may stay idle or
-    take to send a request's headers, and separately its body; ``max_connections``, the
-    number of open connections, beyond which the oldest idle one is closed for a new one
-    (and a new one is refused while every one is busy).
+    Two class attributes bound what one client can hold (set them on an instance before ``start()``
+    to change them): ``read_timeout``, the seconds a connection may stay idle or take to send a
+    request's headers, and separately its body; ``max_connections``, the number of open
+    connections, beyond which the oldest idle one is closed for a new one (and a new one is refused
+    while every one is busy).
 
     ``isolation`` is ``"auto"`` (a bubblewrap box per process where possible), ``"none"``
     (plain processes; also forced by ``HOPX_LOCAL_ISOLATION=none``) or ``"bubblewrap"``
@@ -211,6 +212,7 @@ class LocalBackend:
         self._temp_dir: Path | None = None
         self._state_dir: Path | None = None
         self._store: Store | None = None
+        self._lock: StateLock | None = None  # one server per state directory
         self._launcher: Launcher | None = None
         self._runner: web.AppRunner | None = None
         self._listener: asyncio.Server | None = None
@@ -260,10 +262,10 @@ class LocalBackend:
 
     async def _start(self, state_dir: Path) -> None:
         _not_dumpable()
+        self._lock = StateLock.acquire(state_dir)  # before anything in it is touched
         layout = Layout(state_dir)
         layout.make_root()
-        # Both held here until the app owns them (its cleanup contexts), so that stop()
-        # closes them if the start fails before.
+        # Held here until the app's cleanup contexts own them: stop() closes them till then.
         launcher = self._launcher = await self._open_launcher(layout)
         store = self._store = Store.open(layout.db)
         store.bind_loop(asyncio.get_running_loop())
@@ -405,6 +407,7 @@ class LocalBackend:
         if self._store is not None:
             self._store.close()
             self._store = None
+        StateLock.free(self._lock)
         if self._temp_dir is not None:
             await asyncio.to_thread(shutil.rmtree, self._temp_dir, True)
             self._temp_dir = None

@@ -8,6 +8,7 @@ detached and returns once it answers; ``stop`` ends it (SIGTERM, then SIGKILL).
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -18,7 +19,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,7 @@ KEY_FILE = "api-key"
 SERVER_FILE = "server.json"
 PID_FILE = "server.pid"
 LOG_FILE = "server.log"
+START_LOCK = "start.lock"
 
 #: default state directory of start/stop/status
 DEFAULT_STATE_DIR = "~/.local/state/hopx-local"
@@ -198,6 +200,40 @@ def start(
     Returns ``(base_url, api_key, started)``; ``started`` is False when it was running.
     """
     state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with _starting(state_dir, timeout):  # one start at a time: a second finds the first's
+        return _start(state_dir, host, port, rate_limit, api_key_file, timeout, dialect_options)
+
+
+@contextlib.contextmanager
+def _starting(state_dir: Path, timeout: float) -> Iterator[None]:
+    """Hold ``STATE/start.lock`` (an exclusive ``flock``) while a start runs."""
+    fd = os.open(state_dir / START_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise LocalCommandError(
+                        f"another start on {state_dir} did not finish within {timeout:g} s"
+                    ) from None
+                time.sleep(0.05)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _start(
+    state_dir: Path,
+    host: str,
+    port: int,
+    rate_limit: int | None,
+    api_key_file: str | None,
+    timeout: float,
+    dialect_options: Sequence[str],
+) -> tuple[str, str, bool]:
     stored = state_dir / KEY_FILE
     current = status(state_dir)
     if current["running"]:

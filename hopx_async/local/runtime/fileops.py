@@ -286,7 +286,7 @@ def sweep(layout: Layout, keep: set[str]) -> None:
     except OSError:
         return
     for name in names:
-        if name not in keep:
+        if name.startswith("sbx_") and name not in keep:
             remove_all(layout.sandbox_dir(name))
             continue
         staging = layout.sandbox_dir(name) / "uploads"

@@ -216,6 +216,12 @@ def resolve(root: Path, value: str, argument: str = "path", *, follow_last: bool
         for fd in held:
             os.close(fd)
         os.close(root_fd)
+    if len(resolved) > MAX_PATH_DEPTH + 1:  # links can lead deeper than the path named
+        raise ApiError(
+            400,
+            "PATH_TOO_LONG",
+            f"'{argument}' {value!r} leads deeper than {MAX_PATH_DEPTH} directories",
+        )
     return Target(root, tuple(resolved), argument, value)
 
 

@@ -12,6 +12,10 @@ up, so one pending when the server stops is delivered after the next start. A fa
 delivery (an answer other than 2xx, a refused connection, a timeout) is retried with
 exponential backoff, a bounded number of times. Redirects are not followed and every
 attempt has a deadline: the server posts to the allowed callback hosts and nowhere else.
+
+Each receiver (scheme, host and port) gets at most ``PER_RECEIVER`` attempts in flight at
+once, the others wait for one of those: a receiver that never answers holds its own slots
+until their deadline, never another receiver's.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +51,8 @@ logger = logging.getLogger("hopx_async.local")
 
 #: Per stream, a callback carries at most this many trailing bytes of output.
 CALLBACK_OUTPUT_CAP = 1024 * 1024
+#: Attempts in flight at once to one receiver (scheme, host, port).
+PER_RECEIVER = 4
 
 
 @attrs.define
@@ -97,6 +103,8 @@ class Webhooks:
         self.timeout = timeout
         self._session: aiohttp.ClientSession | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        #: receiver -> (its slots, deliveries using or waiting for them)
+        self._receivers: dict[str, tuple[asyncio.Semaphore, int]] = {}
 
     def __repr__(self) -> str:
         return f"<Webhooks {len(self._tasks)} in flight>"
@@ -108,7 +116,7 @@ class Webhooks:
         self.directory.mkdir(exist_ok=True, mode=0o700)
         os.chmod(self.directory, 0o700)
         self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=16),
+            connector=aiohttp.TCPConnector(limit=0),  # bounded per receiver instead
             trust_env=False,  # never through a proxy from the environment
             timeout=aiohttp.ClientTimeout(total=self.timeout),
         )
@@ -193,7 +201,8 @@ class Webhooks:
             if delay > 0:
                 await asyncio.sleep(delay)
             delivery.attempts += 1
-            outcome = await self._post(delivery)
+            async with self._slot(delivery.callback.url):
+                outcome = await self._post(delivery)
             if outcome is None:
                 self._forget(delivery)
                 return
@@ -243,6 +252,23 @@ class Webhooks:
             path = self.layout.output(rec.sandbox_id, rec.process_id, stream)
             result[stream], result[f"{stream}_truncated"], _ = read_tail(path, CALLBACK_OUTPUT_CAP)
         return result
+
+    @contextlib.asynccontextmanager
+    async def _slot(self, url: str) -> AsyncIterator[None]:
+        """One of the receiver's ``PER_RECEIVER`` slots, for one attempt."""
+        parsed = URL(url)
+        key = f"{parsed.scheme}://{parsed.host}:{parsed.port}"
+        slots, users = self._receivers.get(key, (asyncio.Semaphore(PER_RECEIVER), 0))
+        self._receivers[key] = (slots, users + 1)
+        try:
+            async with slots:
+                yield
+        finally:
+            slots, users = self._receivers[key]
+            if users > 1:
+                self._receivers[key] = (slots, users - 1)
+            else:
+                del self._receivers[key]
 
     async def _post(self, delivery: _Delivery) -> str | None:
         """One attempt: ``None`` once delivered, else why not."""
