@@ -111,8 +111,9 @@ class AgentConnection:
             self._features.pop(name, None)
 
     def min_poll_interval(self) -> float:
-        """The shortest polling interval the agent's rate limit allows now: half of what is
-        free above a reserve for other requests, spread until the window's reset."""
+        """The shortest polling interval the agent's rate limit allows now: what is free
+        spread until the window's reset (while starts go out, a quarter of what is free above
+        a reserve for them)."""
         return self.control.transport.min_interval(self.sandbox_id)
 
     def poll_hold(self) -> float:
