@@ -446,6 +446,27 @@ def main() -> int:
             f"{ended['bubblewrap']:.1f} ms boxed, {ended['none']:.1f} ms bare, "
             f"{ended['bubblewrap'] - ended['none']:+.1f} ms per process"
         )
+    rates = {
+        label.rsplit("[", 1)[1].rstrip("]"): float(text.split(" starts/s", 1)[0])
+        for label, text in figures
+        if label.startswith("starts of `true`") and " starts/s" in text
+    }
+    if "bubblewrap" in rates and "none" in rates and rates["none"]:
+        print(
+            f"{'starts/s boxed vs bare (target >= 0.8x)':54} "
+            f"{rates['bubblewrap']:.0f} boxed, {rates['none']:.0f} bare, "
+            f"{rates['bubblewrap'] / rates['none']:.2f}x"
+        )
+    in_flight = {
+        label.rsplit("[", 1)[1].rstrip("]"): percentile(samples, 99) * 1000
+        for label, _, _, samples in rows
+        if label.startswith(f"start -> running, {args.concurrency} in flight") and samples
+    }
+    if "bubblewrap" in in_flight and "none" in in_flight:
+        print(
+            f"{f'start p99 at {args.concurrency} in flight (target boxed <= 30 ms)':54} "
+            f"{in_flight['bubblewrap']:.1f} ms boxed, {in_flight['none']:.1f} ms bare"
+        )
     print(f"total run time {time.perf_counter() - t0:.1f} s")
     return 0
 

@@ -1,6 +1,9 @@
 """Environment variables for background execution (async version of the documentation's example).
 
-HOPX_BASE_URL=... HOPX_API_KEY=... python examples/background_env.py
+The documentation's example starts a 30-second task and exits before it prints anything;
+this one (with a shorter task) waits for it and prints its output.
+
+    HOPX_BASE_URL=... HOPX_API_KEY=... python examples/background_env.py
 """
 
 import asyncio
@@ -11,14 +14,15 @@ from hopx_async import AsyncSandbox
 async def main() -> None:
     async with AsyncSandbox.create(template="code-interpreter") as sandbox:
         # Start background task with environment variables
-        result = await sandbox.run_code_background(
+        proc = await sandbox.run_code_background(
             code="""
 import os
 import time
 
 api_key = os.getenv("API_KEY")
 print(f"Using API key: {api_key[:10]}...")
-time.sleep(30)
+print(f"DEBUG={os.getenv('DEBUG')}")
+time.sleep(1)
 print("Task completed")
 """,
             language="python",
@@ -26,7 +30,9 @@ print("Task completed")
             name="env-demo",
         )
 
-        print(f"Process ID: {result['process_id']}")
+        print(f"Process ID: {proc['process_id']}")
+        result = await proc.wait(timeout=60)
+        print(f"Output:\n{result.stdout}", end="")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,11 @@
 """Timeout configuration (async version of the documentation's example).
 
-HOPX_BASE_URL=... HOPX_API_KEY=... python examples/background_timeout.py
+This example only starts a task: a 5-minute sleep with a 10-minute timeout, the server's
+limit on how long it may run. It prints that timeout and exits; leaving the ``async with``
+block kills the sandbox, and the task with it. A timeout that expires ends the process with
+the status ``timeout`` (``hopx run --timeout 1 -c 'import time; time.sleep(5)'`` shows it).
+
+    HOPX_BASE_URL=... HOPX_API_KEY=... python examples/background_timeout.py
 """
 
 import asyncio
@@ -19,6 +24,7 @@ async def main() -> None:
         )
 
         print(f"Process started with {result.get('timeout', 'default')}s timeout")
+        print("(only started: leaving this block kills the sandbox and the task with it)")
 
 
 if __name__ == "__main__":

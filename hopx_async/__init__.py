@@ -20,10 +20,12 @@ from ._errors import *  # noqa: F403 (the error classes, named once in _errors._
 from ._execution import AsyncExecution
 from ._fanout import ProgressCallback, Task
 from ._files import AsyncEnv, AsyncFiles
+from ._manifest import Manifest
 from ._models import ProcessInfo, ProcessResult, ProcessStatus, Resources, SandboxInfo, Template
 from ._process import AsyncBackgroundProcess
 from ._results import CommandResult, ExecutionResult, FileInfo, OutputChunk, StreamEvent
 from ._sandbox import AsyncSandbox
+from ._task import BatchStats
 from ._utils import AwaitableContext
 from ._version import __version__
 from ._watcher import WatcherStats
@@ -44,6 +46,8 @@ __all__ = [
     # fan-out
     "Task",
     "ProgressCallback",
+    "BatchStats",
+    "Manifest",
     # configuration
     "DEFAULT_BASE_URL",
     "Timeouts",

@@ -8,13 +8,13 @@ import inspect
 import os
 import time
 import warnings
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import ClassVar
 
 import anyio
 
-from . import _fanout
+from . import _batch, _fanout
 from . import _validation as validate
 from ._config import Limits, PollPolicy, RetryPolicy, Timeouts, resolve_api_key, resolve_base_url
 from ._control import ControlPlane
@@ -23,7 +23,8 @@ from ._fanout import ProgressCallback, Task
 from ._models import ProcessResult, SandboxInfo, Template
 from ._process import AsyncBackgroundProcess
 from ._sandbox import AsyncSandbox, sandbox_from
-from ._transport import Transport
+from ._task import BatchStats
+from ._transport import BOUND_ELSEWHERE, Transport
 from ._utils import AwaitableContext
 from ._wire import create_body
 
@@ -65,6 +66,8 @@ class AsyncSandboxes:
         env_vars: Mapping[str, str] | None = None,
     ) -> AwaitableContext[AsyncSandbox]:
         """Create a sandbox; await it, or use ``async with`` to kill it at the end.
+
+        Without ``template`` or ``template_id`` the template is ``code-interpreter``.
 
         >>> async with client.sandboxes.create("code-interpreter") as sandbox:  # doctest: +SKIP
         ...     await sandbox.run_code("print('hi')")
@@ -216,6 +219,31 @@ class AsyncHopx:
         """Whether :meth:`aclose` was called."""
         return self._transport.closed
 
+    @property
+    def origin(self) -> str:
+        """``file:line`` where this client was created (errors and warnings name it).
+
+        >>> AsyncHopx(api_key="k").origin  # doctest: +SKIP
+        '/home/me/app.py:12'
+        """
+        return self._origin
+
+    @property
+    def timeouts(self) -> Timeouts:
+        """The deadlines of one request (``Timeouts``)."""
+        return self._transport.timeouts
+
+    @property
+    def throttled(self) -> dict[str, int]:
+        """How many 429 and 503 answers the client absorbed (waited out and retried) so far,
+        by scope: ``"control"`` for the control plane, else the sandbox id. A fan-out reads
+        it to slow down; so can a caller.
+
+        >>> client.throttled  # doctest: +SKIP
+        {'control': 0, 'sbx_123': 2}
+        """
+        return dict(self._transport.throttled)
+
     def __repr__(self) -> str:
         return f"AsyncHopx(base_url={self._base_url!r})"
 
@@ -272,9 +300,11 @@ class AsyncHopx:
         >>> sum(r.ok for r in results)  # doctest: +SKIP
         100
         """
-        return await _fanout.wait_all(
-            processes, timeout=timeout, check=check, on_progress=on_progress
-        )
+        procs = list(processes)
+        with self._explained_loop_errors([p.sandbox for p in procs], procs):
+            return await _fanout.wait_all(
+                procs, timeout=timeout, check=check, on_progress=on_progress
+            )
 
     async def as_completed(
         self, processes: Iterable[AsyncBackgroundProcess], *, timeout: float | None = None
@@ -284,9 +314,11 @@ class AsyncHopx:
         >>> async for result in client.as_completed(procs):  # doctest: +SKIP
         ...     print(result.process_id, result.status)
         """
-        async with contextlib.aclosing(_fanout.as_completed(processes, timeout=timeout)) as results:
-            async for result in results:
-                yield result
+        procs = list(processes)
+        with self._explained_loop_errors([p.sandbox for p in procs], procs):
+            async with contextlib.aclosing(_fanout.as_completed(procs, timeout=timeout)) as results:
+                async for result in results:
+                    yield result
 
     async def run_many(
         self,
@@ -297,27 +329,93 @@ class AsyncHopx:
         timeout: float | None = None,
         check: bool = False,
         on_progress: ProgressCallback | None = None,
+        manifest: str | os.PathLike[str] | None = None,
+        retries: int = 0,
+        keep_alive: bool = True,
+        stats: BatchStats | None = None,
     ) -> list[ProcessResult]:
         """Run many tasks over ``sandboxes``, at most ``max_concurrency`` at once.
 
         Tasks go round-robin to the sandboxes; the next starts as soon as one ends.
         Results come in task order. ``timeout`` bounds the whole run; ``check=True`` raises
-        :class:`ProcessFailedError` at the first unsuccessful task. On any failure (also a
-        raising ``on_progress(done, total, result)``) the rest is cancelled and the
+        :class:`ProcessFailedError` at the first task that failed for good. On any failure
+        (also a raising ``on_progress(done, total, result)``) the rest is cancelled and the
         processes already started are killed. Arguments are checked before any I/O.
+
+        ``manifest=PATH`` makes the run resumable: every start, process and result is
+        appended to that file (JSON lines, fsync'd), and a run with the same tasks and the
+        same file after the first one died takes the finished tasks from it, waits again on
+        the running ones and starts only the others: no task starts twice. A manifest of
+        other tasks raises :class:`ValidationError`. Interrupted (cancelled), a run with a
+        manifest leaves its processes running for the next run.
+
+        ``retries=N`` runs a task that failed (or whose sandbox was lost, status ``lost``)
+        again, after a short backoff, up to N more times. ``max_concurrency`` is an upper
+        bound: 429 and 503 answers halve the tasks in flight, successful starts raise it
+        again, and a rate limit never fails the run. While a task runs in a sandbox that has
+        a timeout, the sandbox's timeout is extended (``keep_alive``), never past the run's
+        own ``timeout``. Pass a :class:`BatchStats` as ``stats`` to read what the run did.
 
         >>> tasks = [Task(code=f"print({i})") for i in range(100)]  # doctest: +SKIP
         >>> results = await client.run_many(tasks, sandboxes=[sbx1, sbx2],
-        ...                                 max_concurrency=16)  # doctest: +SKIP
+        ...                                 max_concurrency=16,
+        ...                                 manifest="batch.jsonl")  # doctest: +SKIP
         """
-        return await _fanout.run_many(
-            tasks,
-            sandboxes=sandboxes,
-            max_concurrency=max_concurrency,
-            timeout=timeout,
-            check=check,
-            on_progress=on_progress,
-        )
+        with self._explained_loop_errors(list(sandboxes), []):
+            return await _batch.run_many(
+                tasks,
+                sandboxes=sandboxes,
+                max_concurrency=max_concurrency,
+                timeout=timeout,
+                check=check,
+                on_progress=on_progress,
+                manifest=manifest,
+                retries=retries,
+                keep_alive=keep_alive,
+                stats=stats,
+            )
+
+    @contextlib.contextmanager
+    def _explained_loop_errors(
+        self, sandboxes: Sequence[object], processes: Sequence[object]
+    ) -> Iterator[None]:
+        """Turn "bound to another event loop" into which objects belong to which client."""
+        try:
+            yield
+        except RuntimeError as exc:
+            if BOUND_ELSEWHERE not in str(exc):
+                raise
+            named = _foreign(self, sandboxes, processes)
+            if not named:
+                raise
+            raise RuntimeError(
+                "these handles belong to another client than the one called (created at "
+                f"{self.origin}), and each client runs on its own event loop: "
+                f"{'; '.join(named)}. Use each handle with the client that made it, or get "
+                "this client's own: client.sandboxes.connect(SANDBOX_ID), then "
+                "sandbox.process(PROCESS_ID)"
+            ) from exc
+
+
+def _foreign(
+    client: AsyncHopx, sandboxes: Sequence[object], processes: Sequence[object]
+) -> list[str]:
+    """Each client other than ``client`` with the handles of it that were given."""
+    owned: dict[int, tuple[AsyncHopx, list[str]]] = {}
+    for sandbox in sandboxes:
+        if isinstance(sandbox, AsyncSandbox) and sandbox.client is not client:
+            entry = owned.setdefault(id(sandbox.client), (sandbox.client, []))
+            if f"sandbox {sandbox.id}" not in entry[1]:
+                entry[1].append(f"sandbox {sandbox.id}")
+    for proc in processes:
+        if isinstance(proc, AsyncBackgroundProcess) and proc.sandbox.client is not client:
+            owned.setdefault(id(proc.sandbox.client), (proc.sandbox.client, []))[1].append(
+                f"process {proc.id}"
+            )
+    return [
+        f"{', '.join(names)} belong to the client created at {other.origin}"
+        for other, names in owned.values()
+    ]
 
 
 _PACKAGE_DIRS = (

@@ -11,6 +11,7 @@ Every exception derives from :class:`HopxError`::
     │   ├── PaymentRequiredError       402
     │   ├── PermissionDeniedError      403
     │   ├── NotFoundError              404 (SandboxNotFoundError, ProcessNotFoundError)
+    │   │   └── SandboxLostError           the sandbox disappeared while its processes ran
     │   ├── ConflictError              409
     │   ├── ExecutionTimeoutError      408 (synchronous execution ran out of time)
     │   ├── RateLimitError             429 (retry_after)
@@ -46,6 +47,7 @@ __all__ = [
     "PermissionDeniedError",
     "NotFoundError",
     "SandboxNotFoundError",
+    "SandboxLostError",
     "ProcessNotFoundError",
     "ConflictError",
     "ExecutionTimeoutError",
@@ -139,6 +141,21 @@ class NotFoundError(APIError):
 
 class SandboxNotFoundError(NotFoundError):
     """404 for a sandbox."""
+
+
+class SandboxLostError(SandboxNotFoundError):
+    """The sandbox disappeared (killed, expired, deleted by another client) while its
+    processes were waited on: their waits end with this, not with a network error or an
+    endless wait. ``sandbox_id`` names it; ``process_id`` the process waited on, if any."""
+
+    def __init__(
+        self, message: str, *, sandbox_id: str, process_id: str | None = None, **kw: Any
+    ) -> None:
+        kw.setdefault("status", 404)
+        kw.setdefault("code", "SANDBOX_LOST")
+        super().__init__(message, **kw)
+        self.sandbox_id = sandbox_id
+        self.process_id = process_id
 
 
 class ProcessNotFoundError(NotFoundError):

@@ -45,6 +45,12 @@ OWN_THREAD = (
     "(for example from a coroutine running on it); it would deadlock. "
     "Await the hopx_async API there, or make the call from another thread."
 )
+SERVING = (
+    "a blocking (hopx_sync) call was made on the thread whose event loop {loop} runs {what}; "
+    "that server cannot answer while this thread blocks, so the call would hang until it timed "
+    "out. Await the hopx_async API there instead, or start the backend with "
+    "LocalBackend.in_thread(), which runs it on an event loop of its own."
+)
 CLOSED = "this client's event-loop thread is closed; create a new client"
 FORKED = (
     "this client's event-loop thread belongs to the parent process (the client was made "
@@ -52,6 +58,10 @@ FORKED = (
 )
 
 _names = itertools.count(1)
+#: servers that run on an event loop (an in-process LocalBackend): loop -> {id(server): what}
+_serving: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[int, str]] = (
+    weakref.WeakKeyDictionary()
+)
 _DONE: Any = object()
 #: loops inherited through fork(): kept referenced so that they are never closed or collected
 _orphans: list[asyncio.AbstractEventLoop] = []
@@ -62,6 +72,33 @@ def discard(aw: Awaitable[Any]) -> None:
     close = getattr(aw, "close", None)
     if close is not None:
         close()
+
+
+def mark_serving(loop: asyncio.AbstractEventLoop, server: object, what: str) -> None:
+    """Note that ``loop`` runs ``server``: a blocking call from its thread then fails at once
+    (it would stop the server from answering it) instead of hanging."""
+    _serving.setdefault(loop, {})[id(server)] = what
+
+
+def unmark_serving(server: object) -> None:
+    """``server`` no longer runs (see :func:`mark_serving`)."""
+    for servers in list(_serving.values()):
+        servers.pop(id(server), None)
+
+
+def _served_here() -> str | None:
+    """What the calling thread's running event loop serves, if anything (a blocking call
+    made from a coroutine, or from code it calls synchronously)."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+    servers = _serving.get(loop)
+    if not servers:
+        return None
+    return SERVING.format(
+        loop=f"{type(loop).__name__}@{id(loop):#x}", what=", ".join(servers.values())
+    )
 
 
 class _ExitSafeExecutor(concurrent.futures.ThreadPoolExecutor):
@@ -271,6 +308,10 @@ class LoopThread:
         if os.getpid() != self._pid:
             discard(aw)
             raise RuntimeError(FORKED)
+        served = _served_here()
+        if served is not None:
+            discard(aw)
+            raise RuntimeError(served)
         call = _Call(aw, relay.events if relay is not None else queue.SimpleQueue())
         try:
             if self._closed:

@@ -39,13 +39,16 @@ class ProcessStatus:
     FAILED = "failed"
     KILLED = "killed"
     TIMEOUT = "timeout"
+    #: not a server's status: the sandbox disappeared before the process was seen to end
+    #: (a result of ``run_many``)
+    LOST = "lost"
 
     #: statuses after which nothing changes any more
     TERMINAL = frozenset({COMPLETED, FAILED, KILLED, TIMEOUT})
     #: statuses of a process that has not ended
     ACTIVE = frozenset({QUEUED, RUNNING})
     #: terminal statuses that are not a success
-    UNSUCCESSFUL = frozenset({FAILED, KILLED, TIMEOUT})
+    UNSUCCESSFUL = frozenset({FAILED, KILLED, TIMEOUT, LOST})
 
     @staticmethod
     def is_terminal(status: str) -> bool:

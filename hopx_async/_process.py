@@ -8,15 +8,15 @@ sandbox and keeps the sandbox's live handles.
 from __future__ import annotations
 
 import asyncio
-import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TYPE_CHECKING, Any, TypeVar
-
-import anyio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
 
 from . import _validation as validate
 from ._agent import Agent
 from ._connection import PAUSE_ERRORS
+from ._ending import confirm_ended, lost, sandbox_gone, within
 from ._errors import (
     APIError,
     ConflictError,
@@ -25,8 +25,11 @@ from ._errors import (
     OutputUnavailableError,
     ProcessFailedError,
     ProcessNotFoundError,
+    SandboxLostError,
+    SandboxNotFoundError,
     WaitTimeoutError,
 )
+from ._keepalive import keep_alive as keep
 from ._models import ProcessInfo, ProcessResult, ProcessStatus
 from ._output import KeptOutput, OutputCursor, TailFollower, pushed_chunk, status_only
 from ._results import OutputChunk
@@ -37,31 +40,6 @@ if TYPE_CHECKING:
     from ._sandbox import AsyncSandbox
 
 __all__ = ["AsyncBackgroundProcess", "handle_for", "start_process"]
-
-
-T = TypeVar("T")
-
-if sys.version_info >= (3, 11):
-
-    async def _within(seconds: float, run: Callable[[], Awaitable[T]]) -> T | None:
-        """``await run()``, or None once ``seconds`` passed (asyncio's own timeout: cheaper
-        per call than a cancel scope of anyio)."""
-        scope = asyncio.timeout(seconds)
-        try:
-            async with scope:
-                return await run()
-        except TimeoutError:
-            if scope.expired():
-                return None
-            raise
-
-else:  # pragma: no cover - Python 3.10
-
-    async def _within(seconds: float, run: Callable[[], Awaitable[T]]) -> T | None:
-        """``await run()``, or None once ``seconds`` passed."""
-        with anyio.move_on_after(seconds):
-            return await run()
-        return None
 
 
 class AsyncBackgroundProcess:
@@ -97,6 +75,8 @@ class AsyncBackgroundProcess:
         self._id = process_id
         self._language = language
         self._timeout = timeout
+        #: whether this handle killed the process (a kill with its sandbox is a loss)
+        self._killed_here = False
         # shared with every other handle on this process of the same sandbox
         self._state = state = watcher.state(process_id)
         if state.status == "unknown" or (version is not None and (state.version or 0) < version):
@@ -190,24 +170,31 @@ class AsyncBackgroundProcess:
         self._watcher.observe(info)
         return info
 
-    async def wait(self, timeout: float | None = None, *, check: bool = False) -> ProcessResult:
+    async def wait(
+        self, timeout: float | None = None, *, check: bool = False, keep_alive: bool = False
+    ) -> ProcessResult:
         """Wait until the process ends and return its result, output included.
 
         ``timeout`` bounds the wait only: on expiry :class:`WaitTimeoutError` (also a
         ``TimeoutError``) is raised and the process keeps running. With ``check=True`` a
         failed, killed or timed-out process raises :class:`ProcessFailedError`. A process
-        the sandbox does not know raises :class:`ProcessNotFoundError` at once; a closed
-        client ends the wait with :class:`ClientClosedError`.
+        the sandbox does not know raises :class:`ProcessNotFoundError` at once; a sandbox
+        that disappears meanwhile (killed, expired) :class:`SandboxLostError`; a closed
+        client ends the wait with :class:`ClientClosedError`. With ``keep_alive=True`` the
+        sandbox's timeout is extended while the wait lasts (never past ``timeout``).
 
         >>> result = await proc.wait(timeout=30, check=True)  # doctest: +SKIP
         """
         limit = validate.optional_timeout("timeout", timeout)
         result = self._state.result
         if result is None:
-            if limit is None:
-                result = await self._wait_done()
-            else:
-                result = await _within(limit, self._wait_done)
+            deadline = None if limit is None else time.monotonic() + limit
+            hold = keep(self._sandbox, deadline) if keep_alive else contextlib.nullcontext()
+            async with hold:
+                if limit is None:
+                    result = await self._wait_done()
+                else:
+                    result = await within(limit, self._wait_done)
             if result is None:
                 assert limit is not None
                 raise WaitTimeoutError(
@@ -227,18 +214,28 @@ class AsyncBackgroundProcess:
             fut = self._watcher.watch(state)
             try:
                 info = await fut
+            except (SandboxNotFoundError, NetworkError) as exc:
+                if isinstance(exc, SandboxLostError) or not await sandbox_gone(self._agent):
+                    raise
+                raise lost(self._agent, self._id) from exc
             finally:
                 self._watcher.unwatch(self._id, fut)
+            killed = info.status == ProcessStatus.KILLED and not self._killed_here
+            if killed and await sandbox_gone(self._agent):  # killed with its sandbox
+                raise lost(self._agent, self._id)
         if state.result is None:
             state.result = await self._agent.full_result(info)
         return state.result
 
-    async def kill(self) -> bool:
-        """Kill the process (its whole process group). False when it had already ended.
+    async def kill(self, *, timeout: float = 30) -> bool:
+        """Kill the process (its whole process group) and return True once the server
+        reports it ended; False when it had already ended. Raises :class:`WaitTimeoutError`
+        when the end is not confirmed within ``timeout`` seconds.
 
         >>> await proc.kill()  # doctest: +SKIP
         True
         """
+        limit = validate.positive_number("timeout", timeout)
         if self.done:
             return False
         try:
@@ -246,7 +243,18 @@ class AsyncBackgroundProcess:
         except ProcessNotFoundError:
             await self._safe_refresh()
             return False
-        self._state.status = ProcessStatus.KILLED
+        self._killed_here = True
+        policy = self._agent.polling
+        confirmed = await confirm_ended(
+            self.refresh, limit=limit, first=policy.initial_interval, longest=policy.max_interval
+        )
+        if not confirmed:
+            raise WaitTimeoutError(
+                f"process {self._id} was killed but is still {self.status} after {limit:g}s",
+                process_id=self._id,
+            )
+        if self._state.status in ProcessStatus.ACTIVE or self._state.status == "unknown":
+            self._state.status = ProcessStatus.KILLED
         return True
 
     async def _safe_refresh(self) -> None:

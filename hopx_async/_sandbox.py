@@ -14,10 +14,11 @@ from . import _validation as validate
 from ._agent import Agent
 from ._commands import AsyncCommands, stream_events
 from ._control import ControlPlane, default_client
-from ._errors import HopxError, NotFoundError, SandboxNotFoundError
+from ._errors import HopxError, NotFoundError, SandboxLostError
 from ._execution import AsyncExecution, callback_body, start_execution
 from ._fanout import ProgressCallback
 from ._files import AsyncEnv, AsyncFiles
+from ._keepalive import timeout_set
 from ._models import ProcessInfo, ProcessResult, ProcessStatus, SandboxInfo
 from ._process import AsyncBackgroundProcess, handle_for, start_process
 from ._results import ExecutionResult, StreamEvent
@@ -97,10 +98,11 @@ class AsyncSandbox:
     ) -> AwaitableContext[AsyncSandbox]:
         """Create a sandbox from a template; await it or use it with ``async with``.
 
+        Without ``template`` or ``template_id`` the template is ``code-interpreter``.
         Without ``client`` the sandbox uses the event loop's default client, configured
         from ``HOPX_API_KEY`` and ``HOPX_BASE_URL`` and shared by all such sandboxes.
 
-        >>> sandbox = await AsyncSandbox.create(template="code-interpreter")  # doctest: +SKIP
+        >>> sandbox = await AsyncSandbox.create()  # code-interpreter  # doctest: +SKIP
         """
 
         def through(owner: AsyncHopx) -> AwaitableContext[AsyncSandbox]:
@@ -200,7 +202,8 @@ class AsyncSandbox:
     async def kill(self) -> None:
         """Destroy the sandbox and everything running in it. Killing twice is harmless.
 
-        Pending waits on its processes end with :class:`SandboxNotFoundError`.
+        Pending waits on its processes end with :class:`SandboxLostError` (a
+        :class:`SandboxNotFoundError`).
 
         >>> await sandbox.kill()  # doctest: +SKIP
         """
@@ -211,9 +214,7 @@ class AsyncSandbox:
                 pass
             self._agent.killed = True
             self._watcher.close(
-                SandboxNotFoundError(
-                    f"sandbox {self.id} was killed", status=404, code="RESOURCE_NOT_FOUND"
-                )
+                SandboxLostError(f"sandbox {self.id} was killed", sandbox_id=self.id)
             )
         await self._control.release(self)
 
@@ -235,6 +236,7 @@ class AsyncSandbox:
         """
         validate.positive_int("seconds", seconds)
         await self._control.sandbox_action(self.id, "timeout", {"timeout_seconds": seconds})
+        timeout_set(self, seconds)
 
     # -------------------------------------------------------------- execution
     async def run_code(

@@ -75,6 +75,10 @@ class Response:
         return self.headers.get("X-Request-ID")
 
 
+#: the words of the error for a client used from an event loop other than its own
+BOUND_ELSEWHERE = "bound to another event loop"
+
+
 class Transport:
     """Owns the client's one aiohttp session and sends every request."""
 
@@ -94,6 +98,8 @@ class Transport:
         self._session: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._rates: dict[str, RateState] = {}
+        #: 429 and 503 answers retried here ("absorbed"), by scope ("control", a sandbox id)
+        self.throttled: dict[str, int] = {}
         self.closed = False
 
     @property
@@ -106,8 +112,9 @@ class Transport:
         if self._session is not None and not self._session.closed:
             if loop is not self._loop:
                 raise RuntimeError(
-                    "this HopX client is bound to another event loop; create one client per "
-                    "event loop (hopx_sync clients run their own loop for you)"
+                    f"this HopX client is {BOUND_ELSEWHERE} ({self._loop!r}), not the running "
+                    f"one ({loop!r}); create one client per event loop (hopx_sync clients run "
+                    "their own loop for you)"
                 )
             return self._session
         if self.closed:
@@ -231,6 +238,8 @@ class Transport:
                     rate.refused(error.retry_after)  # every request of the scope holds
                 if not should_retry_status(self.retries, status, safe=safe, attempt=attempt):
                     raise error
+                if status in (429, 503):
+                    self.throttled[scope] = self.throttled.get(scope, 0) + 1
                 advice = error.retry_after if isinstance(error, RateLimitError) else None
                 if advice is None:
                     advice = header_advice

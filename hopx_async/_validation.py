@@ -9,12 +9,14 @@ from typing import Any
 
 from ._errors import ValidationError
 
-__all__ = ["LANGUAGES", "MAX_SECONDS", "MAX_SYNC_TIMEOUT", "ValidationError"]
+__all__ = ["LANGUAGES", "MAX_PROCESS_TIMEOUT", "MAX_SECONDS", "MAX_SYNC_TIMEOUT", "ValidationError"]
 
 #: languages the service documents for code execution
 LANGUAGES = ("python", "javascript", "bash", "go")
 #: the service's documented maximum for synchronous execution
 MAX_SYNC_TIMEOUT = 300
+#: the documented maximum lifetime of a process (background, asynchronous, commands): 7 days
+MAX_PROCESS_TIMEOUT = 7 * 24 * 3600
 #: the largest number of seconds any timeout accepts (2**31 - 1, about 68 years): beyond it a
 #: deadline is no longer a date the service can store
 MAX_SECONDS = 2**31 - 1

@@ -82,12 +82,13 @@ def execution_body(
     """Check the arguments every execution call shares and build its request body.
 
     ``language`` None: none sent (commands); ``sync``: the timeout is capped at the service's
-    limit for synchronous runs and streams. The lifetime is sent in whole seconds (at least 1).
+    limit for synchronous runs and streams, else at the documented 7 days of a process.
+    The lifetime is sent in whole seconds (at least 1).
     """
     body: dict[str, Any] = {field: validate.non_empty_str(field, text)}
     if language is not None:
         body["language"] = validate.language(language)
-    maximum = validate.MAX_SYNC_TIMEOUT if sync else None
+    maximum = validate.MAX_SYNC_TIMEOUT if sync else validate.MAX_PROCESS_TIMEOUT
     seconds = validate.positive_number("timeout", timeout, maximum=maximum)
     body["timeout"] = int(max(1, round(seconds)))
     env_vars = validate.env_vars("env", env)
@@ -134,6 +135,10 @@ def background_code_body(body: Mapping[str, Any], honoured: bool) -> dict[str, A
     return out
 
 
+#: the template of a sandbox created without one (as E2B's ``Sandbox()`` needs no arguments)
+DEFAULT_TEMPLATE = "code-interpreter"
+
+
 def create_body(
     template: str | None,
     template_id: str | None,
@@ -142,11 +147,10 @@ def create_body(
     internet_access: bool | None,
     env_vars: Mapping[str, str] | None,
 ) -> dict[str, Any]:
-    """The sandbox create request body, validated before any I/O."""
+    """The sandbox create request body, validated before any I/O (neither ``template``
+    nor ``template_id``: :data:`DEFAULT_TEMPLATE`)."""
     if template is None and template_id is None:
-        raise validate.ValidationError(
-            "template", "give a template name (e.g. 'code-interpreter') or template_id"
-        )
+        template = DEFAULT_TEMPLATE
     if template is not None and template_id is not None:
         raise validate.ValidationError("template", "give template or template_id, not both")
     body: dict[str, Any] = {}

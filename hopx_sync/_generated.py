@@ -11,6 +11,7 @@ from typing import IO, Any, Literal, cast, overload
 
 import hopx_async as _hopx_async
 from hopx_async import (
+    BatchStats,
     CommandResult,
     ExecutionResult,
     FileInfo,
@@ -120,6 +121,31 @@ class Hopx(_Twin):
         """Whether :meth:`close` was called."""
         return self._async.closed
 
+    @property
+    def origin(self) -> str:
+        """``file:line`` where this client was created (errors and warnings name it).
+
+        >>> Hopx(api_key="k").origin  # doctest: +SKIP
+        '/home/me/app.py:12'
+        """
+        return self._async.origin
+
+    @property
+    def timeouts(self) -> Timeouts:
+        """The deadlines of one request (``Timeouts``)."""
+        return self._async.timeouts
+
+    @property
+    def throttled(self) -> dict[str, int]:
+        """How many 429 and 503 answers the client absorbed (waited out and retried) so far,
+        by scope: ``"control"`` for the control plane, else the sandbox id. A fan-out reads
+        it to slow down; so can a caller.
+
+        >>> client.throttled  # doctest: +SKIP
+        {'control': 0, 'sbx_123': 2}
+        """
+        return self._async.throttled
+
     def __repr__(self) -> str:
         return repr(self._async).replace("Async", "")
 
@@ -210,18 +236,37 @@ class Hopx(_Twin):
         timeout: float | None = None,
         check: bool = False,
         on_progress: ProgressCallback | None = None,
+        manifest: str | os.PathLike[str] | None = None,
+        retries: int = 0,
+        keep_alive: bool = True,
+        stats: BatchStats | None = None,
     ) -> list[ProcessResult]:
         """Run many tasks over ``sandboxes``, at most ``max_concurrency`` at once.
 
         Tasks go round-robin to the sandboxes; the next starts as soon as one ends.
         Results come in task order. ``timeout`` bounds the whole run; ``check=True`` raises
-        :class:`ProcessFailedError` at the first unsuccessful task. On any failure (also a
-        raising ``on_progress(done, total, result)``) the rest is cancelled and the
+        :class:`ProcessFailedError` at the first task that failed for good. On any failure
+        (also a raising ``on_progress(done, total, result)``) the rest is cancelled and the
         processes already started are killed. Arguments are checked before any I/O.
+
+        ``manifest=PATH`` makes the run resumable: every start, process and result is
+        appended to that file (JSON lines, fsync'd), and a run with the same tasks and the
+        same file after the first one died takes the finished tasks from it, waits again on
+        the running ones and starts only the others: no task starts twice. A manifest of
+        other tasks raises :class:`ValidationError`. Interrupted (cancelled), a run with a
+        manifest leaves its processes running for the next run.
+
+        ``retries=N`` runs a task that failed (or whose sandbox was lost, status ``lost``)
+        again, after a short backoff, up to N more times. ``max_concurrency`` is an upper
+        bound: 429 and 503 answers halve the tasks in flight, successful starts raise it
+        again, and a rate limit never fails the run. While a task runs in a sandbox that has
+        a timeout, the sandbox's timeout is extended (``keep_alive``), never past the run's
+        own ``timeout``. Pass a :class:`BatchStats` as ``stats`` to read what the run did.
 
         >>> tasks = [Task(code=f"print({i})") for i in range(100)]  # doctest: +SKIP
         >>> results = client.run_many(tasks, sandboxes=[sbx1, sbx2],
-        ...                                 max_concurrency=16)  # doctest: +SKIP
+        ...                                 max_concurrency=16,
+        ...                                 manifest="batch.jsonl")  # doctest: +SKIP
         """
         relay = _runner.Relay()
         return self._runner.run(
@@ -232,6 +277,10 @@ class Hopx(_Twin):
                 timeout=timeout,
                 check=check,
                 on_progress=relay(on_progress),
+                manifest=manifest,
+                retries=retries,
+                keep_alive=keep_alive,
+                stats=stats,
             ),
             relay=relay,
         )
@@ -263,6 +312,8 @@ class Sandboxes(_Twin):
         env_vars: Mapping[str, str] | None = None,
     ) -> Sandbox:
         """Create a sandbox; use it as returned, or use ``with`` to kill it at the end.
+
+        Without ``template`` or ``template_id`` the template is ``code-interpreter``.
 
         >>> with client.sandboxes.create("code-interpreter") as sandbox:  # doctest: +SKIP
         ...     sandbox.run_code("print('hi')")
@@ -362,10 +413,11 @@ class Sandbox(_Twin):
     ) -> Sandbox:
         """Create a sandbox from a template; use it as returned, or use it with ``with``.
 
+        Without ``template`` or ``template_id`` the template is ``code-interpreter``.
         Without ``client`` the sandbox uses the default client, configured
         from ``HOPX_API_KEY`` and ``HOPX_BASE_URL`` and shared by all such sandboxes.
 
-        >>> sandbox = Sandbox.create(template="code-interpreter")  # doctest: +SKIP
+        >>> sandbox = Sandbox.create()  # code-interpreter  # doctest: +SKIP
         """
         runner = _runner.default_runner() if client is None else client._runner
         result = runner.run(
@@ -461,7 +513,8 @@ class Sandbox(_Twin):
     def kill(self) -> None:
         """Destroy the sandbox and everything running in it. Killing twice is harmless.
 
-        Pending waits on its processes end with :class:`SandboxNotFoundError`.
+        Pending waits on its processes end with :class:`SandboxLostError` (a
+        :class:`SandboxNotFoundError`).
 
         >>> sandbox.kill()  # doctest: +SKIP
         """
@@ -868,26 +921,32 @@ class BackgroundProcess(_Twin):
         """
         return self._runner.run(self._async.refresh())
 
-    def wait(self, timeout: float | None = None, *, check: bool = False) -> ProcessResult:
+    def wait(
+        self, timeout: float | None = None, *, check: bool = False, keep_alive: bool = False
+    ) -> ProcessResult:
         """Wait until the process ends and return its result, output included.
 
         ``timeout`` bounds the wait only: on expiry :class:`WaitTimeoutError` (also a
         ``TimeoutError``) is raised and the process keeps running. With ``check=True`` a
         failed, killed or timed-out process raises :class:`ProcessFailedError`. A process
-        the sandbox does not know raises :class:`ProcessNotFoundError` at once; a closed
-        client ends the wait with :class:`ClientClosedError`.
+        the sandbox does not know raises :class:`ProcessNotFoundError` at once; a sandbox
+        that disappears meanwhile (killed, expired) :class:`SandboxLostError`; a closed
+        client ends the wait with :class:`ClientClosedError`. With ``keep_alive=True`` the
+        sandbox's timeout is extended while the wait lasts (never past ``timeout``).
 
         >>> result = proc.wait(timeout=30, check=True)  # doctest: +SKIP
         """
-        return self._runner.run(self._async.wait(timeout, check=check))
+        return self._runner.run(self._async.wait(timeout, check=check, keep_alive=keep_alive))
 
-    def kill(self) -> bool:
-        """Kill the process (its whole process group). False when it had already ended.
+    def kill(self, *, timeout: float = 30) -> bool:
+        """Kill the process (its whole process group) and return True once the server
+        reports it ended; False when it had already ended. Raises :class:`WaitTimeoutError`
+        when the end is not confirmed within ``timeout`` seconds.
 
         >>> proc.kill()  # doctest: +SKIP
         True
         """
-        return self._runner.run(self._async.kill())
+        return self._runner.run(self._async.kill(timeout=timeout))
 
     def output(self, *, interval: float | None = None) -> Iterator[OutputChunk]:
         """Stream new stdout/stderr as it appears, until the process ends.

@@ -2,7 +2,7 @@
 
 Install it with the ``cli`` extra (click and rich)::
 
-    pip install -e '.[cli]'
+    pip install 'hopx-async[cli]'     # or, in a clone: pip install -e '.[cli]'
     hopx --help
 """
 
@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 __all__ = ["main"]
 
-HINT = "hopx: the command line needs click and rich: pip install -e '.[cli]'"
+HINT = "hopx: the command line needs click and rich: pip install 'hopx-async[cli]'"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -15,7 +15,7 @@ from hopx_async import (
     WaitTimeoutError,
 )
 
-from . import _env, _kill, _logs, _map, _ps, _run, _sandboxes, _templates, _wait  # noqa: F401  (registers the commands)
+from . import _cp, _env, _kill, _logs, _map, _ps, _run, _sandboxes, _templates, _wait  # noqa: F401  (registers the commands)
 from ._common import (
     EXIT_API,
     EXIT_FAILED,
@@ -27,6 +27,7 @@ from ._common import (
     Interrupted,
 )
 from ._group import cli
+from ._hints import cli_message
 from ._output import describe, note
 
 
@@ -54,7 +55,7 @@ def execute(argv: list[str]) -> int:
     except (ValidationError, ConfigurationError) as exc:
         return _fail(describe(exc), EXIT_USAGE, debug)
     except HopxError as exc:
-        return _fail(describe(exc), EXIT_API, debug)
+        return _fail(cli_message(exc, _base_url(argv)), EXIT_API, debug)
     except BrokenPipeError:
         # the reader went away (hopx ps | head): not an error of ours
         devnull = os.open(os.devnull, os.O_WRONLY)
@@ -67,6 +68,16 @@ def execute(argv: list[str]) -> int:
             debug,
         )
     return result if isinstance(result, int) else EXIT_OK
+
+
+def _base_url(argv: list[str]) -> str | None:
+    """``--base-url`` from the arguments, if given (else the environment's is used)."""
+    for i, arg in enumerate(argv):
+        if arg == "--base-url" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--base-url="):
+            return arg.partition("=")[2]
+    return None
 
 
 def _fail(message: str, code: int, debug: bool) -> int:

@@ -29,6 +29,12 @@ EXIT_TIMEOUT = 124
 #: interrupted by Ctrl-C
 EXIT_INTERRUPTED = 130
 
+NO_KEY = (
+    "no HopX API key: pass --api-key KEY (before the command: hopx --api-key KEY ...) or set "
+    'HOPX_API_KEY; for the local backend, eval "$(hopx local start --state-dir DIR)" sets '
+    "HOPX_BASE_URL and HOPX_API_KEY in the shell"
+)
+
 EXIT_CODES_HELP = f"""\b
 Exit codes:
   {EXIT_OK}    success
@@ -124,6 +130,8 @@ class Settings:
 
     def client(self) -> AsyncHopx:
         """A new client (``async with``), from the flags, else the environment."""
+        if not (self.api_key or os.environ.get("HOPX_API_KEY", "")).strip():
+            raise CliError(NO_KEY, EXIT_USAGE)
         return AsyncHopx(api_key=self.api_key, base_url=self.base_url)
 
 

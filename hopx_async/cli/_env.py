@@ -6,6 +6,7 @@ import click
 
 from ._common import EXIT_OK, EXIT_USAGE, CliError, Settings, arun, default_sandbox, parse_env
 from ._group import OrderedGroup, cli, json_option, pass_settings, sandbox_option
+from ._lookup import connect_running
 from ._output import print_json, print_table
 
 
@@ -36,7 +37,7 @@ def env_list(settings: Settings, sandbox_flag: str | None, as_json: bool) -> int
 
     async def go() -> int:
         async with settings.client() as client:
-            sandbox = await client.sandboxes.connect(sandbox_id)
+            sandbox = await connect_running(client, sandbox_id)
             found = await sandbox.env.get_all()
         if as_json:
             print_json(dict(sorted(found.items())))
@@ -78,7 +79,7 @@ def env_set(
 
     async def go() -> int:
         async with settings.client() as client:
-            sandbox = await client.sandboxes.connect(sandbox_id)
+            sandbox = await connect_running(client, sandbox_id)
             if replace:
                 await sandbox.env.set(variables)
             else:
@@ -102,7 +103,7 @@ def env_unset(settings: Settings, sandbox_flag: str | None, names: tuple[str, ..
 
     async def go() -> int:
         async with settings.client() as client:
-            sandbox = await client.sandboxes.connect(sandbox_id)
+            sandbox = await connect_running(client, sandbox_id)
             for name in names:
                 await sandbox.env.delete(name)
         return EXIT_OK

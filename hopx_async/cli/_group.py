@@ -30,6 +30,7 @@ TOP_ORDER = (
     "wait",
     "kill",
     "rm",
+    "cp",
     "map",
     "sandbox",
     "template",

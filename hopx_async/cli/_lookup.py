@@ -9,6 +9,7 @@ from typing import TypeVar
 from hopx_async import AsyncHopx, AsyncSandbox, NotFoundError, ProcessInfo, ProcessNotFoundError
 
 from ._common import CliError, Ref, default_sandbox
+from ._hints import paused
 
 T = TypeVar("T")
 
@@ -47,6 +48,16 @@ async def processes_of(
         if not isinstance(infos, NotFoundError)
         for info in value_or_raise(infos)
     ]
+
+
+async def connect_running(client: AsyncHopx, sandbox_id: str) -> AsyncSandbox:
+    """The sandbox, for a command that needs it running: a paused one is an error at once
+    that names ``hopx sandbox resume`` (where the service's agent answers a paused sandbox
+    with 502, the SDK would wait for it to be resumed)."""
+    sandbox = await client.sandboxes.connect(sandbox_id)
+    if sandbox.info.status == "paused":
+        raise CliError(paused(sandbox_id))
+    return sandbox
 
 
 async def get_process(sandbox: AsyncSandbox, ref: Ref) -> ProcessInfo:

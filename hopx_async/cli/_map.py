@@ -11,7 +11,17 @@ from typing import Any
 
 import click
 
-from hopx_async import AsyncSandbox, ProcessResult, Task
+from hopx_async import (
+    AsyncHopx,
+    AsyncSandbox,
+    BatchStats,
+    Manifest,
+    ProcessResult,
+    ProgressCallback,
+    SandboxNotFoundError,
+    Task,
+    ValidationError,
+)
 
 from ._common import (
     DEFAULT_TEMPLATE,
@@ -110,6 +120,21 @@ from ._output import (
 @click.option("--template", default=DEFAULT_TEMPLATE, show_default=True)
 @click.option("--keep", is_flag=True, help="Keep the new sandboxes.")
 @click.option(
+    "--manifest",
+    type=click.Path(dir_okay=False),
+    default=None,
+    metavar="FILE",
+    help="Record the batch in FILE; run again with the same FILE to resume it "
+    "(finished tasks are taken from it, running ones waited on, no task starts twice).",
+)
+@click.option(
+    "--retries",
+    type=click.IntRange(0, 100),
+    default=0,
+    show_default=True,
+    help="Run a failed task (or one whose sandbox was lost) again, up to N times.",
+)
+@click.option(
     "--output-dir",
     type=click.Path(file_okay=False),
     default=None,
@@ -132,6 +157,8 @@ def map_(
     env_pairs: tuple[str, ...],
     template: str,
     keep: bool,
+    manifest: str | None,
+    retries: int,
     output_dir: str | None,
     as_json: bool,
 ) -> int:
@@ -146,6 +173,12 @@ def map_(
     \b
       hopx map -c 'import os; print(os.environ["HOPX_INPUT"].upper())' a b c
       hopx map --cmd 'wc -c {}' --inputs-from files.txt -n 4 -j 16
+      hopx map --script job.py --inputs-from ids.txt --manifest batch.jsonl
+
+    \b
+    With --manifest, a map that died (Ctrl-C, a killed terminal, a lost machine) is
+    resumed by running the same command again: it reuses the sandboxes it created, and
+    prints how many tasks came from the manifest, were re-attached and were started.
     """
     if sum(x is not None for x in (code, script, command)) != 1:
         raise CliError("give one of -c CODE, --script FILE or --cmd COMMAND", EXIT_USAGE)
@@ -181,6 +214,8 @@ def map_(
             max_concurrency=max_concurrency,
             template=template,
             keep=keep,
+            manifest=manifest,
+            retries=retries,
             output_dir=output_dir,
             as_json=as_json,
         )
@@ -197,10 +232,26 @@ async def _map(
     max_concurrency: int,
     template: str,
     keep: bool,
+    manifest: str | None,
+    retries: int,
     output_dir: str | None,
     as_json: bool,
 ) -> int:
     started = time.monotonic()
+    recorded: list[str] = []
+    if manifest is not None:
+        try:
+            log = Manifest.open(manifest, tasks)
+        except ValidationError as exc:
+            raise CliError(str(exc), EXIT_USAGE) from None
+        recorded = list(log.sandboxes)
+        finished = all(state.finished(retries) for state in log.states)
+        log.close()
+    else:
+        finished = False
+    stats = BatchStats()
+    run = _Run(tasks, items, max_concurrency, manifest, retries, stats, quiet=as_json)
+    interrupted = False
     async with settings.client() as client:
         created: list[AsyncSandbox] = []
         try:
@@ -208,34 +259,37 @@ async def _map(
                 sandboxes = list(
                     await asyncio.gather(*(client.sandboxes.connect(i) for i in sandbox_ids))
                 )
+            elif finished:  # every result is in the manifest: no sandbox needed
+                sandboxes = []
             else:
-                count = min(count, len(tasks))
-                for made in await asyncio.gather(
-                    *(client.sandboxes.create(template) for _ in range(count)),
-                    return_exceptions=True,
-                ):
-                    if isinstance(made, BaseException):
-                        raise made
-                    created.append(made)
+                created = await _sandboxes_for(
+                    client, recorded, manifest, tasks, min(count, len(tasks)), template
+                )
                 sandboxes = created
-            results = await interruptible(
-                _map_progress(tasks, items, sandboxes, max_concurrency, quiet=as_json)
-            )
+            results = await interruptible(run.go(client, sandboxes))
         except Interrupted:
+            interrupted = True
+            resumable = manifest is not None
             note(
                 "interrupted; "
                 + (
                     "killing the new sandboxes and their tasks"
-                    if created and not keep
+                    if created and not keep and not resumable
                     else "started tasks keep running"
                 )
+                + (f"; run again with --manifest {manifest} to resume" if resumable else "")
             )
             return EXIT_INTERRUPTED
         finally:
-            if created and not keep:
-                await asyncio.gather(*(s.kill() for s in created), return_exceptions=True)
-            elif created:
+            if created and (keep or (interrupted and manifest is not None)):
                 note("kept the sandboxes " + " ".join(s.id for s in created))
+            elif created:
+                await asyncio.gather(*(s.kill() for s in created), return_exceptions=True)
+    if manifest is not None:
+        note(
+            f"{stats.from_manifest} from the manifest, {stats.reattached} re-attached, "
+            f"{stats.started} started" + (f" ({stats.retried} retried)" if stats.retried else "")
+        )
     elapsed = time.monotonic() - started
     if output_dir is not None:
         _save_outputs(Path(output_dir), results)
@@ -281,41 +335,97 @@ def _first_line(text: str, width: int = 50) -> str:
     return line if len(line) <= width else line[: width - 1] + "…"
 
 
-async def _map_progress(
+async def _sandboxes_for(
+    client: AsyncHopx,
+    recorded: list[str],
+    manifest: str | None,
     tasks: list[Task],
-    items: list[str],
-    sandboxes: list[AsyncSandbox],
-    max_concurrency: int,
-    *,
-    quiet: bool,
-) -> list[ProcessResult]:
-    total = len(tasks)
+    count: int,
+    template: str,
+) -> list[AsyncSandbox]:
+    """The sandboxes a manifest recorded (those still there), else ``count`` new ones, each
+    recorded in the manifest as soon as it exists."""
+    boxes: list[AsyncSandbox] = []
+    for sandbox_id in recorded:
+        try:
+            boxes.append(await client.sandboxes.connect(sandbox_id))
+        except SandboxNotFoundError:
+            pass
+    if boxes:
+        return boxes
+    made_all = await asyncio.gather(
+        *(client.sandboxes.create(template) for _ in range(count)), return_exceptions=True
+    )
+    for made in made_all:
+        if isinstance(made, AsyncSandbox):
+            boxes.append(made)
+    if manifest is not None and boxes:
+        log = Manifest.open(manifest, tasks)
+        for box in boxes:
+            log.record_sandbox(box.id)
+        log.close()
+    for made in made_all:
+        if isinstance(made, BaseException):
+            await asyncio.gather(*(b.kill() for b in boxes), return_exceptions=True)
+            raise made
+    return boxes
 
-    def plain(done: int, _total: int, result: ProcessResult) -> None:
-        name = result.name or ""
-        index = int(name.rsplit("-", 1)[1]) if name.startswith("map-") else None
-        label = items[index] if index is not None else result.process_id
-        print(
-            f"[{done}/{total}] {label} {result.status} exit={fmt_exit(result.exit_code)}",
-            flush=True,
-        )
 
-    if quiet:
-        return await sandboxes[0].client.run_many(
-            tasks, sandboxes=sandboxes, max_concurrency=max_concurrency
-        )
-    if not interactive():
-        return await sandboxes[0].client.run_many(
-            tasks, sandboxes=sandboxes, max_concurrency=max_concurrency, on_progress=plain
-        )
-    finished: list[ProcessResult] = []
-    with progress_bar() as progress:
-        bar = progress.add_task("running", total=total)
+class _Run:
+    """``run_many`` with the progress shown as ``hopx map`` shows it."""
 
-        def live(done: int, _total: int, result: ProcessResult) -> None:
-            finished.append(result)
-            progress.update(bar, completed=done, description=tally(finished))
+    def __init__(
+        self,
+        tasks: list[Task],
+        items: list[str],
+        max_concurrency: int,
+        manifest: str | None,
+        retries: int,
+        stats: BatchStats,
+        *,
+        quiet: bool,
+    ) -> None:
+        self.tasks = tasks
+        self.items = items
+        self.max_concurrency = max_concurrency
+        self.manifest = manifest
+        self.retries = retries
+        self.stats = stats
+        self.quiet = quiet
 
-        return await sandboxes[0].client.run_many(
-            tasks, sandboxes=sandboxes, max_concurrency=max_concurrency, on_progress=live
-        )
+    async def go(self, client: AsyncHopx, sandboxes: list[AsyncSandbox]) -> list[ProcessResult]:
+        tasks, items, total = self.tasks, self.items, len(self.tasks)
+
+        async def run(progress: ProgressCallback | None) -> list[ProcessResult]:
+            return await client.run_many(
+                tasks,
+                sandboxes=sandboxes,
+                max_concurrency=self.max_concurrency,
+                on_progress=progress,
+                manifest=self.manifest,
+                retries=self.retries,
+                stats=self.stats,
+            )
+
+        def plain(done: int, _total: int, result: ProcessResult) -> None:
+            name = (result.name or "").split("@", 1)[0]
+            index = int(name.rsplit("-", 1)[1]) if name.startswith("map-") else None
+            label = items[index] if index is not None else result.process_id
+            print(
+                f"[{done}/{total}] {label} {result.status} exit={fmt_exit(result.exit_code)}",
+                flush=True,
+            )
+
+        if self.quiet:
+            return await run(None)
+        if not interactive():
+            return await run(plain)
+        finished: list[ProcessResult] = []
+        with progress_bar() as progress:
+            bar = progress.add_task("running", total=total)
+
+            def live(done: int, _total: int, result: ProcessResult) -> None:
+                finished.append(result)
+                progress.update(bar, completed=done, description=tally(finished))
+
+            return await run(live)

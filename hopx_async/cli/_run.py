@@ -30,6 +30,7 @@ from ._common import (
     read_source,
 )
 from ._group import cli, json_option, pass_settings, sandbox_option
+from ._lookup import connect_running
 from ._output import note, print_json
 
 
@@ -135,7 +136,7 @@ async def _run(
 ) -> int:
     async with settings.client() as client:
         if sandbox_id:
-            sandbox = await client.sandboxes.connect(sandbox_id)
+            sandbox = await connect_running(client, sandbox_id)
             created = False
         else:
             sandbox = await client.sandboxes.create(template)

@@ -19,7 +19,7 @@ from typing import Any
 
 from aiohttp import web
 
-from .._loopthread import LoopThread
+from .._loopthread import LoopThread, mark_serving, unmark_serving
 from .http.app import make_app
 from .http.common import STATE, AppState
 from .http.connections import ConnectionCap, QuietServerLog
@@ -299,6 +299,7 @@ class LocalBackend:
         port = self._listener.sockets[0].getsockname()[1]
         self._base_url = f"http://{_url_host(self.host)}:{port}"
         renderer.base_url = self._base_url
+        mark_serving(asyncio.get_running_loop(), self, f"the LocalBackend at {self._base_url}")
         self._isolation = launcher.isolation
         logger.info(
             "local backend listening on %s (state in %s); isolation: %s",
@@ -393,6 +394,7 @@ class LocalBackend:
 
     async def stop(self) -> None:
         """Kill every running process group (marked killed), flush the store, clean up."""
+        unmark_serving(self)
         if self._runner is not None:
             await self._runner.cleanup()  # the app's shutdown, then its cleanup contexts
             self._runner = None

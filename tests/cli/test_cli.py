@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import re
 import select
@@ -65,7 +66,7 @@ def test_without_click_it_prints_the_install_hint(hopx: Hopx) -> None:
     )
     assert done.returncode == 2
     assert one_line_error(done.stderr) == (
-        "hopx: the command line needs click and rich: pip install -e '.[cli]'"
+        "hopx: the command line needs click and rich: pip install 'hopx-async[cli]'"
     )
 
 
@@ -348,6 +349,22 @@ def test_map_runs_every_input_and_keeps_the_output(hopx: Hopx, tmp_path: Path) -
         "<two words>\n",
         "",
     ]
+
+
+def test_map_with_a_manifest_resumes_and_refuses_another_batch(hopx: Hopx, tmp_path: Path) -> None:
+    manifest = str(tmp_path / "batch.jsonl")
+    code = "import os; print(os.environ['HOPX_INPUT'])"
+    first = hopx("map", "-n", "2", "--manifest", manifest, "-c", code, "a", "b", "c")
+    assert first.returncode == 0, first.stderr
+    assert "0 from the manifest, 0 re-attached, 3 started" in first.stderr
+    # again: every result comes from the manifest, no sandbox is created
+    again = hopx("map", "-n", "2", "--manifest", manifest, "--json", "-c", code, "a", "b", "c")
+    assert again.returncode == 0, again.stderr
+    assert [row["stdout"] for row in json.loads(again.stdout)] == ["a\n", "b\n", "c\n"]
+    assert "3 from the manifest, 0 re-attached, 0 started" in again.stderr
+    other = hopx("map", "--manifest", manifest, "-c", code, "a", "b")
+    assert other.returncode == 2
+    assert "different batch" in other.stderr
 
 
 def test_map_on_a_terminal_shows_progress_and_a_summary(hopx: Hopx) -> None:

@@ -14,6 +14,8 @@ the process records it forwards, as the OpenAPI ``ProcessInfo`` has none (a stan
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import re
 from collections import Counter
@@ -87,9 +89,18 @@ class FaultProxy:
         #: rewrite a JSON answer: ``(route key, status, data) -> (status, data)``
         self.rewrite_answer: Callable[[str, int, Any], tuple[int, Any]] | None = None
         self.bodies: dict[str, list[Any]] = {}
+        #: seconds to hold the answer to a request after the backend handled it, by route key
+        #: (a start whose answer is still in flight when its client dies)
+        self.hold: Callable[[str], float] | None = None
+        self._released = asyncio.Event()
         self.url = ""
         self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
+
+    def release(self) -> None:
+        """Stop holding answers (see ``hold``): the held ones are answered now."""
+        self.hold = None
+        self._released.set()
 
     def inject(self, fault: Fault) -> Fault:
         self.faults.append(fault)
@@ -164,6 +175,10 @@ class FaultProxy:
                 for k, v in upstream.headers.items()
                 if k.lower().startswith("x-") or k.lower() == "retry-after"
             }
+        delay = self.hold(key) if self.hold is not None else 0.0
+        if delay > 0:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._released.wait(), delay)
         if fault is not None:
             if fault.text is not None and "{upstream}" in fault.text:
                 data = json.loads(payload)

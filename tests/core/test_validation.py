@@ -62,7 +62,7 @@ async def test_refused_before_io(
 async def test_create_arguments_refused_before_io(proxy: Any) -> None:
     client = AsyncHopx(api_key="k", base_url=proxy.url)
     with pytest.raises(ValidationError, match="template"):
-        await client.sandboxes.create()
+        await client.sandboxes.create("")
     with pytest.raises(ValidationError, match="not both"):
         await client.sandboxes.create("a", template_id="b")
     with pytest.raises(ValidationError, match="timeout_seconds"):
@@ -70,7 +70,7 @@ async def test_create_arguments_refused_before_io(proxy: Any) -> None:
     with pytest.raises(ValidationError, match="env_vars"):
         await client.sandboxes.create("code-interpreter", env_vars={"A": 1})  # type: ignore[dict-item]
     with pytest.raises(ValidationError, match="template"):
-        await AsyncSandbox.create()
+        await AsyncSandbox.create("", client=client)
     with pytest.raises(ValidationError, match="page_size"):
         async for _ in client.sandboxes.list(page_size=0):
             pass

@@ -14,7 +14,13 @@ from typing import Any
 import pytest
 
 from hopx_async import AsyncHopx, AsyncSandbox, SandboxInfo, ValidationError
-from hopx_async._validation import MAX_SECONDS, env_vars, positive_int, positive_number
+from hopx_async._validation import (
+    MAX_PROCESS_TIMEOUT,
+    MAX_SECONDS,
+    env_vars,
+    positive_int,
+    positive_number,
+)
 
 # Nothing listens here (the client checks before it connects anywhere).
 NOWHERE = "http://127.0.0.1:9"
@@ -39,6 +45,10 @@ CASES: list[tuple[str, Call]] = [
     ("timeout", lambda s: s.run_code_background("x", timeout=10**400)),
     ("timeout", lambda s: s.run_code_background("x", timeout=1e300)),
     ("timeout", lambda s: s.run_code("x", timeout=float("inf"))),
+    # past the documented 7-day maximum of a process
+    ("timeout", lambda s: s.run_code_background("x", timeout=10**9)),
+    ("timeout", lambda s: s.run_code_background("x", timeout=MAX_PROCESS_TIMEOUT + 1)),
+    ("timeout", lambda s: s.commands.run("ls", background=True, timeout=10**9)),
     ("timeout", lambda s: s.commands.run("ls", timeout=10**400)),
     ("timeout", lambda s: s.commands.run("ls", background=True, timeout=float("inf"))),
     ("timeout", lambda s: s.process("proc_1").wait(timeout=float("inf"))),

@@ -79,8 +79,8 @@ async def test_create_returns_every_documented_field(api: Api, backend: LocalBac
     assert data["region"] == "eu"
     assert set(data["resources"]) == {"vcpu", "memory_mb", "disk_mb"}
     assert data["internet_access"] is True
-    assert data["timeout_seconds"] is None
-    assert data["expires_at"] is None
+    assert data["timeout_seconds"] == 3600  # the extended dialect's default lifetime
+    assert parse_iso(data["expires_at"]) > parse_iso(data["created_at"])
     parse_iso(data["created_at"])
     assert parse_iso(data["token_expires_at"]) > datetime.datetime.now(datetime.timezone.utc)
     await api.cp("DELETE", f"/v1/sandboxes/{data['id']}")

@@ -59,6 +59,30 @@ def serve(state: Path, port: int, log: Path) -> tuple[subprocess.Popen[str], str
     return proc, first.split("=", 1)[1]
 
 
+def start_of(pid: int) -> int | None:
+    """The start number in a crash test's ``sleep`` argv (its last argument)."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return None
+    args = [a for a in argv if a]
+    return int(args[-1][-4:-1]) if args and args[-1].startswith(b"0.0000") else None
+
+
+def tagged_with(sandbox_id: str) -> list[int]:
+    """Host pids whose environment carries the box tag of ``sandbox_id``."""
+    needle = f"HOPX_LOCAL_BOX={sandbox_id}".encode()
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if needle in Path(f"/proc/{entry}/environ").read_bytes().split(b"\0"):
+                    found.append(int(entry))
+            except OSError:
+                pass
+    return found
+
+
 @pytest.fixture
 def servers() -> Iterator[list[subprocess.Popen[str]]]:
     started: list[subprocess.Popen[str]] = []
@@ -92,7 +116,11 @@ async def test_sigkill_mid_burst_loses_nothing_and_runs_nothing_twice(
 
         async def start(i: int) -> None:
             # Relative: the working directory is the workspace, with or without a box.
-            command = f"echo m{i} >> markers.txt; sleep 1 {run_arg}; echo out{i}; echo err{i} >&2"
+            # The last sleep argument names the start (and adds less than a millisecond).
+            tag = f"0.0000{i:03d}1"
+            command = (
+                f"echo m{i} >> markers.txt; sleep 2 {run_arg} {tag}; echo out{i}; echo err{i} >&2"
+            )
             headers = {**auth, "Idempotency-Key": f"start-{i}"}
             deadline = time.monotonic() + 90
             while True:
@@ -117,6 +145,8 @@ async def test_sigkill_mid_burst_loses_nothing_and_runs_nothing_twice(
         burst = [asyncio.ensure_future(start(i)) for i in range(STARTS)]
         await half.wait()
         before_kill = set(pids_with_arg(run_arg))
+        alive_at_kill = {start_of(pid) for pid in before_kill} - {None}
+        boxes_at_kill = set(tagged_with(sandbox["id"]))
         answered_before = len(answered)
         first.send_signal(signal.SIGKILL)
         first.wait()
@@ -127,6 +157,8 @@ async def test_sigkill_mid_burst_loses_nothing_and_runs_nothing_twice(
         # Nothing alive from before the kill (boxed: it died with the server; plain: the
         # restart ended it). Processes started after the restart may still run.
         assert await eventually(lambda: not (set(pids_with_arg(run_arg)) & before_kill))
+        # Nor anything of the box the sandbox had then (its supervisor, daemons, bwrap).
+        assert await eventually(lambda: not (set(tagged_with(sandbox["id"])) & boxes_at_kill))
 
         # Let every process end, then read all records.
         async def listed() -> list[dict[str, Any]]:
@@ -159,9 +191,75 @@ async def test_sigkill_mid_burst_loses_nothing_and_runs_nothing_twice(
             assert counts[f"m{i}"] == 1
         else:  # only the crash may end a start otherwise
             assert proc["status"] == "failed" and "stopped" in proc["error"], proc
+        if i in alive_at_kill:  # running at the kill: failed, with the crash as the reason
+            assert proc["status"] == "failed", proc
+            assert proc["error"].startswith("the local backend stopped while"), proc
     print(
         f"\ncrash test: {STARTS} starts, {answered_before} answered before the SIGKILL, "
-        f"{len(before_kill)} of their processes alive at the kill; after the restart: "
+        f"{len(before_kill)} of their processes alive at the kill ({len(alive_at_kill)} "
+        f"recorded failed by the crash); after the restart: "
         f"{dict(statuses)}; {sum(1 for n in retried.values() if n)} starts retried; "
         f"{len(counts)} markers, none twice"
     )
+
+
+def _pids_cgroup(sandbox_id: str) -> Path | None:
+    """Where the server (a child of this process) keeps the sandbox's ``pids`` cgroup."""
+    for line in Path("/proc/self/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        if "pids" in controllers.split(","):
+            base = Path("/sys/fs/cgroup/pids") / path.lstrip("/")
+            return base / "hopx-local" / sandbox_id
+    return None
+
+
+async def test_restart_ends_what_carries_a_box_tag_or_sits_in_a_box_cgroup(
+    tmp_path: Path, servers: list[subprocess.Popen[str]]
+) -> None:
+    # What a box could leave behind, planted by hand (a box itself dies with the server): a
+    # process tagged with the sandbox's box, and one in the sandbox's cgroup.
+    if ISOLATION == "none":
+        pytest.skip("boxes only: without a box the restart finds processes by their own tag")
+    state, log, port = tmp_path / "state", tmp_path / "server.log", free_port()
+    first, base_url = serve(state, port, log)
+    servers.append(first)
+    async with aiohttp.ClientSession() as session:
+        async with session.post(
+            f"{base_url}/v1/sandboxes", json={"template_name": "base"}, headers={"X-API-Key": KEY}
+        ) as resp:
+            sandbox = await resp.json()
+        # A background start is answered once the store has committed (the sandbox too).
+        async with session.post(
+            f"{sandbox['public_host']}/commands/background",
+            json={"command": "true"},
+            headers={"Authorization": f"Bearer {sandbox['auth_token']}"},
+        ) as resp:
+            assert resp.status == 200
+    sandbox_id = sandbox["id"]
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    tagged_arg, grouped_arg = marker(), marker()
+    env = {"PATH": "/usr/bin:/bin", "HOPX_LOCAL_BOX": sandbox_id}
+    tagged = subprocess.Popen(["sleep", "60", tagged_arg], env=env)
+    grouped = subprocess.Popen(["sleep", "60", grouped_arg], env={"PATH": "/usr/bin:/bin"})
+    cgroup = _pids_cgroup(sandbox_id)
+    in_cgroup = False
+    if os.geteuid() == 0 and cgroup is not None and cgroup.parent.parent.exists():
+        try:
+            cgroup.mkdir(parents=True, exist_ok=True)
+            (cgroup / "cgroup.procs").write_text(str(grouped.pid))
+            in_cgroup = True
+        except OSError:
+            pass
+    try:
+        second, _ = serve(state, port, log)
+        servers.append(second)
+        assert tagged.wait(timeout=10) == -signal.SIGKILL
+        if in_cgroup:
+            assert grouped.wait(timeout=10) == -signal.SIGKILL
+            assert not cgroup.exists()  # type: ignore[union-attr]
+    finally:
+        for proc in (tagged, grouped):
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()

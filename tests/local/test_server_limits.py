@@ -89,7 +89,8 @@ async def test_a_new_connection_is_refused_while_every_one_is_busy() -> None:
     async with backend:
         async with aiohttp.ClientSession() as session:
             sbx = await Api(session, backend.base_url, backend.api_key).create()
-        markers = [f"hopx-test-{uuid.uuid4().hex}" for _ in range(2)]
+        # A process is found by a ``sleep`` argument (code itself is never on a command line).
+        markers = [f"0.0{uuid.uuid4().int % 10**8:08d}1" for _ in range(2)]
         sessions = [aiohttp.ClientSession() for _ in range(2)]
         try:
             busy = [
@@ -98,7 +99,7 @@ async def test_a_new_connection_is_refused_while_every_one_is_busy() -> None:
                         sbx,
                         "POST",
                         "/execute",
-                        json={"code": f"import time\n# {m}\ntime.sleep(100)", "timeout": 120},
+                        json={"code": _SLEEPER.format(m), "timeout": 120},
                     )
                 )
                 for s, m in zip(sessions, markers, strict=True)
@@ -158,6 +159,10 @@ async def test_malformed_requests_and_cut_bodies_are_one_info_line(
 # -- a client that goes away ends its code -------------------------------------------------------
 
 
+#: Python code that runs ``sleep 100 MARKER`` in a child (its group ends with the code's).
+_SLEEPER = "import subprocess\nsubprocess.run(['sleep', '100', {!r}])"
+
+
 def _pids_with(marker: str) -> list[int]:
     found = []
     for entry in os.listdir("/proc"):
@@ -185,12 +190,12 @@ async def _until(condition: Any, what: str, rounds: int = 300) -> None:
 async def test_a_client_that_goes_away_ends_its_blocking_code(
     api: Api, sbx: Sandbox, route: str
 ) -> None:
-    marker = f"hopx-test-{uuid.uuid4().hex}"
-    code = f"import time\n# {marker}\ntime.sleep(100)"
+    marker = f"0.0{uuid.uuid4().int % 10**8:08d}1"
+    code = _SLEEPER.format(marker)
     if route == "/execute":
         body: dict[str, Any] = {"code": code, "timeout": 120}
     else:
-        body = {"command": f"sleep 100; echo {marker}", "timeout": 120}
+        body = {"command": f"sleep 100 {marker}", "timeout": 120}
     request = asyncio.ensure_future(api.agent(sbx, "POST", route, json=body))
     await _until(lambda: _pids_with(marker), "started")
     request.cancel()

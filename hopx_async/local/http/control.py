@@ -55,10 +55,15 @@ async def create_sandbox(request: web.Request) -> web.Response:
     env_vars = opt_env(body, "env_vars")  # read (and checked) in every dialect
     if app_state.create_limiter is not None:
         app_state.create_limiter.hit("create")
+    timeout_seconds = opt_int(body, "timeout_seconds")
     sbx = app_state.sandboxes.create(
         template=template,
         region=opt_str(body, "region"),
-        timeout_seconds=opt_int(body, "timeout_seconds"),
+        timeout_seconds=(
+            app_state.dialect.default_sandbox_timeout
+            if timeout_seconds is None
+            else timeout_seconds
+        ),
         internet_access=opt_bool(body, "internet_access", True),
         # the service does not apply them: its clients follow create with PATCH /env
         env_vars=env_vars if app_state.dialect.create_applies_env else {},

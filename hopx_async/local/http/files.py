@@ -19,8 +19,10 @@ import errno
 import os
 import secrets
 import stat
+from collections.abc import Callable
 from contextlib import suppress
-from typing import Any
+from pathlib import Path
+from typing import Any, TypeVar
 
 from aiohttp import BodyPartReader, web
 
@@ -28,7 +30,7 @@ from ..errors import ApiError, bad_request
 from ..runtime import fileops
 from ..runtime.box import BOX_ID
 from ..runtime.fileops import MAX_LIST_ENTRIES, MAX_READ_BYTES
-from ..runtime.workspace import DIR_FLAGS, WORKSPACE, Target, open_regular, resolve
+from ..runtime.workspace import DIR_FLAGS, WORKSPACE, Target, open_regular, os_error, resolve
 from .common import json_answer, read_body, state
 from .params import opt_bool, opt_str, req_str
 
@@ -54,6 +56,17 @@ _CHUNK = 256 * 1024
 _MAX_PATH_FIELD = 4096
 
 
+_T = TypeVar("_T")
+
+
+async def _work(target: Target, fn: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
+    """``fn`` in a thread; an OS error that got past it is still a documented answer."""
+    try:
+        return await asyncio.to_thread(fn, *args, **kwargs)
+    except OSError as exc:
+        raise os_error(exc, target) from None
+
+
 def max_upload_bytes() -> int:
     """The upload limit: ``HOPX_LOCAL_MAX_UPLOAD_BYTES`` if set to a positive number, else 1 GiB."""
     raw = os.environ.get(UPLOAD_LIMIT_ENV, "").strip()
@@ -66,6 +79,11 @@ def _target(request: web.Request, value: str, *, follow_last: bool = True) -> Ta
     """``value`` (the request's ``path``) resolved inside the sandbox's workspace."""
     root = state(request).layout.workspace(request.match_info["sid"])
     return resolve(root, value, follow_last=follow_last)
+
+
+def _staging(request: web.Request) -> Path:
+    """The sandbox's staging directory (uploads, and notes of writes under way)."""
+    return state(request).layout.sandbox_dir(request.match_info["sid"]) / "uploads"
 
 
 def _chown_new(request: web.Request) -> bool:
@@ -99,7 +117,7 @@ def _query_path(request: web.Request, default: str | None = None) -> str:
 async def read_file(request: web.Request) -> web.Response:
     """``GET /files/read?path=``: ``{"content", "path", "size"}`` of a UTF-8 text file."""
     target = _target(request, _query_path(request))
-    content, size = await asyncio.to_thread(fileops.read_text, target)
+    content, size = await _work(target, fileops.read_text, target)
     return json_answer({"content": content, "path": target.inside, "size": size})
 
 
@@ -140,13 +158,15 @@ async def write_file(request: web.Request) -> web.Response:
     mode = _mode(body)
     overwrite = opt_bool(body, "overwrite", True)
     target = _target(request, path)
-    await asyncio.to_thread(
+    await _work(
+        target,
         fileops.write,
         target,
         data,
         mode,
         overwrite=overwrite,
         chown=_chown_new(request),
+        staging=_staging(request),
     )
     return json_answer(_done(target, "file written", len(data)))
 
@@ -157,7 +177,7 @@ async def write_file(request: web.Request) -> web.Response:
 async def list_files(request: web.Request) -> web.Response:
     """``GET /files/list?path=`` (default ``/workspace``): ``{"files", "count", "path"}``."""
     target = _target(request, _query_path(request, WORKSPACE))
-    files, truncated = await asyncio.to_thread(fileops.listing, target)
+    files, truncated = await _work(target, fileops.listing, target)
     answer: dict[str, Any] = {"files": files, "count": len(files), "path": target.inside}
     if truncated:
         answer["truncated"] = True
@@ -168,7 +188,7 @@ async def file_exists(request: web.Request) -> web.Response:
     """``GET /files/exists?path=``: ``{"exists", "path", "is_directory"}``."""
     target = _target(request, _query_path(request))
     try:
-        info = await asyncio.to_thread(fileops.lookup, target)
+        info = await _work(target, fileops.lookup, target)
     except ApiError as exc:
         if exc.code != "FILE_NOT_FOUND":
             raise
@@ -186,14 +206,14 @@ async def make_dir(request: web.Request) -> web.Response:
     """``POST /files/mkdir`` ``{"path"}``: create a directory and its missing parents."""
     body = await read_body(request)
     target = _target(request, req_str(body, "path"))
-    await asyncio.to_thread(fileops.make_dirs, target, _chown_new(request))
+    await _work(target, fileops.make_dirs, target, _chown_new(request))
     return json_answer(_done(target, "directory created"))
 
 
 async def remove_file(request: web.Request) -> web.Response:
     """``DELETE /files/remove?path=``: remove a file, a link, or a directory tree."""
     target = _target(request, _query_path(request), follow_last=False)
-    await asyncio.to_thread(fileops.remove, target)
+    await _work(target, fileops.remove, target)
     return json_answer(_done(target, "removed"))
 
 
@@ -258,11 +278,14 @@ async def upload_file(request: web.Request) -> web.Response:
     timeout = state(request).read_timeout
     limit = max_upload_bytes()
     chown = _chown_new(request)
-    staging = state(request).layout.sandbox_dir(request.match_info["sid"]) / "uploads"
+    staging = _staging(request)
     path = request.query.get("path")
     staged = f".upload-{secrets.token_hex(8)}"
-    await asyncio.to_thread(staging.mkdir, mode=0o700, exist_ok=True)
-    staged_dir = os.open(staging, DIR_FLAGS)
+    try:
+        await asyncio.to_thread(staging.mkdir, mode=0o700, exist_ok=True)
+        staged_dir = os.open(staging, DIR_FLAGS)
+    except OSError:
+        raise ApiError(404, "FILE_NOT_FOUND", "the sandbox's files are gone") from None
     received: int | None = None
     try:
         try:
@@ -286,10 +309,10 @@ async def upload_file(request: web.Request) -> web.Response:
         if path is None:
             raise bad_request("the destination 'path' is required (a form field or query)")
         target = _target(request, path)
-        await asyncio.to_thread(os.chmod, staged, 0o644, dir_fd=staged_dir)
+        await _work(target, os.chmod, staged, 0o644, dir_fd=staged_dir)
         if chown:
-            await asyncio.to_thread(os.chown, staged, BOX_ID, BOX_ID, dir_fd=staged_dir)
-        await asyncio.to_thread(fileops.place, staged_dir, staged, target, chown=chown)
+            await _work(target, os.chown, staged, BOX_ID, BOX_ID, dir_fd=staged_dir)
+        await _work(target, fileops.place, staged_dir, staged, target, chown=chown)
         return json_answer(_done(target, "file uploaded", received))
     finally:
         with suppress(FileNotFoundError):
@@ -315,10 +338,11 @@ async def _stage(
             view = memoryview(chunk)
             while view:
                 view = view[os.write(fd, view) :]
+        os.fsync(fd)  # on disk before it is renamed into place
     except OSError as exc:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
             raise ApiError(507, "INSUFFICIENT_STORAGE", f"upload: {exc.strerror}") from None
-        raise
+        raise bad_request(f"upload: {exc.strerror or 'cannot be stored'}") from None
     finally:
         os.close(fd)
     return size

@@ -18,6 +18,7 @@ from ..errors import bad_request
 __all__ = [
     "MAX_SECONDS",
     "opt_bool",
+    "ENV_ENTRY_MAX",
     "opt_env",
     "opt_int",
     "opt_number",
@@ -119,6 +120,10 @@ def opt_int(
     return value
 
 
+#: The kernel's limit for one string at exec (MAX_ARG_STRLEN), its NUL included.
+ENV_ENTRY_MAX = 128 * 1024
+
+
 def opt_env(body: Mapping[str, Any], key: str) -> dict[str, str]:
     value = body.get(key)
     if value is None:
@@ -135,6 +140,12 @@ def opt_env(body: Mapping[str, Any], key: str) -> dict[str, str]:
         if not isinstance(item, str) or "\x00" in item:
             raise bad_request(f"'{key}.{name}' must be a string without NUL characters")
         env[name] = _text(f"{key}.{name}", item)
+        size = len(name) + len(item.encode("utf-8", "surrogatepass")) + 2
+        if size > ENV_ENTRY_MAX:
+            raise bad_request(
+                f"'{key}.{name}' is too long: NAME=value takes {size} bytes, at most "
+                f"{ENV_ENTRY_MAX} (128 KiB, the kernel's limit for one variable at exec)"
+            )
     return env
 
 

@@ -17,14 +17,21 @@ import os
 import shutil
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Literal
 
 import attrs
 
 from ..state.layout import Layout
 
-__all__ = ["BOX_ID", "ISOLATION_ENV", "Box", "Isolation", "IsolationMode", "detect_isolation"]
+__all__ = [
+    "BOX_ID",
+    "ISOLATION_ENV",
+    "SUPERVISOR_PATH",
+    "Box",
+    "Isolation",
+    "IsolationMode",
+    "detect_isolation",
+]
 
 #: Environment variable that forces the isolation mode: ``auto`` (default), ``none``,
 #: ``bubblewrap`` (fail to start without it).
@@ -32,6 +39,8 @@ ISOLATION_ENV = "HOPX_LOCAL_ISOLATION"
 IsolationMode = Literal["auto", "none", "bubblewrap"]
 #: The uid/gid of sandboxed code inside the box (and outside it when the server is root).
 BOX_ID = 65534
+#: Where a box's supervisor program is, inside the box.
+SUPERVISOR_PATH = "/run/hopx/supervisor.py"
 #: Top-level directories never bound into a box (each gets its own or nothing).
 _NOT_BOUND = frozenset({"proc", "dev", "tmp", "run", "workspace"})
 
@@ -108,14 +117,12 @@ class Box:
         return tuple(self._kept_fds)
 
     @contextlib.contextmanager
-    def fds(self, sandbox_id: str, source: Path) -> Iterator[dict[str, int]]:
+    def fds(self, sandbox_id: str) -> Iterator[dict[str, int]]:
         fds: dict[str, int] = {}
         try:
             flags = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
             fds["workspace"] = os.open(self.layout.workspace(sandbox_id), flags)
             fds["tmp"] = os.open(self.layout.tmp(sandbox_id), flags)
-            if source.suffix in (".sh", ".js", ".go"):
-                fds["source"] = os.open(source, os.O_RDONLY | os.O_CLOEXEC)
             yield fds
         finally:
             for fd in fds.values():
@@ -191,8 +198,22 @@ class Box:
         self._system_binds = []
 
     def argv(
-        self, fds: dict[str, int], cwd: str, env: dict[str, str], *, internet: bool, source: str
+        self,
+        fds: dict[str, int],
+        cwd: str,
+        *,
+        internet: bool,
+        tmp_bytes: int | None = None,
+        pid1: bool = False,
     ) -> list[str]:
+        """A box's argv up to its command.
+
+        ``fds``: ``workspace`` (bound at /workspace), ``tmp`` (bound at /tmp) unless
+        ``tmp_bytes`` makes /tmp a tmpfs of that size, ``seccomp`` (the filter),
+        ``supervisor`` (the supervisor's program, at ``SUPERVISOR_PATH``). ``pid1``: the
+        command is the box's pid 1 (no reaper of bwrap's). Nothing of the environment goes on
+        the command line: a box starts with an empty one.
+        """
         assert self.isolation.bwrap is not None
         argv = [
             self.isolation.bwrap,
@@ -201,12 +222,16 @@ class Box:
             "--dev", "/dev",
             "--tmpfs", "/run",
             "--bind-fd", str(fds["workspace"]), "/workspace",
-            "--bind-fd", str(fds["tmp"]), "/tmp",
         ]  # fmt: skip
-        if "source" in fds:
-            argv += ["--perms", "0444", "--ro-bind-data", str(fds["source"]), source]
+        if tmp_bytes is None:
+            argv += ["--bind-fd", str(fds["tmp"]), "/tmp"]
+        else:
+            argv += ["--perms", "1777", "--size", str(tmp_bytes), "--tmpfs", "/tmp"]
+        argv += ["--perms", "0755", "--dir", "/run/hopx"]
+        if "supervisor" in fds:
+            argv += ["--perms", "0444", "--ro-bind-data", str(fds["supervisor"])]
+            argv.append(SUPERVISOR_PATH)
         for index, (_prefix, fd) in enumerate(self._relocated):
-            argv += ["--perms", "0755", "--dir", "/run/hopx"]
             argv += ["--perms", "0755", "--dir", f"/run/hopx/py{index}"]
             argv += ["--ro-bind-fd", str(fd), f"/run/hopx/py{index}"]
         argv += ["--remount-ro", "/"]
@@ -230,15 +255,17 @@ class Box:
             if internet:
                 argv.append("--share-net")
             argv += ["--unshare-user", "--uid", str(BOX_ID), "--gid", str(BOX_ID)]
+        if "seccomp" in fds:
+            argv += ["--seccomp", str(fds["seccomp"])]
+        if pid1:
+            argv.append("--as-pid-1")
         argv += [
             "--hostname", "sandbox",
             "--die-with-parent", "--new-session",
             "--chdir", cwd,
             "--clearenv",
+            "--",
         ]  # fmt: skip
-        for key, value in env.items():
-            argv += ["--setenv", key, value]
-        argv.append("--")
         if self._root_server:
             argv += [
                 self._setpriv,

@@ -6,14 +6,31 @@ a thread); every open goes through ``workspace``, so no link is ever followed.
 from __future__ import annotations
 
 import datetime
+import errno
+import logging
 import os
 import posixpath
+import secrets
 import stat
+from contextlib import suppress
+from pathlib import Path
 from typing import Any
 
 from ..errors import ApiError, bad_request
+from ..state.layout import Layout
 from .box import BOX_ID
-from .workspace import FILE_FLAGS, Target, dir_fd, open_regular, os_error, parent_dir, remove_tree
+from .workspace import (
+    DIR_FLAGS,
+    FILE_FLAGS,
+    Target,
+    dir_fd,
+    open_regular,
+    os_error,
+    parent_dir,
+    remove_tree,
+)
+
+logger = logging.getLogger("hopx_async.local")
 
 __all__ = [
     "MAX_LIST_ENTRIES",
@@ -25,6 +42,8 @@ __all__ = [
     "place",
     "read_text",
     "remove",
+    "remove_all",
+    "sweep",
     "write",
 ]
 
@@ -33,6 +52,11 @@ MAX_READ_BYTES = 16 * 1024 * 1024
 #: ``/files/list`` answers at most this many entries (``truncated`` tells when there were more).
 MAX_LIST_ENTRIES = 10_000
 _CHUNK = 256 * 1024
+#: Names of the files being written (in the target's directory) and of their notes (in the
+#: sandbox's staging directory), removed at the next start when a crash left them.
+WRITE_PREFIX = ".hopx-write-"
+_NOTE_PREFIX = ".write-"
+_UPLOAD_PREFIX = ".upload-"
 
 
 def iso_seconds(seconds: float) -> str:
@@ -74,40 +98,77 @@ def read_text(target: Target) -> tuple[str, int]:
         ) from None
 
 
-def write(target: Target, data: bytes, mode: int, *, overwrite: bool, chown: bool) -> None:
+def write(
+    target: Target,
+    data: bytes,
+    mode: int,
+    *,
+    overwrite: bool,
+    chown: bool,
+    staging: Path | None = None,
+) -> None:
+    """Write ``data`` to a new file beside the target, flush it to disk, and rename it over
+    the target: a crash leaves the old content or the new, never a part. ``staging`` (the
+    sandbox's staging directory) keeps a note of the new file until it is renamed, so that
+    the next start removes one a crash left."""
     if not target.parts:
         raise bad_request(f"'{target.argument}' {target.given!r} is a directory")
-    flags = os.O_WRONLY | os.O_CREAT | (0 if overwrite else os.O_EXCL)
+    temp = WRITE_PREFIX + secrets.token_hex(8)
+    note = None if staging is None else staging / (_NOTE_PREFIX + temp[len(WRITE_PREFIX) :])
     with parent_dir(target, create=True, chown=chown) as parent:
         try:
-            existed = _exists_in(parent, target.name)
-            fd = os.open(target.name, flags | FILE_FLAGS, mode, dir_fd=parent)
+            info = _info_in(parent, target.name)
+            if info is not None and not overwrite:
+                raise OSError(errno.EEXIST, os.strerror(errno.EEXIST))
+            if info is not None and stat.S_ISLNK(info.st_mode):  # swapped in since resolved
+                raise OSError(errno.ELOOP, os.strerror(errno.ELOOP))
+            if info is not None and stat.S_ISDIR(info.st_mode):
+                raise OSError(errno.EISDIR, os.strerror(errno.EISDIR))
+            if info is not None and not stat.S_ISREG(info.st_mode):
+                raise bad_request(f"'{target.argument}' {target.given!r} is not a regular file")
+            if note is not None:
+                note.parent.mkdir(mode=0o700, exist_ok=True)
+                note.write_text("/".join((*target.parts[:-1], temp)))
+            fd = os.open(
+                temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | FILE_FLAGS, 0o600, dir_fd=parent
+            )
+        except OSError as exc:
+            if note is not None:
+                with suppress(OSError):
+                    note.unlink()
+            raise os_error(exc, target) from None
+        try:
+            try:
+                os.set_blocking(fd, True)
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view[:_CHUNK]) :]
+                os.fchmod(fd, mode)
+                if chown:
+                    os.fchown(fd, BOX_ID, BOX_ID)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            if overwrite:
+                os.rename(temp, target.name, src_dir_fd=parent, dst_dir_fd=parent)
+            else:  # a link fails on an existing name, where a rename would replace it
+                os.link(temp, target.name, src_dir_fd=parent, dst_dir_fd=parent)
+            os.fsync(parent)
         except OSError as exc:
             raise os_error(exc, target) from None
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise bad_request(f"'{target.argument}' {target.given!r} is not a regular file")
-        os.set_blocking(fd, True)
-        os.ftruncate(fd, 0)
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view[:_CHUNK]) :]
-        os.fchmod(fd, mode)
-        if chown and not existed:
-            os.fchown(fd, BOX_ID, BOX_ID)
-    except OSError as exc:
-        raise os_error(exc, target) from None
-    finally:
-        os.close(fd)
+        finally:
+            with suppress(OSError):
+                os.unlink(temp, dir_fd=parent)
+            if note is not None:
+                with suppress(OSError):
+                    note.unlink()
 
 
-def _exists_in(parent: int, name: str) -> bool:
+def _info_in(parent: int, name: str) -> os.stat_result | None:
     try:
-        os.stat(name, dir_fd=parent, follow_symlinks=False)
+        return os.stat(name, dir_fd=parent, follow_symlinks=False)
     except FileNotFoundError:
-        return False
-    return True
+        return None
 
 
 def listing(target: Target) -> tuple[list[dict[str, Any]], bool]:
@@ -178,5 +239,76 @@ def place(staged_dir: int, staged: str, target: Target, *, chown: bool) -> None:
             raise bad_request(f"'{target.argument}' {target.given!r} is not a regular file")
         try:
             os.rename(staged, target.name, src_dir_fd=staged_dir, dst_dir_fd=parent)
+            os.fsync(parent)
         except OSError as exc:
             raise os_error(exc, target) from None
+
+
+def remove_all(path: Path) -> bool:
+    """Remove ``path`` and, if it is a directory, everything under it, at any depth and
+    without following a link (``shutil.rmtree`` recurses and fails on deep trees). Whether
+    it is gone; a failure is logged, and the next start tries again (``sweep``).
+
+    >>> import tempfile
+    >>> top = Path(tempfile.mkdtemp())
+    >>> (top / "a" / "b").mkdir(parents=True)
+    >>> remove_all(top), top.exists()
+    (True, False)
+    """
+    try:
+        parent = os.open(path.parent, DIR_FLAGS)
+    except FileNotFoundError:
+        return True
+    except OSError as exc:
+        logger.warning("could not remove %s: %s", path, exc.strerror)
+        return False
+    try:
+        info = os.stat(path.name, dir_fd=parent, follow_symlinks=False)
+        if stat.S_ISDIR(info.st_mode):
+            remove_tree(parent, path.name)
+        else:
+            os.unlink(path.name, dir_fd=parent)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        logger.warning("could not remove %s: %s", path, exc.strerror)
+        return False
+    finally:
+        os.close(parent)
+    return True
+
+
+def sweep(layout: Layout, keep: set[str]) -> None:
+    """At start: remove what a crash or a failed deletion left. The directory of a sandbox
+    that has no record, upload staging files, and files a write had not renamed yet."""
+    try:
+        names = os.listdir(layout.root / "sandboxes")
+    except OSError:
+        return
+    for name in names:
+        if name not in keep:
+            remove_all(layout.sandbox_dir(name))
+            continue
+        staging = layout.sandbox_dir(name) / "uploads"
+        try:
+            left = os.listdir(staging)
+        except OSError:
+            continue
+        for entry in left:
+            if entry.startswith(_NOTE_PREFIX):
+                _drop_partial(layout.workspace(name), staging / entry)
+            if entry.startswith((_NOTE_PREFIX, _UPLOAD_PREFIX)):
+                with suppress(OSError):
+                    os.unlink(staging / entry)
+
+
+def _drop_partial(workspace: Path, note: Path) -> None:
+    try:
+        parts = tuple(note.read_text().split("/"))
+    except (OSError, UnicodeDecodeError):
+        return
+    if not parts or not parts[-1].startswith(WRITE_PREFIX):
+        return
+    target = Target(workspace, parts, "path", "/".join(parts))
+    with suppress(OSError, ApiError), parent_dir(target, create=False, chown=False) as parent:
+        os.unlink(parts[-1], dir_fd=parent)

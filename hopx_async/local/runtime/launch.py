@@ -13,15 +13,19 @@ import subprocess
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import attrs
 
 from ..errors import bad_request
 from ..state.layout import Layout
 from .box import BOX_ID, Box, Isolation
+from .boxes import Boxes
 from .catalog import Catalog
-from .spawner_client import SpawnArgs
+from .procfs import ProcStat
+from .seccomp import filter_fd
+from .spawner import SOURCE
+from .spawner_client import Script, SpawnArgs
 from .supervisor import Running, Supervisor
 
 __all__ = [
@@ -38,12 +42,18 @@ logger = logging.getLogger("hopx_async.local")
 PROCESS_TAG_ENV = "HOPX_LOCAL_PROCESS_ID"
 
 _BASE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-#: Code up to this many characters goes on the command line (-c / -e), not in a file.
-_INLINE_CODE_MAX = 32 * 1024
-_INLINE_FLAG = {"python": ("-u", "-c"), "bash": ("-c",), "javascript": ("-e",)}
-_SOURCE_SUFFIX = {"python": ".py", "bash": ".sh", "javascript": ".js", "go": ".go"}
-#: Stands for the source file in an argv (its path differs in and out of the box).
-_SOURCE = "\x00source"
+#: A shell reads its code from this descriptor (a memory file the spawner writes).
+_SCRIPT_FD = 3
+_SCRIPT_PATH = f"/dev/fd/{_SCRIPT_FD}"
+
+
+def _sourcing(shell: str) -> list[str]:
+    """A shell that runs the code at ``_SCRIPT_FD`` as ``-c`` would (``$0`` the shell)."""
+    return [shell, "-c", f". {_SCRIPT_PATH}", shell]
+
+
+#: Shells whose ``-c LINE`` is run from a descriptor instead.
+_SHELLS = frozenset({"sh", "bash", "dash", "zsh"})
 
 
 @attrs.frozen
@@ -60,6 +70,14 @@ class StartSpec:
     #: For commands: the argv to run, and the text shown as "command".
     argv: list[str] | None = None
     command: str | None = None
+
+
+@attrs.frozen
+class Program:
+    """An argv and the code it reads from a descriptor or a private file (or None)."""
+
+    argv: list[str]
+    script: Script | None
 
 
 @attrs.frozen
@@ -81,6 +99,7 @@ class Launcher:
         self.supervisor = supervisor
         self.isolation = isolation
         self.box = Box(layout, isolation)
+        self.boxes = Boxes(layout, self.box, supervisor)
         self._root_server = os.geteuid() == 0
 
     @property
@@ -189,62 +208,90 @@ class Launcher:
         env: dict[str, str],
         internet: bool,
     ) -> Running:
-        """Start ``spec`` for ``sandbox_id``; raises ``OSError`` when it cannot start."""
+        """Start ``spec`` for ``sandbox_id``; raises ``OSError`` when it cannot start.
+
+        Neither the code nor the environment goes on a command line (every local user can
+        read those): the code reaches the process through a memory file the spawner writes,
+        the environment through ``execve``'s, which only the process's owner and root can read.
+        """
         stdout = self.layout.output(sandbox_id, process_id, "stdout")
         stderr = self.layout.output(sandbox_id, process_id, "stderr")
-        argv, stdin, source = self._argv(sandbox_id, process_id, spec)
+        program = self._program(spec)
         if not self.boxed:
-            host_argv = [str(source) if a == _SOURCE else a for a in argv]
             tagged = {**env, PROCESS_TAG_ENV: process_id}
             return await self.supervisor.spawn(
-                SpawnArgs(host_argv, workdir.host, tagged, stdout, stderr, stdin)
+                SpawnArgs(program.argv, workdir.host, tagged, stdout, stderr, script=program.script)
             )
-        with self.box.fds(sandbox_id, source) as fds:
-            inside_source = f"/run/hopx/code{source.suffix}"
-            box = self.box.argv(fds, workdir.inside, env, internet=internet, source=inside_source)
-            inside_argv = [inside_source if a == _SOURCE else a for a in argv]
-            inside_argv[0] = self.box.inside_path(inside_argv[0])
-            return await self.supervisor.spawn(
-                SpawnArgs(
-                    [*box, *inside_argv],
-                    Path("/"),
-                    {},
-                    stdout,
-                    stderr,
-                    stdin,
-                    pass_fds=(*fds.values(), *self.box.kept_fds),
-                    carriers=2,
-                )
-            )
+        box = await self.boxes.box_of(sandbox_id, internet=internet)
+        inside_argv = list(program.argv)
+        inside_argv[0] = self.box.inside_path(inside_argv[0])
+        stdio: list[int] = []
+        try:
+            stdio.append(os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC))
+            for path in (stdout, stderr):
+                flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
+                stdio.append(os.open(path, flags, 0o600))
+        except OSError:
+            for fd in stdio:
+                os.close(fd)
+            raise
+        started = box.spawn(
+            inside_argv, workdir.inside, env, (stdio[0], stdio[1], stdio[2]), program.script
+        )
+        return await self.supervisor.adopt(started)
 
-    def _argv(
-        self, sandbox_id: str, process_id: str, spec: StartSpec
-    ) -> tuple[list[str], Path | None, Path]:
-        """``(argv, stdin, source)``; ``_SOURCE`` in argv stands for the source file."""
-        source = self.layout.output(sandbox_id, process_id, "src")
+    # -- the sandbox's box, from the host ------------------------------------------------
+
+    def end_box(self, sandbox_id: str) -> None:
+        """Kill the sandbox's box (if it has one) and everything in it."""
+        self.boxes.end(sandbox_id)
+
+    def freeze_box(self, sandbox_id: str) -> None:
+        self.boxes.freeze(sandbox_id)
+
+    def thaw_box(self, sandbox_id: str) -> None:
+        self.boxes.thaw(sandbox_id)
+
+    def box_members(self, sandbox_id: str) -> list[ProcStat] | None:
+        """Every live process of the sandbox's box (None when unboxed)."""
+        return self.boxes.members(sandbox_id) if self.boxed else None
+
+    def oom_killed(self, sandbox_id: str) -> bool:
+        """Whether a process of the sandbox that died by SIGKILL was the OOM killer's."""
+        return self.boxed and self.boxes.oom_killed(sandbox_id)
+
+    def enforced_limits(self) -> dict[str, Any] | None:
+        """Each limit of a boxed sandbox and what holds it (None without a box)."""
+        return self.boxes.enforced() if self.boxed else None
+
+    def sweep_leftovers(self, sandbox_ids: set[str]) -> None:
+        """Kill what a crash left running of these sandboxes' boxes."""
+        self.boxes.sweep(sandbox_ids)
+
+    def _program(self, spec: StartSpec) -> Program:
+        """The argv to run and the code it reads (never on its command line)."""
         if spec.kind == "command":
             assert spec.argv is not None
-            return list(spec.argv), None, source
+            argv = list(spec.argv)
+            if len(argv) == 3 and argv[1] == "-c" and os.path.basename(argv[0]) in _SHELLS:
+                # A shell line is code too: the shell reads it from a descriptor.
+                return Program(_sourcing(argv[0]), Script(argv[2], _SCRIPT_FD))
+            return Program(argv, None)
         assert spec.code is not None
         program = self.catalog.languages[spec.language]
-        inline = len(spec.code) <= _INLINE_CODE_MAX and "\x00" not in spec.code
-        if inline and spec.language in _INLINE_FLAG:
-            # No source file to create: file creation is the slowest part of a start.
-            return [program, *_INLINE_FLAG[spec.language], spec.code], None, source
-        source = source.with_suffix(_SOURCE_SUFFIX[spec.language])
-        data = spec.code.encode("utf-8")
-        fd = os.open(source, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        with open(fd, "wb") as f:
-            f.write(data)
         if spec.language == "python":
-            # The code comes on stdin, so sys.path[0] is the working directory, as with -c.
-            return [program, "-u", "-"], source, source
+            # From stdin, so that sys.path[0] is the working directory, as with -c.
+            return Program([program, "-u", "-"], Script(spec.code, 0))
+        if spec.language == "javascript":
+            return Program([program, "-"], Script(spec.code, 0))
         if spec.language == "go":
-            return [program, "run", _SOURCE], None, source
-        return [program, _SOURCE], None, source
+            return Program([program, "run", SOURCE], Script(spec.code, 0, file=".go"))
+        return Program(_sourcing(program), Script(spec.code, _SCRIPT_FD))
 
     def close(self) -> None:
-        """Close the descriptors kept for the boxes' mounts and stop the spawner process."""
+        """End every box, close the descriptors kept for their mounts and stop the spawner
+        process."""
+        self.boxes.close()
         self.box.close()
         self.supervisor.close()
 
@@ -253,14 +300,16 @@ class Launcher:
         probe = self.layout.sandbox_dir(".probe")
         try:
             self.prepare_sandbox(probe.name)
-            with self.box.fds(probe.name, probe / "none") as fds:
-                argv = self.box.argv(fds, "/workspace", {}, internet=False, source="")
+            with self.box.fds(probe.name) as fds:
+                fds["seccomp"] = filter_fd()
+                argv = self.box.argv(fds, "/workspace", internet=False, tmp_bytes=1 << 20)
                 done = subprocess.run(
                     [*argv, self.box.inside_path(sys.executable), "-c", "print(1)"],
                     capture_output=True,
                     timeout=30,
                     check=False,
                     cwd="/",
+                    env={},
                     pass_fds=(*fds.values(), *self.box.kept_fds),
                 )
         except (OSError, subprocess.SubprocessError) as exc:

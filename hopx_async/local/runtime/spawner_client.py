@@ -27,7 +27,7 @@ import attrs
 
 from .spawner import frame, unframe
 
-__all__ = ["SPAWNERS", "Child", "SpawnArgs", "SpawnerProcess", "spawners_from_env"]
+__all__ = ["SPAWNERS", "Child", "Script", "SpawnArgs", "SpawnerProcess", "spawners_from_env"]
 
 logger = logging.getLogger("hopx_async.local")
 
@@ -53,6 +53,16 @@ def spawners_from_env() -> int:
 
 
 @attrs.frozen
+class Script:
+    """Code a process reads: at descriptor ``fd`` (0: stdin), or, with ``file`` (a suffix),
+    from a private file whose path replaces ``spawner.SOURCE`` in the argv."""
+
+    text: str = attrs.field(repr=False)
+    fd: int = 0
+    file: str | None = None
+
+
+@attrs.frozen
 class SpawnArgs:
     """How to start one argv: where, with what environment, and what the child may keep."""
 
@@ -65,6 +75,7 @@ class SpawnArgs:
     #: Descriptors the child inherits (for the box's mounts).
     pass_fds: tuple[int, ...] = ()
     carriers: int = 0
+    script: Script | None = None
 
 
 class Child:
@@ -145,7 +156,7 @@ class SpawnerProcess:
         """Ask for ``args`` to be started: the child and its start ticks, or ``OSError``."""
         self._count += 1
         future: asyncio.Future[tuple[Child, str | None]] = self._loop.create_future()
-        request = {
+        request: dict[str, Any] = {
             "n": self._count,
             "argv": list(args.argv),
             "cwd": str(args.cwd),
@@ -155,6 +166,11 @@ class SpawnerProcess:
             "stderr": str(args.stderr),
             "fds": list(args.pass_fds),
         }
+        if args.script is not None:
+            request["script"] = args.script.text
+            request["script_fd"] = args.script.fd
+            if args.script.file:
+                request["script_file"] = args.script.file
         self._pending[self._count] = future
         self._out.append((memoryview(frame(request)), list(args.pass_fds)))
         self._flush()

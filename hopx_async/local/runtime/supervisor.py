@@ -49,6 +49,9 @@ class Running:
     start_ticks: str | None
     #: Pids that only carry the box (its outer and inner ``bwrap``): never sent SIGTERM.
     carriers: int = 0
+    #: In a sandbox's box: ending it ends its process group only (what it left running in
+    #: other sessions, daemons, lives on until the box ends).
+    group_only: bool = False
     #: Why the server is ending it: "killed", "timeout", "shutdown" or None (ran to its end).
     end_reason: str | None = None
     killer: asyncio.Task[None] | None = None
@@ -84,13 +87,27 @@ def exit_code_of(returncode: int) -> int:
 
 
 def _send(pid: int, sig: int) -> None:
+    if pid <= 0:  # never a group or every process
+        return
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.kill(pid, sig)
 
 
+def _killpg(pgid: int) -> None:
+    if pgid <= 0:
+        return
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
 def _members(run: Running) -> list[ProcStat]:
-    """The leader, everything below it, and whatever is left in its process group."""
+    """The leader, everything below it, and whatever is left in its process group (in a
+    box: its process group only)."""
+    if run.pid <= 0:
+        return []
     stats = all_stats()
+    if run.group_only:
+        return [s for s in stats if s.pgid == run.pid and not s.zombie]
     tree = {s.pid: s for s in descendants({run.pid}, stats)}
     for stat in stats:
         if stat.pgid == run.pid and stat.pid not in tree:
@@ -154,11 +171,15 @@ class Supervisor:
         child, ticks = await to_the_end(started, on_abandoned=self._end_unwanted)
         return Running(child=child, pid=child.pid, start_ticks=ticks, carriers=args.carriers)
 
+    async def adopt(self, started: asyncio.Future[tuple[Child, str | None]]) -> Running:
+        """The process a sandbox's box is starting (see ``SandboxBox.spawn``), once started."""
+        child, ticks = await to_the_end(started, on_abandoned=self._end_unwanted)
+        return Running(child=child, pid=child.pid, start_ticks=ticks, group_only=True)
+
     @staticmethod
     def _end_unwanted(started: tuple[Child, str | None]) -> None:
         child, _ = started
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(child.pid, signal.SIGKILL)
+        _killpg(child.pid)
 
     def close(self) -> None:
         """Stop the spawner processes (after every child has ended: a boxed child dies with
@@ -235,8 +256,16 @@ class Supervisor:
             _send(stat.pid, signal.SIGCONT)
         setting_up = carriers and all(stat.pid in carriers for stat in members)
         if setting_up and run.child.returncode is None:
-            # The box is still being set up: no code to give a grace period to.
-            _send(run.pid, signal.SIGKILL)
+            # The box is still being set up: no code to give a grace period to. The leader
+            # ends by SIGTERM (exit 143, as a kill a moment later ends the code), which the
+            # kernel fixes as its end as the signal is sent; the inner carrier, the init of
+            # the box's pid namespace, ignores SIGTERM from outside: SIGKILL it and the group.
+            _send(run.pid, signal.SIGTERM)
+            for stat in members:
+                if stat.pid != run.pid:
+                    _send(stat.pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(run.pid, signal.SIGKILL)
         if run.paused_since is not None:
             run.paused_total += asyncio.get_running_loop().time() - run.paused_since
             run.paused_since = None
@@ -254,5 +283,4 @@ class Supervisor:
             if stat.pid != run.pid and _alive(stat):
                 _send(stat.pid, signal.SIGKILL)
         if leader_alive:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(run.pid, signal.SIGKILL)
+            _killpg(run.pid)

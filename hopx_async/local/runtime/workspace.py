@@ -34,6 +34,9 @@ from .box import BOX_ID
 
 __all__ = [
     "DIR_FLAGS",
+    "MAX_NAME_BYTES",
+    "MAX_PATH_BYTES",
+    "MAX_PATH_DEPTH",
     "WORKSPACE",
     "Target",
     "dir_fd",
@@ -50,8 +53,15 @@ WORKSPACE = "/workspace"
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 #: Added to the flags of a file's open: no link, and no wait on a FIFO or a device.
 FILE_FLAGS = os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+#: The longest path a request may name, in bytes (the kernel's ``PATH_MAX``).
+MAX_PATH_BYTES = 4096
+#: The longest component of a path, in bytes (the kernel's ``NAME_MAX``).
+MAX_NAME_BYTES = 255
+#: The most directories a path may lead through under ``/workspace``.
+MAX_PATH_DEPTH = 256
 _MAX_LINK_HOPS = 40
-_MAX_TREE_DEPTH = 256
+#: Directories held open at once while a tree is removed; deeper ones are moved up first.
+_HELD_DIRS = 64
 
 
 @attrs.frozen
@@ -77,12 +87,34 @@ def _forbidden(argument: str, value: str, why: str = "leaves the sandbox's works
     return ApiError(403, "PATH_FORBIDDEN", f"'{argument}' {value!r} {why} ({WORKSPACE})")
 
 
+def _check_length(value: str, argument: str) -> None:
+    """Refuse, before any I/O, a path the kernel would refuse or that is too deep to work on."""
+    try:
+        raw = os.fsencode(value)
+    except UnicodeEncodeError:
+        raise bad_request(f"'{argument}' is not a valid file name (unpaired surrogates)") from None
+    if len(raw) > MAX_PATH_BYTES:
+        raise ApiError(400, "PATH_TOO_LONG", f"'{argument}' is longer than {MAX_PATH_BYTES} bytes")
+    names = [n for n in raw.split(b"/") if n not in (b"", b".")]
+    if any(len(n) > MAX_NAME_BYTES for n in names):
+        raise ApiError(
+            400,
+            "PATH_TOO_LONG",
+            f"'{argument}' has a component longer than {MAX_NAME_BYTES} bytes",
+        )
+    if len(names) > MAX_PATH_DEPTH + 1:
+        raise ApiError(
+            400, "PATH_TOO_LONG", f"'{argument}' is deeper than {MAX_PATH_DEPTH} directories"
+        )
+
+
 def _lexical_parts(value: str, argument: str) -> list[str]:
     """The components under ``/workspace`` that ``value`` names, before any link is read."""
     if value == "":
         raise bad_request(f"'{argument}' must not be empty")
     if "\x00" in value:
         raise bad_request(f"'{argument}' must not contain NUL characters")
+    _check_length(value, argument)
     if value.startswith("/"):
         norm = "/" + posixpath.normpath(value).lstrip("/")
         if norm == WORKSPACE:
@@ -99,55 +131,91 @@ def _lexical_parts(value: str, argument: str) -> list[str]:
     return relative.split("/")
 
 
+def _link_rest(link: str, host_root: str) -> str | None:
+    """What an absolute link target names under the workspace (``None``: outside it)."""
+    norm = "/" + posixpath.normpath(link).lstrip("/")
+    if norm == WORKSPACE or norm.startswith(WORKSPACE + "/"):
+        return norm[len(WORKSPACE) :]
+    if norm == host_root or norm.startswith(host_root + "/"):
+        return norm[len(host_root) :]  # a link made outside a box: the host's path
+    return None
+
+
 def resolve(root: Path, value: str, argument: str = "path", *, follow_last: bool = True) -> Target:
     """Resolve ``value`` inside the workspace ``root`` (links too); refuse what leaves it.
 
     ``argument`` names the value in refusals. With ``follow_last=False`` a link as the last
-    component is the target itself (to remove it), not where it leads.
+    component is the target itself (to remove it), not where it leads. The walk holds a
+    descriptor of each directory on the way (opened without following a link) and reads
+    each link through the descriptor of its directory, so a component that sandboxed code
+    swaps meanwhile can fail the request (403, 404), never redirect it.
     """
-    host_root = os.path.realpath(root)
     pending = _lexical_parts(value, argument)
+    host_root = os.path.realpath(root)
+    try:
+        root_fd = os.open(root, DIR_FLAGS)
+    except OSError as exc:
+        if exc.errno == errno.ENOENT:
+            raise ApiError(404, "FILE_NOT_FOUND", "the sandbox's workspace is gone") from None
+        raise os_error(exc, Target(root, (), argument, value)) from None
+    held: list[int] = []  # held[i]: the directory resolved[: i + 1], while nothing is missing
     resolved: list[str] = []
     hops = 0
     missing = False
-    while pending:
-        name = pending.pop(0)
-        if name in ("", "."):
-            continue
-        if name == "..":
-            if not resolved:
-                raise _forbidden(argument, value, "leads (through a link) outside")
-            resolved.pop()
-            continue
-        if missing or (not pending and not follow_last):
+    try:
+        while pending:
+            name = pending.pop(0)
+            if name in ("", "."):
+                continue
+            if name == "..":  # only from a link target, so nothing is missing yet
+                if not resolved:
+                    raise _forbidden(argument, value, "leads (through a link) outside")
+                resolved.pop()
+                os.close(held.pop())
+                continue
+            if missing or (not pending and not follow_last):
+                resolved.append(name)
+                continue
+            here = held[-1] if held else root_fd
+            try:
+                info = os.stat(name, dir_fd=here, follow_symlinks=False)
+            except (FileNotFoundError, NotADirectoryError):
+                missing = True  # the rest is created or answered 404 by the strict open
+                resolved.append(name)
+                continue
+            if stat.S_ISLNK(info.st_mode):
+                hops += 1
+                if hops > _MAX_LINK_HOPS:
+                    raise bad_request(f"'{argument}' {value!r}: too many levels of symbolic links")
+                link = os.readlink(name, dir_fd=here)
+                if link.startswith("/"):
+                    rest = _link_rest(link, host_root)
+                    if rest is None:
+                        raise _forbidden(argument, value, "leads (through a link) outside")
+                    while held:
+                        os.close(held.pop())
+                    resolved = []
+                    pending = rest.split("/") + pending
+                else:
+                    pending = link.split("/") + pending
+                continue
             resolved.append(name)
-            continue
-        host = root.joinpath(*resolved, name)
-        try:
-            info = os.lstat(host)
-        except (FileNotFoundError, NotADirectoryError):
-            missing = True  # the rest is created or answered 404 by the strict open
-            resolved.append(name)
-            continue
-        if not stat.S_ISLNK(info.st_mode):
-            resolved.append(name)
-            continue
-        hops += 1
-        if hops > _MAX_LINK_HOPS:
-            raise bad_request(f"'{argument}' {value!r}: too many levels of symbolic links")
-        link = os.readlink(host)
-        if link.startswith("/"):
-            norm = "/" + posixpath.normpath(link).lstrip("/")
-            if norm == WORKSPACE or norm.startswith(WORKSPACE + "/"):
-                rest = norm[len(WORKSPACE) :]
-            elif norm == host_root or norm.startswith(host_root + "/"):
-                rest = norm[len(host_root) :]  # a link made outside a box: the host's path
-            else:
-                raise _forbidden(argument, value, "leads (through a link) outside")
-            resolved = []
-            pending = rest.split("/") + pending
-        else:
-            pending = link.split("/") + pending
+            if len(resolved) > MAX_PATH_DEPTH + 1:
+                raise ApiError(
+                    400,
+                    "PATH_TOO_LONG",
+                    f"'{argument}' {value!r} leads deeper than {MAX_PATH_DEPTH} directories",
+                )
+            if pending:
+                if not stat.S_ISDIR(info.st_mode):
+                    raise OSError(errno.ENOTDIR, os.strerror(errno.ENOTDIR))
+                held.append(os.open(name, DIR_FLAGS, dir_fd=here))
+    except OSError as exc:
+        raise os_error(exc, Target(root, (), argument, value)) from None
+    finally:
+        for fd in held:
+            os.close(fd)
+        os.close(root_fd)
     return Target(root, tuple(resolved), argument, value)
 
 
@@ -165,6 +233,8 @@ def dir_fd(target: Target, parts: tuple[str, ...], *, create: bool, chown: bool)
         fd = os.open(target.root, DIR_FLAGS)
     except FileNotFoundError:
         raise ApiError(404, "FILE_NOT_FOUND", "the sandbox's workspace is gone") from None
+    except OSError as exc:
+        raise os_error(exc, target) from None
     try:
         for name in parts:
             created = False
@@ -187,7 +257,11 @@ def dir_fd(target: Target, parts: tuple[str, ...], *, create: bool, chown: bool)
 
 
 def os_error(exc: OSError, target: Target) -> ApiError:
+    """The answer to an OS error on the target: always a documented error, never a host path
+    (only the error's description is kept, not the file names it carries)."""
     where = f"'{target.argument}' {target.given!r}"
+    if exc.errno == errno.ENAMETOOLONG:
+        return ApiError(400, "PATH_TOO_LONG", f"{where}: file name too long")
     if exc.errno == errno.ENOENT:
         return ApiError(404, "FILE_NOT_FOUND", f"{where}: no such file or directory")
     if exc.errno == errno.ELOOP:
@@ -204,7 +278,8 @@ def os_error(exc: OSError, target: Target) -> ApiError:
         return ApiError(409, "CONFLICT", f"{where}: {exc.strerror}")
     if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
         return ApiError(507, "INSUFFICIENT_STORAGE", f"{where}: {exc.strerror}")
-    return bad_request(f"{where}: {exc.strerror or exc}")
+    reason = exc.strerror or (os.strerror(exc.errno) if exc.errno else "cannot be used")
+    return bad_request(f"{where}: {reason}")
 
 
 @contextmanager
@@ -229,21 +304,51 @@ def open_regular(target: Target, flags: int) -> Iterator[tuple[int, os.stat_resu
         os.close(fd)
 
 
-def remove_tree(parent: int, name: str, depth: int = 0) -> None:
-    """Remove a directory tree through fds only: a link planted in it is removed, never
-    followed (what ``shutil.rmtree(dir_fd=...)`` does from Python 3.11 on)."""
-    if depth > _MAX_TREE_DEPTH:
-        raise OSError(errno.ENAMETOOLONG, f"deeper than {_MAX_TREE_DEPTH} directories")
-    fd = os.open(name, DIR_FLAGS, dir_fd=parent)
+def remove_tree(parent: int, name: str) -> None:
+    """Remove the directory ``name`` of ``parent`` and everything under it, through fds only:
+    a link planted in it is removed, never followed. No recursion, and at most
+    ``_HELD_DIRS`` directories open at once: a directory deeper than that is first moved up
+    to the top of the tree (a rename in the same tree), so any depth is removed."""
+    top = os.open(name, DIR_FLAGS, dir_fd=parent)
+    held: list[tuple[int, str]] = [(top, name)]  # (fd, its name in the directory below)
+    moved = 0
     try:
-        with os.scandir(fd) as scan:
-            children = [(e.name, e.is_dir(follow_symlinks=False)) for e in scan]
-        for child, is_dir in children:
-            if is_dir:
-                remove_tree(fd, child, depth + 1)
-            else:
+        while held:
+            fd, own = held[-1]
+            child = _empty_out(fd)
+            if child is None:
+                held.pop()
+                os.close(fd)
+                below = held[-1][0] if held else parent
                 with suppress(FileNotFoundError):
+                    os.rmdir(own, dir_fd=below)
+                continue
+            if len(held) >= _HELD_DIRS and fd != top:
+                moved += 1
+                up = f".removing-{moved}"
+                try:
+                    os.rename(child, up, src_dir_fd=fd, dst_dir_fd=top)
+                    continue
+                except OSError:
+                    pass  # moved away or a mount: go down instead
+            try:
+                held.append((os.open(child, DIR_FLAGS, dir_fd=fd), child))
+            except OSError as exc:
+                if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
+                    raise
+                with suppress(FileNotFoundError):  # swapped for a link or a file meanwhile
                     os.unlink(child, dir_fd=fd)
     finally:
-        os.close(fd)
-    os.rmdir(name, dir_fd=parent)
+        for fd, _ in held:
+            os.close(fd)
+
+
+def _empty_out(fd: int) -> str | None:
+    """Unlink every non-directory in ``fd``; the name of a subdirectory left, or ``None``."""
+    with os.scandir(fd) as scan:
+        for entry in scan:
+            if entry.is_dir(follow_symlinks=False):
+                return entry.name
+            with suppress(FileNotFoundError):
+                os.unlink(entry.name, dir_fd=fd)
+    return None

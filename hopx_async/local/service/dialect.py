@@ -27,6 +27,10 @@ PausedAnswer = int | Literal["close"]
 #: The exit code that makes a process end in the status ``error`` in the strict dialects
 #: (``status_aliases`` can rename any other status as well); documented for tests.
 ERROR_EXIT_CODE = 222
+#: seconds a sandbox created without ``timeout_seconds`` lives in the ``extended`` dialect (a
+#: notebook cell that fails before ``sandbox.kill()`` does not leak it for good)
+SANDBOX_TIMEOUT = 3600
+SANDBOX_TIMEOUT_ENV = "HOPX_LOCAL_SANDBOX_TIMEOUT"
 
 
 @attrs.frozen
@@ -96,6 +100,10 @@ class Dialect:
     list_cursor: bool = True
     #: the largest output per stream in the process list (bytes)
     list_output_cap: int = 1024 * 1024
+    #: seconds a sandbox created without ``timeout_seconds`` lives before it is killed
+    #: (``None``: until killed, the service's documented behaviour, kept by ``hopx`` and
+    #: ``openapi``; ``extended``: :data:`SANDBOX_TIMEOUT`, or ``HOPX_LOCAL_SANDBOX_TIMEOUT``)
+    default_sandbox_timeout: int | None = None
 
     @property
     def strict(self) -> bool:
@@ -143,7 +151,9 @@ class Dialect:
         if name not in DIALECTS:
             raise ValueError(f"dialect must be one of {', '.join(DIALECTS)}, not {name!r}")
         base: dict[str, Any] = {}
-        if name != "extended":
+        if name == "extended":
+            base = {"default_sandbox_timeout": sandbox_timeout_from_env()}
+        else:
             base = {
                 "extensions": False,
                 "output_flags": False,
@@ -181,6 +191,23 @@ class Dialect:
                 "control_bearer": False,
             }
         return cls(name=name, **(base | overrides))
+
+
+def sandbox_timeout_from_env() -> int | None:
+    """``HOPX_LOCAL_SANDBOX_TIMEOUT`` (seconds; ``0`` or ``none``: never), else
+    :data:`SANDBOX_TIMEOUT`: the ``extended`` dialect's lifetime of a sandbox created without
+    ``timeout_seconds``."""
+    raw = os.environ.get(SANDBOX_TIMEOUT_ENV, "").strip().lower()
+    if not raw:
+        return SANDBOX_TIMEOUT
+    if raw in ("0", "none"):
+        return None
+    if not raw.isdigit():
+        raise ValueError(
+            f"{SANDBOX_TIMEOUT_ENV} must be a whole number of seconds, or 0 or none for no "
+            f"limit, not {raw!r}"
+        )
+    return int(raw)
 
 
 def dialect_from(given: str | Dialect | None) -> Dialect:

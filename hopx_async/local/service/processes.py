@@ -157,6 +157,9 @@ class Processes:
             for run in runs:
                 if run.end_reason is None:
                     run.end_reason = "killed"
+            # The box, daemons and all, ends from the host at once (SIGKILL of its pid 1).
+            self.launcher.end_box(sandbox_id)
+            for run in runs:
                 self.supervisor.terminate_soon(run)
             await _all_done(runs, timeout=5)
         finally:
@@ -171,13 +174,21 @@ class Processes:
     def pause_sandbox(self, sandbox_id: str) -> None:
         for run in self._runs_of(sandbox_id):
             self.supervisor.pause(run)
+        self.launcher.freeze_box(sandbox_id)  # daemons too
 
     def resume_sandbox(self, sandbox_id: str) -> None:
+        self.launcher.thaw_box(sandbox_id)
         for run in self._runs_of(sandbox_id):
             self.supervisor.resume(run)
 
     def os_processes(self, sandbox_id: str) -> list[dict[str, Any]]:
         """The OS view: every live process of the sandbox's running trees (boxes excluded)."""
+        in_box = self.launcher.box_members(sandbox_id)
+        if in_box is not None:  # everything in the sandbox's box but its supervisor
+            return [
+                {"pid": s.pid, "command": command_line(s), "user": owner(s.pid), "ppid": s.ppid}
+                for s in in_box
+            ]
         runs = self._runs_of(sandbox_id)
         if not runs:
             return []
@@ -295,15 +306,16 @@ class Processes:
     def _started(self, sbx: SandboxRecord, rec: ProcessRecord, run: Running) -> None:
         rec.status = "running"
         rec.started_at = time.time()
-        rec.pid = run.pid
+        rec.pid = run.pid or None  # 0: it ended before its host pid could be read
         rec.pid_start = run.start_ticks
         self.runs[rec.process_id] = run
         # The pid is committed with the loop's next batch of writes: until then a restart
         # finds the tree by the box dying with the server, or by its tag in the environment.
         self._bump(sbx, rec)
         if sbx.id not in self.procs or sbx.id in self._ending:
-            # The sandbox went away while this process was being started.
+            # The sandbox went away while this process was being started (its box with it).
             run.end_reason = "killed"
+            self.launcher.end_box(sbx.id)
             self.supervisor.terminate_soon(run)
         elif sbx.status == "paused":  # paused while it was being started
             self.supervisor.pause(run)
@@ -335,6 +347,13 @@ class Processes:
                 self._note(rec, "stderr", f"hopx-local: {rec.error}")
             elif reason == "killed":
                 rec.status = "killed"
+            elif returncode == -9 and self.launcher.oom_killed(sbx.id):
+                rec.status = "failed"
+                limit = self.launcher.boxes.limits.memory_mb
+                rec.error = (
+                    f"killed by the out-of-memory killer: the sandbox's memory limit is {limit} MiB"
+                )
+                self._note(rec, "stderr", f"hopx-local: {rec.error}")
             else:
                 rec.status = "completed" if returncode == 0 else "failed"
             self._bump(sbx, rec)

@@ -9,11 +9,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import shutil
 import time
 from typing import Any
 
 from ..errors import ApiError, not_found
+from ..runtime import fileops
 from ..runtime.launch import Launcher
 from ..state.layout import Layout
 from ..state.records import SandboxRecord, new_id
@@ -43,6 +43,8 @@ class Sandboxes:
             self.records[sbx.id] = sbx
             self.launcher.prepare_sandbox(sbx.id)
             self._seq = max(self._seq, sbx.seq)
+        self.launcher.sweep_leftovers(set(self.records))  # boxes a crash left running
+        fileops.sweep(self.layout, set(self.records))  # what a crash or failed deletion left
         self.processes.load(self.records)
 
     def start_reaper(self) -> None:
@@ -120,16 +122,20 @@ class Sandboxes:
         return matching[:limit], len(matching) > limit
 
     async def delete(self, sandbox_id: str, *, reason: str) -> None:
-        self.get(sandbox_id)
+        sbx = self.get(sandbox_id)
         if sandbox_id in self._deleting:
             return
         self._deleting.add(sandbox_id)
+        # from now on it reads as gone: a client that sees its processes end meanwhile
+        # can tell that they ended with their sandbox
+        sbx.status = "deleted"
         try:
             await self.processes.end_sandbox(sandbox_id)
+            self.launcher.end_box(sandbox_id)  # also one a start made meanwhile
             self.records.pop(sandbox_id, None)
             self.store.delete_sandbox(sandbox_id)
             logger.info("sandbox %s deleted (%s)", sandbox_id, reason)
-            await asyncio.to_thread(shutil.rmtree, self.layout.sandbox_dir(sandbox_id), True)
+            await asyncio.to_thread(fileops.remove_all, self.layout.sandbox_dir(sandbox_id))
             self.layout.forget(sandbox_id)
         finally:
             self._deleting.discard(sandbox_id)

@@ -1,0 +1,210 @@
+"""What one sandbox may use: its template's resources, held by cgroups or rlimits.
+
+Per sandbox: memory (the template's ``memory_mb``), processes (``HOPX_LOCAL_MAX_PROCESSES``,
+default 1,024), CPU (``vcpu``), the size of one file (``disk_gb``) and of ``/tmp`` (a tmpfs of
+half the memory). Where the server may make cgroups (cgroup v1 with writable ``memory`` and
+``pids`` controllers, checked by making one), each box's pid 1 goes into a cgroup of its own
+per controller before anything runs in it: the kernel then holds the whole box to the memory
+(its OOM killer ends what passes it), the process count (``fork`` fails past it) and the CPU
+quota. Elsewhere the box's supervisor lowers its rlimits, which its processes inherit:
+``RLIMIT_AS`` (per process), ``RLIMIT_NPROC`` (per host uid, so only for a root server whose
+boxes do not share a uid with it). ``RLIMIT_FSIZE`` is always set. A cgroup v2 hierarchy is
+not used (it would need the server moved into a child cgroup first): rlimits there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import secrets
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from .catalog import TEMPLATES
+
+__all__ = ["CGROUPS_ENV", "MAX_PROCESSES_ENV", "MEMORY_ENV", "Cgroups", "SandboxLimits"]
+
+logger = logging.getLogger("hopx_async.local")
+
+#: Processes (and threads) one sandbox may have at once (default 1,024).
+MAX_PROCESSES_ENV = "HOPX_LOCAL_MAX_PROCESSES"
+#: Memory of one sandbox in MiB, instead of the template's (for tests and small machines).
+MEMORY_ENV = "HOPX_LOCAL_SANDBOX_MEMORY_MB"
+#: ``off``: use no cgroups (rlimits only), even where they are usable.
+CGROUPS_ENV = "HOPX_LOCAL_CGROUPS"
+_ROOT = Path("/sys/fs/cgroup")
+_GROUP = "hopx-local"
+
+
+def _env_int(name: str, default: int, low: int, high: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    if raw.isdigit() and low <= int(raw) <= high:
+        return int(raw)
+    logger.warning("%s=%r is not a number from %d to %d; using %d", name, raw, low, high, default)
+    return default
+
+
+@attrs.frozen
+class SandboxLimits:
+    """The limits every sandbox gets (both templates have the same resources)."""
+
+    vcpu: int
+    memory_mb: int
+    disk_gb: int
+    processes: int
+
+    @classmethod
+    def from_template(cls) -> SandboxLimits:
+        resources = TEMPLATES[0]["default_resources"]
+        return cls(
+            vcpu=int(resources["vcpu"]),
+            memory_mb=_env_int(MEMORY_ENV, int(resources["memory_mb"]), 16, 1 << 30),
+            disk_gb=int(resources["disk_gb"]),
+            processes=_env_int(MAX_PROCESSES_ENV, 1024, 8, 1 << 22),
+        )
+
+    @property
+    def memory_bytes(self) -> int:
+        return self.memory_mb * 1024 * 1024
+
+    @property
+    def tmp_bytes(self) -> int:
+        return self.memory_bytes // 2
+
+
+class Cgroups:
+    """The cgroup v1 directories of the sandboxes, one per controller."""
+
+    def __init__(self, bases: dict[str, Path]) -> None:
+        #: controller -> the directory holding one cgroup per sandbox
+        self.bases = bases
+        self._oom_counted: dict[str, int] = {}
+
+    @classmethod
+    def detect(cls) -> Cgroups | None:
+        """The usable controllers (``memory`` and ``pids`` at least), or None."""
+        if os.geteuid() != 0 or os.environ.get(CGROUPS_ENV, "").strip().lower() == "off":
+            return None
+        try:
+            lines = Path("/proc/self/cgroup").read_text().splitlines()
+        except OSError:
+            return None
+        bases: dict[str, Path] = {}
+        for line in lines:
+            _, controllers, path = line.split(":", 2)
+            for controller in controllers.split(","):
+                if controller in ("memory", "pids", "cpu"):
+                    mount = _ROOT / controller
+                    if (mount / "cgroup.procs").exists():
+                        bases[controller] = mount / path.lstrip("/") / _GROUP
+        if not {"memory", "pids"} <= set(bases):
+            return None
+        found = cls(bases)
+        probe = f"probe-{os.getpid()}-{secrets.token_hex(4)}"
+        try:
+            found._make_dirs(probe)
+            found._write(probe, "pids", "pids.max", "16")
+            found._write(probe, "memory", "memory.limit_in_bytes", str(64 << 20))
+        except OSError as exc:
+            logger.info("cgroups are not usable here (%s); sandboxes get rlimits", exc)
+            found.remove(probe)
+            return None
+        if "cpu" in bases:
+            try:
+                found._write(probe, "cpu", "cpu.cfs_period_us", "100000")
+            except OSError:
+                del found.bases["cpu"]
+        found.remove(probe)
+        return found
+
+    def _dir(self, sandbox_id: str, controller: str) -> Path:
+        return self.bases[controller] / sandbox_id
+
+    def _make_dirs(self, sandbox_id: str) -> None:
+        for controller in self.bases:
+            self._dir(sandbox_id, controller).mkdir(parents=True, exist_ok=True)
+
+    def _write(self, sandbox_id: str, controller: str, name: str, value: str) -> None:
+        with open(self._dir(sandbox_id, controller) / name, "w") as f:
+            f.write(value)
+
+    def make(self, sandbox_id: str, limits: SandboxLimits) -> None:
+        """The sandbox's cgroups, with its limits (raises ``OSError``)."""
+        self._make_dirs(sandbox_id)
+        self._write(sandbox_id, "memory", "memory.limit_in_bytes", str(limits.memory_bytes))
+        with contextlib.suppress(OSError):  # only with swap accounting
+            self._write(
+                sandbox_id, "memory", "memory.memsw.limit_in_bytes", str(limits.memory_bytes)
+            )
+        self._write(sandbox_id, "pids", "pids.max", str(limits.processes))
+        if "cpu" in self.bases:
+            self._write(sandbox_id, "cpu", "cpu.cfs_period_us", "100000")
+            self._write(sandbox_id, "cpu", "cpu.cfs_quota_us", str(limits.vcpu * 100000))
+        self._oom_counted[sandbox_id] = self._oom_kills(sandbox_id)
+
+    def attach(self, sandbox_id: str, pid: int) -> None:
+        """Put ``pid`` (a box's pid 1, before anything runs in it) in the sandbox's cgroups."""
+        for controller in self.bases:
+            self._write(sandbox_id, controller, "cgroup.procs", str(pid))
+
+    def _oom_kills(self, sandbox_id: str) -> int:
+        try:
+            text = (self._dir(sandbox_id, "memory") / "memory.oom_control").read_text()
+        except OSError:
+            return 0
+        for line in text.splitlines():
+            key, _, value = line.partition(" ")
+            if key == "oom_kill" and value.strip().isdigit():
+                return int(value)
+        return 0
+
+    def took_oom_kill(self, sandbox_id: str) -> bool:
+        """Whether the OOM killer ended a process of the sandbox not accounted for yet (each
+        kill is accounted for once)."""
+        counted = self._oom_counted.get(sandbox_id, 0)
+        if self._oom_kills(sandbox_id) > counted:
+            self._oom_counted[sandbox_id] = counted + 1
+            return True
+        return False
+
+    def pids(self, sandbox_id: str) -> list[int]:
+        try:
+            text = (self._dir(sandbox_id, "pids") / "cgroup.procs").read_text()
+        except OSError:
+            return []
+        return [int(pid) for pid in text.split()]
+
+    def remove(self, sandbox_id: str, *, wait: float = 0.0) -> None:
+        """Kill what is left in the sandbox's cgroups and remove them (waiting up to ``wait``
+        seconds for the killed to be gone)."""
+        deadline = time.monotonic() + wait
+        while True:
+            pids = self.pids(sandbox_id)
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
+            if not pids or time.monotonic() >= deadline:
+                break
+            time.sleep(0.01)
+        for controller in self.bases:
+            with contextlib.suppress(OSError):
+                self._dir(sandbox_id, controller).rmdir()
+        self._oom_counted.pop(sandbox_id, None)
+
+    def leftovers(self) -> list[str]:
+        """Sandbox ids that have a cgroup here (from this run or an earlier one)."""
+        base = self.bases["pids"]
+        try:
+            return [entry.name for entry in base.iterdir() if entry.is_dir()]
+        except OSError:
+            return []
+
+    def describe(self) -> dict[str, Any]:
+        return {controller: str(path) for controller, path in self.bases.items()}
