@@ -57,13 +57,19 @@ per sandbox, 20 creations; a new agent not ready for ``--boot-seconds`` s, 2 by 
   agent limit: 0.2 s at 300/min), the fastest a poller may sustain without a 429 however the
   window falls, so raw is a fair peer; hopx_ai as documented keeps its ``--doc-interval`` pause
   per task thread, as its docs show it, and takes the 429s that follow;
-- ``--create-rate``, ``--boot-seconds``, ``--control-rate`` and ``--rate-window`` pass through to
-  ``serve`` (the dialect's documented values if not given); the agent limit stays the documented
-  300/min per sandbox, which the targets are about;
+- ``--create-rate``, ``--boot-seconds``, ``--control-rate``, ``--rate-window`` and
+  ``--agent-rate`` pass through to ``serve`` (the dialect's documented values if not given);
+  with the documented agent limit (300 per sandbox) the limit does not bind at 50 tasks per
+  sandbox; ``--agent-rate 30 --rate-window 20 --boot-seconds 0`` is a workload where it does;
+- raw aiohttp and both hopx_ai clients send a request refused with 429 again after a pause
+  (raw: its ``Retry-After``; hopx_ai, whose own retries give up within 3 s: 1 s), as their
+  users would; the refused requests count as requests, not as starts;
 - three more columns: the 429s the proxy answered during the whole client run (creations and
   clean-up included), the least wall time the rate limit allows for the measured phase, and
   the mean poll pause (wall * sandboxes / requests: the average time between two polls of one
-  sandbox, for hopx_async whose pause adapts; raw's is its fixed interval plus the answer).
+  sandbox, for hopx_async whose pause adapts; raw's is its fixed interval plus the answer), and
+  ``requests / rate``: ``(S + 2) * W / L_agent``, the least wall time at the sustained rate
+  (the bound of a server that counts in a sliding window).
 
 That least wall time: per sandbox the client must send S = ceil(N / sandboxes) starts plus at
 least one list after its last task ended, and it has already sent one list (the health check
@@ -74,8 +80,11 @@ before the clock) in the current window. In a fixed window of L_agent requests p
 
 where d is the task's duration (``--task-seconds``, 0.2 for ``sleep 0.2``): the last task
 cannot be seen as ended before it has run. At N = 1,000 over 20 sandboxes S = 50 and r = 52 <=
-300, so the agent limit does not bind and T_min = d. The creation limit binds the set-up, not
-the measured phase: ``(ceil(sandboxes / L_create) - 1) * W + boot`` (printed on its own line).
+300, so the agent limit does not bind and T_min = d. The agent requests of the set-up (the
+readiness checks of a booting agent, 8 to 12 per sandbox with the 2 s boot) count in the first
+window too, so ``--boot-seconds 0`` keeps them to the one or two the formula assumes. The
+creation limit binds the set-up, not the measured phase:
+``(ceil(sandboxes / L_create) - 1) * W + boot`` (printed on its own line).
 """
 
 from __future__ import annotations

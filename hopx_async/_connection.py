@@ -43,6 +43,9 @@ READY_TIMEOUT = 60.0
 #: what a paused sandbox's agent answers: 409 (the local backend), or, as the service is
 #: unreachable while paused, a 5xx or a dropped connection; waits then ask the control plane
 PAUSE_ERRORS = (ConflictError, ServerError, NetworkError)
+#: seconds after a wait last found the sandbox paused during which a pause answer of its agent
+#: is asked again rather than raised (the sandbox was just resumed)
+RESUME_GRACE = 5.0
 #: a token this close to its expiry (seconds) is refreshed before it is used
 TOKEN_MARGIN = 5.0
 
@@ -68,7 +71,9 @@ class AgentConnection:
         self._token = token
         self._token_expires_at = token_expires_at
         self._features: dict[str, Any] | None = None
-        self._seen_paused = False  # a wait found the sandbox paused since its last success
+        #: when (``time.monotonic()``) a wait last found the sandbox paused, since the agent's
+        #: last answer (None: not since then)
+        self._paused_at: float | None = None
         self._ready_lock = asyncio.Lock()
         self._refresh_lock = asyncio.Lock()
         #: whether the sandbox was killed through this client
@@ -111,8 +116,9 @@ class AgentConnection:
             self._features.pop(name, None)
 
     def min_poll_interval(self) -> float:
-        """The shortest polling interval the agent's rate limit allows now: half of what is
-        free above a reserve for other requests, spread until the window's reset."""
+        """The shortest polling interval the agent's rate limit allows now: what is free
+        spread until the window's reset (while starts go out, a quarter of what is free above
+        a reserve for them)."""
         return self.control.transport.min_interval(self.sandbox_id)
 
     def poll_hold(self) -> float:
@@ -237,7 +243,7 @@ class AgentConnection:
                     scope=self.sandbox_id,
                     resource=resource or "sandbox",
                 )
-                self._seen_paused = False  # the agent answered: a pause seen before is over
+                self._paused_at = None  # the agent answered: a pause seen before is over
                 return response
             except AuthenticationError:
                 # any 401 may be an expired token (the service sends no INVALID_TOKEN);
@@ -293,14 +299,15 @@ class AgentConnection:
 
     async def wait_while_paused(self, error: HopxError) -> None:
         """After a 409, 5xx or dropped connection (:data:`PAUSE_ERRORS`): return once it is
-        worth asking again if the control plane says paused, else raise ``error``."""
+        worth asking again if the control plane says paused, or if it was paused a moment
+        ago (``RESUME_GRACE`` s: a resumed agent may answer as paused a little longer, and
+        the answer may have been on its way), else raise ``error``."""
         if await self.is_paused():
-            self._seen_paused = True
+            self._paused_at = time.monotonic()
             await asyncio.sleep(self.polling.max_interval)
             return
-        if self._seen_paused:
-            # Resumed between the agent's answer and the control plane's: ask again, once.
-            self._seen_paused = False
+        if self._paused_at is not None and time.monotonic() - self._paused_at < RESUME_GRACE:
+            await asyncio.sleep(self.polling.max_interval)
             return
         raise error
 

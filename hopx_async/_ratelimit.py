@@ -11,7 +11,7 @@ once ``reset`` is past (plus a margin: servers round it), a new window offers ``
 Requests are held when nothing is free (:meth:`RateState.delay`). Polls (the requests of a
 watcher's task, :data:`POLLING`) are spread so that what is free lasts until the reset
 (:meth:`RateState.poll_spacing`); while other requests (starts) are being sent, polls keep a
-reserve for them, take at most half of the rest, and wait for the reset once only the
+reserve for them, take at most a quarter of the rest, and wait for the reset once only the
 reserve is left (:meth:`RateState.poll_delay`).
 
 >>> state = RateState(clock=lambda: 100.0)
@@ -19,9 +19,9 @@ reserve is left (:meth:`RateState.poll_delay`).
 ...               "X-RateLimit-Reset": "109"})
 >>> state.available(), round(state.poll_spacing(), 2)  # 26 free for 10 s
 (26, 0.38)
->>> state.begin()  # a start goes out: 25 free, 6 kept for starts, half of the rest for polls
+>>> state.begin()  # a start goes out: 25 free, 6 kept for starts, a quarter of the rest
 >>> round(state.poll_spacing(), 2)
-1.05
+2.11
 """
 
 from __future__ import annotations
@@ -42,6 +42,9 @@ POLL_RESERVE = 0.1
 MAX_HOLD = 60.0
 #: seconds after the last other request (a start) during which polls keep the reserve
 BUSY_SECONDS = 1.0
+#: while other requests go out, polls take one part in this many of what is free above the
+#: reserve (the starts of a fan-out need the rest of the window)
+BUSY_SHARE = 4
 #: set by a watcher's task: its requests are polls (the others are what the reserve is for)
 POLLING: contextvars.ContextVar[bool] = contextvars.ContextVar("hopx_polling", default=False)
 
@@ -220,8 +223,8 @@ class RateState:
 
     def poll_spacing(self) -> float:
         """The shortest interval between two polls: what is free above the reserve spread over
-        the time to the reset (at most that time), only half of it while other requests are
-        being sent; without a known reset, half of the limit per minute; 0 when no limit is
+        the time to the reset (at most that time), only a quarter of it while other requests
+        are being sent; without a known reset, half of the limit per minute; 0 when no limit is
         known.
 
         >>> state = RateState(); state.limit = 60
@@ -234,9 +237,9 @@ class RateState:
         until = self.until_reset()
         if free is None or self.reset is None:
             return 2 * 60.0 / self.limit
-        if until is None:  # a new window: spread half of it over the window's likely length
+        if until is None:  # a new window: the next answer tells its reset
             return 0.0
-        polls = (free - self.reserve()) / (2 if self.busy() else 1)
+        polls = (free - self.reserve()) / (BUSY_SHARE if self.busy() else 1)
         if polls <= 1:
             return until
         return min(until, until / polls)

@@ -10,9 +10,10 @@ or any long poll that the server held, the next one goes out at once; other answ
 back quicker than the policy's ``initial_interval`` are spaced to one per interval (a burst of
 changes gathers into the next answer).
 
-Polls are paced by the agent's rate-limit budget (:mod:`._ratelimit`): never more often than
-half of what is free above a reserve, spread until the window's reset, and not at all while
-only the reserve is left (starts get it), so that waiting never draws a 429 of its own.
+Polls are paced by the agent's rate-limit budget (:mod:`._ratelimit`): what is free, spread
+until the window's reset; while starts go out, a quarter of what is free above a reserve for
+them, and no poll while only the reserve is left, so that waiting never draws a 429 of its own
+and leaves the window to the starts.
 
 A full list is parsed lazily: only the records whose status or output changed since the last
 list (a cheap key per raw record), or that ended while somebody waits on them, become models,

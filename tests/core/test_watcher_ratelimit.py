@@ -130,8 +130,8 @@ def test_polls_leave_a_reserve_and_spread_what_is_free() -> None:
     state = RateState(clock=lambda: 100.0)
     state.update(_headers(100, 50, 109))  # 10 s to the reset (with the margin)
     state.other_at = 100.0  # a start went out just now
-    # 50 free, 10 kept for starts, half of the other 40 for polls: one per 0.5 s
-    assert state.poll_spacing() == pytest.approx(0.5)
+    # 50 free, 10 kept for starts, a quarter of the other 40 for polls: one per second
+    assert state.poll_spacing() == pytest.approx(1.0)
     assert state.poll_delay() == 0.0
     state.update(_headers(100, 10, 109))  # only the reserve is left: polls wait the reset
     assert state.poll_delay() == pytest.approx(10.0)
