@@ -200,6 +200,7 @@ async def test_rlimits_without_cgroups(rlimited: Api) -> None:
         "print(json.dumps(seen))\n"
     )
     answer = await rlimited.agent(sbx, "POST", "/execute", json={"code": code})
+    assert answer.body.get("stdout"), answer.body  # stderr and exit code if it did not run
     seen = json.loads(answer.body["stdout"])
     assert seen["RLIMIT_AS"] == MEMORY_MB << 20
     assert seen["RLIMIT_FSIZE"] == 10 << 30
