@@ -26,6 +26,7 @@ from ._process import AsyncBackgroundProcess
 from ._results import CommandResult, ExecutionResult, FileInfo, OutputChunk, StreamEvent
 from ._sandbox import AsyncSandbox
 from ._task import BatchStats
+from ._terminal import AsyncTerminal
 from ._utils import AwaitableContext
 from ._version import __version__
 from ._watcher import WatcherStats
@@ -41,6 +42,7 @@ __all__ = [
     "AsyncFiles",
     "AsyncEnv",
     "AsyncExecution",
+    "AsyncTerminal",
     "AwaitableContext",
     "aclose_default_client",
     # fan-out

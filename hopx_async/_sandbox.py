@@ -22,6 +22,7 @@ from ._keepalive import timeout_set
 from ._models import ProcessInfo, ProcessResult, ProcessStatus, SandboxInfo
 from ._process import AsyncBackgroundProcess, handle_for, start_process
 from ._results import ExecutionResult, StreamEvent
+from ._terminal import AsyncTerminal, open_terminal
 from ._utils import AwaitableContext
 from ._watcher import Watcher, WatcherStats
 from ._wire import (
@@ -316,6 +317,20 @@ class AsyncSandbox:
         async with contextlib.aclosing(stream_events(self._agent, "/execute/stream", body)) as run:
             async for event in run:
                 yield event
+
+    def terminal(self, *, cols: int = 80, rows: int = 24) -> AwaitableContext[AsyncTerminal]:
+        """Open an interactive shell on a pseudo-terminal of ``cols`` x ``rows``; await it
+        or use it with ``async with`` (leaving the block ends the shell).
+
+        >>> async with sandbox.terminal() as term:  # doctest: +SKIP
+        ...     await term.send("exit 3\\n")
+        ...     output = "".join([text async for text in term.output()])
+        ...     print(term.exit_code)
+        3
+        """
+        validate.positive_int("cols", cols, maximum=10000)
+        validate.positive_int("rows", rows, maximum=10000)
+        return AwaitableContext(lambda: open_terminal(self._agent, cols, rows))
 
     async def run_code_async(
         self,

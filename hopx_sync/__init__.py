@@ -74,6 +74,7 @@ from ._generated import (
     Hopx,
     Sandbox,
     Sandboxes,
+    Terminal,
     close_default_client,
 )
 
@@ -86,6 +87,7 @@ __all__ = [
     "Files",
     "Env",
     "Execution",
+    "Terminal",
     "close_default_client",
     "Task",
     "ProgressCallback",

@@ -41,6 +41,7 @@ __all__ = [
     "Files",
     "Env",
     "Execution",
+    "Terminal",
     "close_default_client",
 ]
 
@@ -625,6 +626,19 @@ class Sandbox(_Twin):
             ),
         )
 
+    def terminal(self, *, cols: int = 80, rows: int = 24) -> Terminal:
+        """Open an interactive shell on a pseudo-terminal of ``cols`` x ``rows``; use it as returned
+        or use it with ``with`` (leaving the block ends the shell).
+
+        >>> with sandbox.terminal() as term:  # doctest: +SKIP
+        ...     term.send("exit 3\\n")
+        ...     output = "".join([text for text in term.output()])
+        ...     print(term.exit_code)
+        3
+        """
+        result = self._runner.run(self._async.terminal(cols=cols, rows=rows))
+        return Terminal._from_async(result, self._runner)
+
     def run_code_async(
         self,
         code: str,
@@ -1202,6 +1216,82 @@ class Execution(_Twin):
         >>> result = execution.wait(timeout=600, check=True)  # doctest: +SKIP
         """
         return self._runner.run(self._async.wait(timeout, check=check))
+
+
+class Terminal(_Twin):
+    """An interactive shell (``bash -i``, else ``sh -i``) in ``/workspace`` of a sandbox,
+    on a pseudo-terminal. Open it with :meth:`Sandbox.terminal`.
+
+    Read what it writes with :meth:`output` (one reader at a time), type with :meth:`send`;
+    once the shell has ended, :attr:`exit_code` is its exit status. Leaving the block closes
+    the connection, which ends the shell.
+
+    >>> with sandbox.terminal(cols=100, rows=30) as term:  # doctest: +SKIP
+    ...     term.send("echo $((6*7)); exit 3\\n")
+    ...     for text in term.output():
+    ...         print(text, end="")
+    ...     print(term.exit_code)
+    3
+    """
+
+    _async: _hopx_async.AsyncTerminal
+
+    @classmethod
+    def _from_async(cls, obj: _hopx_async.AsyncTerminal, runner: _runner.Runner) -> Terminal:
+        self = cls.__new__(cls)
+        self._async = obj
+        self._runner = runner
+        return self
+
+    def __repr__(self) -> str:
+        return repr(self._async).replace("Async", "")
+
+    @property
+    def exit_code(self) -> int | None:
+        """The shell's exit status once it has ended (None until then)."""
+        return self._async.exit_code
+
+    def send(self, data: str) -> None:
+        """Type ``data`` into the terminal (``"\\x03"`` is Ctrl-C, ``"\\x04"`` Ctrl-D).
+
+        >>> term.send("ls\\n")  # doctest: +SKIP
+        """
+        self._runner.run(self._async.send(data))
+
+    def resize(self, cols: int, rows: int) -> None:
+        """Set the terminal's size (each from 1 to 10000); the shell's job sees SIGWINCH.
+
+        >>> term.resize(120, 40)  # doctest: +SKIP
+        """
+        self._runner.run(self._async.resize(cols, rows))
+
+    def output(self) -> Iterator[str]:
+        """Yield what the terminal writes, until the shell has ended (then
+        :attr:`exit_code` is set). Raises :class:`NetworkError` when the connection is
+        lost before the end.
+
+        >>> for text in term.output():  # doctest: +SKIP
+        ...     print(text, end="")
+        """
+        return _runner.iterate(self._runner, self._async.output())
+
+    def close(self) -> None:
+        """Close the connection (which ends the shell if it still runs)."""
+        self._runner.run(self._async.aclose())
+
+    def __enter__(self) -> Terminal:
+        entered = self._runner.run(self._async.__aenter__())
+        if entered is self._async:
+            return self
+        return Terminal._from_async(entered, self._runner)
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._runner.run(self._async.__aexit__(exc_type, exc, tb))
 
 
 def close_default_client() -> None:

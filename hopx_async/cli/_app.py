@@ -15,7 +15,7 @@ from hopx_async import (
     WaitTimeoutError,
 )
 
-from . import _cp, _env, _kill, _logs, _map, _ps, _run, _sandboxes, _templates, _wait  # noqa: F401  (registers the commands)
+from . import _cp, _env, _kill, _logs, _map, _ps, _run, _sandboxes, _shell, _templates, _wait  # noqa: F401  (registers the commands)
 from ._common import (
     EXIT_API,
     EXIT_FAILED,

@@ -25,12 +25,14 @@ class OrderedGroup(click.Group):
 #: the order of ``hopx --help``: the process's life, then the rest
 TOP_ORDER = (
     "run",
+    "exec",
     "ps",
     "logs",
     "wait",
     "kill",
     "rm",
     "cp",
+    "shell",
     "map",
     "sandbox",
     "template",

@@ -166,7 +166,7 @@ async def _run(
                     )
                 return EXIT_OK
             try:
-                result = await interruptible(_follow(proc, stream=not as_json))
+                result = await interruptible(follow(proc, stream=not as_json))
             except Interrupted:
                 killed = await proc.kill()
                 what = "killed" if killed else "it had already ended:"
@@ -192,7 +192,7 @@ async def _run(
                 note(f"kept the sandbox {sandbox.id}")
 
 
-async def _follow(proc: AsyncBackgroundProcess, *, stream: bool) -> ProcessResult:
+async def follow(proc: AsyncBackgroundProcess, *, stream: bool) -> ProcessResult:
     """Copy live output to stdout/stderr (when ``stream``), then the result."""
     if stream:
         try:

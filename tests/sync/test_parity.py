@@ -12,7 +12,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from types import ModuleType
+from types import ModuleType, SimpleNamespace
 from typing import Any
 
 import pytest
@@ -33,6 +33,7 @@ TWINS = {
     "AsyncFiles": "Files",
     "AsyncEnv": "Env",
     "AsyncExecution": "Execution",
+    "AsyncTerminal": "Terminal",
     "aclose_default_client": "close_default_client",
 }
 #: async-only names, with no twin
@@ -184,6 +185,8 @@ def instances() -> Iterator[Callable[[str], tuple[Any, Any]]]:
         "AsyncExecution": hopx_async.AsyncExecution(
             sandbox, "exec_1", callback_url="http://127.0.0.1:9/hook", process_id="proc_1"
         ),
+        # a closed connection's stand-in: the terminal only reads its ``closed`` here
+        "AsyncTerminal": hopx_async.AsyncTerminal(SimpleNamespace(closed=True), "sbx_1"),  # type: ignore[arg-type]
     }
 
     def pair(name: str) -> tuple[Any, Any]:

@@ -25,6 +25,7 @@ from .params import (
     query_int,
 )
 from .stream import commands_stream, execute_stream, process_stream
+from .terminal import terminal as terminal_route
 
 __all__ = ["FEATURES", "make_agent_app"]
 
@@ -291,6 +292,7 @@ def make_agent_app(dialect: Dialect) -> web.Application:
     app.router.add_get(agent + "/execute/stream", execute_stream)
     app.router.add_get(agent + "/commands/stream", commands_stream)
     app.router.add_get(agent + "/execute/processes/{pid}/stream", process_stream)
+    app.router.add_get(agent + "/terminal", terminal_route)
     app.router.add_get(agent + "/env", get_env)
     app.router.add_put(agent + "/env", put_env)
     app.router.add_patch(agent + "/env", patch_env)
@@ -330,6 +332,7 @@ def make_strict_agent_app(dialect: Dialect) -> web.Application:
     app.router.add_post(agent + "/commands/background", strict.strict_commands_background)
     app.router.add_get(agent + "/execute/stream", execute_stream)
     app.router.add_get(agent + "/commands/stream", commands_stream)
+    app.router.add_get(agent + "/terminal", terminal_route)
     app.router.add_get(agent + "/env", get_env)
     app.router.add_put(agent + "/env", strict.strict_put_env)
     app.router.add_patch(agent + "/env", strict.strict_patch_env)

@@ -41,6 +41,8 @@ logger = logging.getLogger("hopx_async.local")
 #: what a crash left running even when the crash came before its pid was recorded.
 PROCESS_TAG_ENV = "HOPX_LOCAL_PROCESS_ID"
 
+#: The terminal's shell: bash where the host has it (a box sees the host's /bin), else sh.
+_TERMINAL_SHELL = "/bin/bash" if os.path.exists("/bin/bash") else "/bin/sh"
 _BASE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 #: A shell reads its code from this descriptor (a memory file the spawner writes).
 _SCRIPT_FD = 3
@@ -238,6 +240,24 @@ class Launcher:
         started = box.spawn(
             inside_argv, workdir.inside, env, (stdio[0], stdio[1], stdio[2]), program.script
         )
+        return await self.supervisor.adopt(started)
+
+    async def launch_terminal(
+        self, sandbox_id: str, terminal: int, *, env: dict[str, str], internet: bool
+    ) -> Running:
+        """Start an interactive shell in ``/workspace`` on ``terminal`` (a pty's slave, kept
+        open by the caller), as its stdin, stdout, stderr and controlling terminal."""
+        argv = [_TERMINAL_SHELL, "-i"]
+        env = {"TERM": "xterm-256color", **env}
+        if not self.boxed:
+            tagged = {**env, PROCESS_TAG_ENV: "terminal"}
+            workspace = self.layout.workspace(sandbox_id)
+            none = Path(os.devnull)
+            args = SpawnArgs(argv, workspace, tagged, none, none, stdio=(terminal,) * 3, ctty=True)
+            return await self.supervisor.spawn(args)
+        box = await self.boxes.box_of(sandbox_id, internet=internet)
+        stdio = (os.dup(terminal), os.dup(terminal), os.dup(terminal))
+        started = box.spawn(argv, "/workspace", env, stdio, None, ctty=True)
         return await self.supervisor.adopt(started)
 
     # -- the sandbox's box, from the host ------------------------------------------------

@@ -105,9 +105,12 @@ class SandboxBox:
         env: dict[str, str],
         stdio: tuple[int, int, int],
         script: Script | None,
+        *,
+        ctty: bool = False,
     ) -> asyncio.Future[tuple[Child, str | None]]:
         """Ask for ``argv`` to start in the box with ``stdio`` (descriptors, sent along and
-        closed here): its child (host pid) and start ticks, or ``OSError``."""
+        closed here): its child (host pid) and start ticks, or ``OSError``. With ``ctty``,
+        its stdin (a terminal) becomes its controlling terminal."""
         future: asyncio.Future[tuple[Child, str | None]] = self._loop.create_future()
         if not self.alive:
             for fd in stdio:
@@ -122,6 +125,8 @@ class SandboxBox:
             "env": env,
             "fds": [0, 1, 2],
         }
+        if ctty:
+            request["ctty"] = True
         if script is not None:
             request["script"] = script.text
             request["script_fd"] = script.fd

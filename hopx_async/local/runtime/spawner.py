@@ -11,7 +11,8 @@ Messages are a 4-byte big-endian length and a JSON object. The server sends
 ``{"n", "argv", "cwd", "env", "stdin", "stdout", "stderr", "fds"}``, with the descriptors
 listed in ``fds`` attached (``SCM_RIGHTS``, in that order): each is given to the child at the
 number named in ``fds`` (``stdin``/``stdout``/``stderr`` are paths to open, or absent when
-descriptors 0-2 come in ``fds``). Code never goes on a command line: ``script`` (text) is
+descriptors 0-2 come in ``fds``); with ``"ctty": true`` its stdin, a terminal, becomes the
+controlling terminal of its new session. Code never goes on a command line: ``script`` (text) is
 written to a memory file given to the child at descriptor ``script_fd`` (0: its stdin), or,
 with ``script_file`` (a suffix), to a private file whose path replaces the argv entry
 ``"\x00source"``. The spawner answers ``{"n", "pid", "ticks"}`` or
@@ -42,6 +43,7 @@ import signal
 import socket
 import struct
 import sys
+import termios
 from collections.abc import Iterator
 from typing import Any
 
@@ -223,15 +225,18 @@ class Spawner:
                 actions.append((os.POSIX_SPAWN_DUP2, memory, script_fd))
             env = {str(k): str(v) for k, v in request["env"].items()}
             os.chdir(request["cwd"])
-            pid = os.posix_spawn(
-                _executable(argv[0], env),
-                argv,
-                env,
-                file_actions=actions,
-                setsid=True,
-                setsigmask=(),
-                setsigdef=_DEFAULT_SIGNALS,
-            )
+            if request.get("ctty"):
+                pid = _fork_on_terminal(_executable(argv[0], env), argv, env, actions)
+            else:
+                pid = os.posix_spawn(
+                    _executable(argv[0], env),
+                    argv,
+                    env,
+                    file_actions=actions,
+                    setsid=True,
+                    setsigmask=(),
+                    setsigdef=_DEFAULT_SIGNALS,
+                )
         except OSError as exc:
             code = exc.errno if exc.errno is not None else errno.EIO
             error = exc.strerror or str(exc)
@@ -270,6 +275,27 @@ class Spawner:
             if source is not None:
                 _remove_private(source)
             self.send({"exit": pid, "code": os.waitstatus_to_exitcode(status)})
+
+
+def _fork_on_terminal(
+    executable: str, argv: list[str], env: dict[str, str], actions: list[tuple[Any, ...]]
+) -> int:
+    """Start ``argv`` as ``posix_spawn`` would, its stdin (a terminal) its controlling
+    terminal: ``posix_spawn`` cannot make one (``TIOCSCTTY``), so this one start forks."""
+    pid = os.fork()
+    if pid:
+        return pid
+    try:  # the child: nothing here may return into the spawner's loop
+        os.setsid()
+        for _, src, dst in actions:
+            os.dup2(src, dst)
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+        for sig in _DEFAULT_SIGNALS:
+            signal.signal(sig, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_SETMASK, ())
+        os.execve(executable, argv, env)
+    finally:
+        os._exit(127)
 
 
 def _memory_file(text: str, floor: int) -> int:

@@ -76,6 +76,10 @@ class SpawnArgs:
     pass_fds: tuple[int, ...] = ()
     carriers: int = 0
     script: Script | None = None
+    #: Descriptors for the child's 0-1-2 (sent along; the caller closes its own), instead of
+    #: ``stdin``/``stdout``/``stderr``; ``ctty``: its stdin is its controlling terminal.
+    stdio: tuple[int, int, int] | None = None
+    ctty: bool = False
 
 
 class Child:
@@ -166,13 +170,21 @@ class SpawnerProcess:
             "stderr": str(args.stderr),
             "fds": list(args.pass_fds),
         }
+        sent = list(args.pass_fds)
+        if args.stdio is not None:
+            for key in ("stdin", "stdout", "stderr"):
+                del request[key]
+            request["fds"] = [0, 1, 2, *args.pass_fds]
+            sent = [*args.stdio, *args.pass_fds]
+        if args.ctty:
+            request["ctty"] = True
         if args.script is not None:
             request["script"] = args.script.text
             request["script_fd"] = args.script.fd
             if args.script.file:
                 request["script_file"] = args.script.file
         self._pending[self._count] = future
-        self._out.append((memoryview(frame(request)), list(args.pass_fds)))
+        self._out.append((memoryview(frame(request)), sent))
         self._flush()
         return future
 
