@@ -205,6 +205,8 @@ class Box:
         internet: bool,
         tmp_bytes: int | None = None,
         pid1: bool = False,
+        uid: int = BOX_ID,
+        own_netns: bool = False,
     ) -> list[str]:
         """A box's argv up to its command.
 
@@ -212,8 +214,11 @@ class Box:
         ``tmp_bytes`` makes /tmp a tmpfs of that size, ``seccomp`` (the filter),
         ``supervisor`` (the supervisor's program, at ``SUPERVISOR_PATH``). ``pid1``: the
         command is the box's pid 1 (no reaper of bwrap's). Nothing of the environment goes on
-        the command line: a box starts with an empty one.
+        the command line: a box starts with an empty one. ``uid``: the uid and gid sandboxed
+        code runs as. ``own_netns``: a network namespace of its own even with ``internet``
+        (user-mode networking is attached to it from the host).
         """
+        unshare_net = own_netns or not internet
         assert self.isolation.bwrap is not None
         argv = [
             self.isolation.bwrap,
@@ -239,7 +244,7 @@ class Box:
             # No user namespace: bwrap (as root) builds the box, keeps only the three
             # capabilities setpriv needs, and setpriv drops to nobody with no capabilities.
             argv += ["--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup"]
-            if not internet:
+            if unshare_net:
                 argv.append("--unshare-net")
             argv += ["--cap-drop", "ALL"]
             argv += [
@@ -252,9 +257,9 @@ class Box:
             ]
         else:
             argv += ["--unshare-all"]
-            if internet:
+            if not unshare_net:
                 argv.append("--share-net")
-            argv += ["--unshare-user", "--uid", str(BOX_ID), "--gid", str(BOX_ID)]
+            argv += ["--unshare-user", "--uid", str(uid), "--gid", str(uid)]
         if "seccomp" in fds:
             argv += ["--seccomp", str(fds["seccomp"])]
         if pid1:
@@ -269,7 +274,7 @@ class Box:
         if self._root_server:
             argv += [
                 self._setpriv,
-                "--reuid", str(BOX_ID), "--regid", str(BOX_ID), "--clear-groups",
+                "--reuid", str(uid), "--regid", str(uid), "--clear-groups",
                 "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs",
                 "--",
             ]  # fmt: skip
