@@ -12,7 +12,7 @@ import secrets
 import shutil
 import sys
 import tempfile
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -20,22 +20,17 @@ from typing import Any
 from aiohttp import web
 
 from .._loopthread import LoopThread, mark_serving, unmark_serving
+from . import wiring
 from .http.app import make_app
-from .http.common import STATE, AppState
+from .http.common import STATE
 from .http.connections import ConnectionCap, QuietServerLog
-from .http.middleware import RateLimiter
 from .runtime.box import Isolation, IsolationMode, detect_isolation
 from .runtime.catalog import Catalog
 from .runtime.launch import Launcher
 from .runtime.supervisor import GRACE_SECONDS, Supervisor
 from .service.callbacks import CallbackHosts
 from .service.dialect import Dialect, dialect_from
-from .service.foreground import ForegroundRuns
-from .service.processes import Processes
-from .service.render import Renderer
-from .service.sandboxes import Sandboxes
-from .service.tokens import TokenSigner, is_header_text
-from .service.webhooks import Webhooks
+from .service.tokens import is_header_text
 from .state.layout import Layout
 from .state.lock import StateLock
 from .state.store import Store
@@ -58,17 +53,6 @@ def _not_dumpable() -> None:
         logger.warning("could not make the server non-dumpable (prctl failed)")
 
 
-def _limiters(dialect: Dialect) -> tuple[RateLimiter | None, ...]:
-    """The control plane's, the agent's and the creations' limiters of a dialect."""
-    window = dialect.rate_window_seconds
-    limits = (
-        dialect.control_rate_per_minute,
-        dialect.agent_rate_per_minute,
-        dialect.create_rate_per_minute,
-    )
-    return tuple(None if n is None else RateLimiter(n, window) for n in limits)
-
-
 def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -84,51 +68,6 @@ def _url_host(host: str) -> str:
     if host == "::":
         return "[::1]"
     return f"[{host}]" if ":" in host else host
-
-
-def _closing(
-    resource: Store | Launcher,
-) -> Callable[[web.Application], AsyncIterator[None]]:
-    """A cleanup context that closes ``resource`` (opened already) with the app."""
-
-    async def context(_app: web.Application) -> AsyncIterator[None]:
-        try:
-            yield
-        finally:
-            resource.close()
-
-    return context
-
-
-def _serving(
-    sandboxes: Sandboxes,
-) -> Callable[[web.Application], AsyncIterator[None]]:
-    """A cleanup context: the records loaded and the reaper running while the app runs."""
-
-    async def context(_app: web.Application) -> AsyncIterator[None]:
-        sandboxes.load()
-        sandboxes.start_reaper()
-        try:
-            yield
-        finally:
-            await sandboxes.close()
-
-    return context
-
-
-def _delivering(
-    hooks: Webhooks,
-) -> Callable[[web.Application], AsyncIterator[None]]:
-    """A cleanup context: webhook deliveries (those left by the last run too) while it runs."""
-
-    async def context(_app: web.Application) -> AsyncIterator[None]:
-        hooks.open()
-        try:
-            yield
-        finally:
-            await hooks.close()
-
-    return context
 
 
 class LocalBackend:
@@ -269,12 +208,17 @@ class LocalBackend:
         launcher = self._launcher = await self._open_launcher(layout)
         store = self._store = Store.open(layout.db)
         store.bind_loop(asyncio.get_running_loop())
-        app_state = self._app_state(layout, launcher, store)
+        app_state = wiring.app_state(self, layout, launcher, store)
         app = make_app(app_state)
         sandboxes, hooks, renderer = app_state.sandboxes, app_state.webhooks, app_state.renderer
         # Opened at the app's startup, closed at its cleanup in the reverse order.
         app.cleanup_ctx.extend(
-            [_closing(store), _closing(launcher), _serving(sandboxes), _delivering(hooks)]
+            [
+                wiring.closing(store),
+                wiring.closing(launcher),
+                wiring.serving(sandboxes),
+                wiring.delivering(hooks),
+            ]
         )
         # The work ends first (a delivery not made yet stays for the next start; every
         # process is killed and its record made final), so that the handlers waiting on it
@@ -330,58 +274,6 @@ class LocalBackend:
                 launcher.isolation.reason,
             )
         return launcher
-
-    def _app_state(self, layout: Layout, launcher: Launcher, store: Store) -> AppState:
-        """The services, each made with what it uses, in the one state the handlers get."""
-        secret = store.get_meta("token_secret")
-        if secret is None:
-            secret = secrets.token_hex(32)
-            store.set_meta("token_secret", secret)
-        signer = TokenSigner(bytes.fromhex(secret), self.token_ttl_seconds)
-        renderer = Renderer(layout, signer)
-        supervisor = launcher.supervisor
-        foreground = ForegroundRuns(layout=layout, launcher=launcher, supervisor=supervisor)
-        processes = Processes(
-            layout=layout,
-            store=store,
-            launcher=launcher,
-            supervisor=supervisor,
-            renderer=renderer,
-            foreground=foreground,
-        )
-        hooks = Webhooks(
-            layout.webhooks,
-            processes,
-            processes.changes,
-            layout,
-            self.callback_hosts,
-            attempts=self.callback_attempts,
-            retry_delay=self.callback_retry_delay,
-            timeout=self.callback_timeout,
-        )
-        limit, dialect = self.rate_limit_per_minute, self.dialect
-        shared = None if limit is None else RateLimiter(limit)
-        control, agent, create = (
-            _limiters(dialect) if dialect.rate_limited else (shared,) * 2 + (None,)
-        )
-        return AppState(
-            layout=layout,
-            launcher=launcher,
-            sandboxes=Sandboxes(layout=layout, store=store, launcher=launcher, processes=processes),
-            processes=processes,
-            changes=processes.changes,
-            foreground=foreground,
-            renderer=renderer,
-            webhooks=hooks,
-            catalog=launcher.catalog,
-            signer=signer,
-            api_key=self.api_key,
-            limiter=control,
-            read_timeout=self.read_timeout,
-            dialect=dialect,
-            agent_limiter=agent,
-            create_limiter=create,
-        )
 
     async def _end_work(self, app: web.Application) -> None:
         app_state = app[STATE]
