@@ -11,7 +11,9 @@ from aiohttp import web
 
 from .http.common import AppState
 from .http.middleware import RateLimiter
+from .runtime.disk import WorkspaceDisks
 from .runtime.launch import Launcher
+from .runtime.limits import SandboxLimits
 from .service.dialect import Dialect
 from .service.foreground import ForegroundRuns
 from .service.processes import Processes
@@ -86,6 +88,8 @@ def delivering(
 
 def app_state(backend: LocalBackend, layout: Layout, launcher: Launcher, store: Store) -> AppState:
     """The services, each made with what it uses, in the one state the handlers get."""
+    # First: a bad switch fails the start before anything is written.
+    disks = WorkspaceDisks.detect(layout, SandboxLimits.from_template().disk_bytes)
     secret = store.get_meta("token_secret")
     if secret is None:
         secret = secrets.token_hex(32)
@@ -118,7 +122,9 @@ def app_state(backend: LocalBackend, layout: Layout, launcher: Launcher, store: 
     return AppState(
         layout=layout,
         launcher=launcher,
-        sandboxes=Sandboxes(layout=layout, store=store, launcher=launcher, processes=processes),
+        sandboxes=Sandboxes(
+            layout=layout, store=store, launcher=launcher, processes=processes, disks=disks
+        ),
         processes=processes,
         changes=processes.changes,
         foreground=foreground,

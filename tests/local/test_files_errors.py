@@ -221,9 +221,12 @@ async def test_delete_sandbox_with_deep_tree(api: Api, backend: LocalBackend) ->
     assert not top.exists(), "the sandbox's files are gone with it"
 
 
-def test_restart_sweeps_leftovers(tmp_path: Path) -> None:
+def test_restart_sweeps_leftovers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A directory of a sandbox with no record (a deletion that failed), an upload's staging
-    file and a write's unrenamed file are gone after a restart; a live sandbox's files stay."""
+    file and a write's unrenamed file are gone after a restart; a live sandbox's files stay.
+    (Workspaces without an image, so that the files planted between the runs are the
+    workspace's; test_workspace_bound plants them in an image.)"""
+    monkeypatch.setenv("HOPX_LOCAL_WORKSPACE_IMAGE", "off")
     with LocalBackend.in_thread(state_dir=tmp_path) as first:
         created = _sync_create(first)
     layout = tmp_path / "sandboxes"

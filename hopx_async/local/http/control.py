@@ -56,7 +56,7 @@ async def create_sandbox(request: web.Request) -> web.Response:
     if app_state.create_limiter is not None:
         app_state.create_limiter.hit("create")
     timeout_seconds = opt_int(body, "timeout_seconds")
-    sbx = app_state.sandboxes.create(
+    sbx = await app_state.sandboxes.create(
         template=template,
         region=opt_str(body, "region"),
         timeout_seconds=(

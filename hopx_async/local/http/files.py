@@ -86,6 +86,13 @@ def _staging(request: web.Request) -> Path:
     return state(request).layout.sandbox_dir(request.match_info["sid"]) / "uploads"
 
 
+async def _room(request: web.Request, target: Target, size: int) -> None:
+    """507 when ``size`` more bytes would pass the workspace's bound (the usage check of a
+    workspace without an image; see ``runtime.disk``)."""
+    disks = state(request).sandboxes.disks
+    await _work(target, disks.check_room, request.match_info["sid"], size)
+
+
 def _chown_new(request: web.Request) -> bool:
     """Whether new files must belong to the box's user (boxed, and the server is root)."""
     return state(request).launcher.boxed and os.geteuid() == 0
@@ -158,6 +165,7 @@ async def write_file(request: web.Request) -> web.Response:
     mode = _mode(body)
     overwrite = opt_bool(body, "overwrite", True)
     target = _target(request, path)
+    await _room(request, target, len(data))
     await _work(
         target,
         fileops.write,
@@ -309,6 +317,7 @@ async def upload_file(request: web.Request) -> web.Response:
         if path is None:
             raise bad_request("the destination 'path' is required (a form field or query)")
         target = _target(request, path)
+        await _room(request, target, received)
         await _work(target, os.chmod, staged, 0o644, dir_fd=staged_dir)
         if chown:
             await _work(target, os.chown, staged, BOX_ID, BOX_ID, dir_fd=staged_dir)

@@ -241,7 +241,52 @@ def place(staged_dir: int, staged: str, target: Target, *, chown: bool) -> None:
             os.rename(staged, target.name, src_dir_fd=staged_dir, dst_dir_fd=parent)
             os.fsync(parent)
         except OSError as exc:
-            raise os_error(exc, target) from None
+            if exc.errno != errno.EXDEV:
+                raise os_error(exc, target) from None
+            _copy_over(staged_dir, staged, parent, target)  # the workspace is an image
+
+
+def _copy_over(staged_dir: int, staged: str, parent: int, target: Target) -> None:
+    """Copy a staged upload to a new file beside the target (owner and mode kept), flush it
+    and rename it over the target; a note in the staging directory lets the next start
+    remove the copy a crash left. A full workspace fails it whole (the old file stays)."""
+    temp = WRITE_PREFIX + secrets.token_hex(8)
+    note = _NOTE_PREFIX + temp[len(WRITE_PREFIX) :]
+    src = os.open(staged, os.O_RDONLY | FILE_FLAGS, dir_fd=staged_dir)
+    try:
+        info = os.fstat(src)
+        with open(
+            os.open(
+                note, os.O_WRONLY | os.O_CREAT | os.O_EXCL | FILE_FLAGS, 0o600, dir_fd=staged_dir
+            ),
+            "w",
+        ) as f:
+            f.write("/".join((*target.parts[:-1], temp)))
+        dst = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | FILE_FLAGS, 0o600, dir_fd=parent)
+        try:
+            try:
+                os.set_blocking(dst, True)
+                os.set_blocking(src, True)
+                while chunk := os.read(src, 1 << 20):
+                    view = memoryview(chunk)
+                    while view:
+                        view = view[os.write(dst, view) :]
+                os.fchmod(dst, stat.S_IMODE(info.st_mode))
+                os.fchown(dst, info.st_uid, info.st_gid)
+                os.fsync(dst)
+            finally:
+                os.close(dst)
+            os.rename(temp, target.name, src_dir_fd=parent, dst_dir_fd=parent)
+            os.fsync(parent)
+        finally:
+            with suppress(OSError):
+                os.unlink(temp, dir_fd=parent)
+            with suppress(OSError):
+                os.unlink(note, dir_fd=staged_dir)
+    except OSError as exc:
+        raise os_error(exc, target) from None
+    finally:
+        os.close(src)
 
 
 def remove_all(path: Path) -> bool:

@@ -27,7 +27,14 @@ import attrs
 
 from .catalog import TEMPLATES
 
-__all__ = ["CGROUPS_ENV", "MAX_PROCESSES_ENV", "MEMORY_ENV", "Cgroups", "SandboxLimits"]
+__all__ = [
+    "CGROUPS_ENV",
+    "DISK_ENV",
+    "MAX_PROCESSES_ENV",
+    "MEMORY_ENV",
+    "Cgroups",
+    "SandboxLimits",
+]
 
 logger = logging.getLogger("hopx_async.local")
 
@@ -35,6 +42,8 @@ logger = logging.getLogger("hopx_async.local")
 MAX_PROCESSES_ENV = "HOPX_LOCAL_MAX_PROCESSES"
 #: Memory of one sandbox in MiB, instead of the template's (for tests and small machines).
 MEMORY_ENV = "HOPX_LOCAL_SANDBOX_MEMORY_MB"
+#: The bound of one sandbox's ``/workspace`` in MiB, instead of the template's ``disk_gb``.
+DISK_ENV = "HOPX_LOCAL_SANDBOX_DISK_MB"
 #: ``off``: use no cgroups (rlimits only), even where they are usable.
 CGROUPS_ENV = "HOPX_LOCAL_CGROUPS"
 _ROOT = Path("/sys/fs/cgroup")
@@ -59,6 +68,8 @@ class SandboxLimits:
     memory_mb: int
     disk_gb: int
     processes: int
+    #: the bound of ``/workspace`` (``disk_gb`` in MiB unless ``HOPX_LOCAL_SANDBOX_DISK_MB``)
+    disk_mb: int
 
     @classmethod
     def from_template(cls) -> SandboxLimits:
@@ -68,11 +79,16 @@ class SandboxLimits:
             memory_mb=_env_int(MEMORY_ENV, int(resources["memory_mb"]), 16, 1 << 30),
             disk_gb=int(resources["disk_gb"]),
             processes=_env_int(MAX_PROCESSES_ENV, 1024, 8, 1 << 22),
+            disk_mb=_env_int(DISK_ENV, int(resources["disk_gb"]) * 1024, 4, 1 << 30),
         )
 
     @property
     def memory_bytes(self) -> int:
         return self.memory_mb * 1024 * 1024
+
+    @property
+    def disk_bytes(self) -> int:
+        return self.disk_mb * 1024 * 1024
 
     @property
     def tmp_bytes(self) -> int:

@@ -1,19 +1,22 @@
 """Sandboxes: create, list, pause/resume, timeouts and expiry, env, delete.
 
 Processes are the ``Processes`` part's business; a sandbox asks it to pause, resume or end
-them. Records live in memory, the store is write-through persistence.
+them. Records live in memory, the store is write-through persistence; a creation and a
+deletion are committed before they are answered (a crash right after loses neither).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import time
 from typing import Any
 
 from ..errors import ApiError, not_found
 from ..runtime import fileops
+from ..runtime.disk import WorkspaceDisks
 from ..runtime.launch import Launcher
 from ..state.layout import Layout
 from ..state.records import SandboxRecord, new_id
@@ -27,12 +30,20 @@ logger = logging.getLogger("hopx_async.local")
 
 class Sandboxes:
     def __init__(
-        self, *, layout: Layout, store: Store, launcher: Launcher, processes: Processes
+        self,
+        *,
+        layout: Layout,
+        store: Store,
+        launcher: Launcher,
+        processes: Processes,
+        disks: WorkspaceDisks,
     ) -> None:
         self.layout = layout
         self.store = store
         self.launcher = launcher
         self.processes = processes
+        #: the workspaces' bound (an image each, or the files API's usage check)
+        self.disks = disks
         self.records: dict[str, SandboxRecord] = {}
         self._deleting: set[str] = set()
         self._seq = 0
@@ -44,6 +55,7 @@ class Sandboxes:
             self.launcher.prepare_sandbox(sbx.id)
             self._seq = max(self._seq, sbx.seq)
         self.launcher.sweep_leftovers(set(self.records))  # boxes a crash left running
+        self.disks.recover(set(self.records))  # before the sweep: it must not enter a mount
         fileops.sweep(self.layout, set(self.records))  # what a crash or failed deletion left
         self.processes.load(self.records)
 
@@ -57,6 +69,7 @@ class Sandboxes:
                 await self._reaper
         await self.processes.close()
         self.store.flush()
+        await asyncio.to_thread(self.disks.close)
 
     async def _reap_expired(self) -> None:
         while True:
@@ -78,7 +91,7 @@ class Sandboxes:
             raise not_found("sandbox", sandbox_id)
         return sbx
 
-    def create(
+    async def create(
         self,
         *,
         template: dict[str, Any],
@@ -103,9 +116,21 @@ class Sandboxes:
             env_vars=dict(env_vars),
         )
         self.launcher.prepare_sandbox(sbx.id)
+        try:
+            await asyncio.to_thread(self.disks.attach, sbx.id, new=True)
+        except OSError as exc:
+            await asyncio.to_thread(fileops.remove_all, self.layout.sandbox_dir(sbx.id))
+            self.layout.forget(sbx.id)
+            logger.error("could not make the workspace of a new sandbox: %s", exc)
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise ApiError(507, "INSUFFICIENT_STORAGE", "no space left for a sandbox") from None
+            raise ApiError(
+                500, "INTERNAL_ERROR", "the sandbox's workspace could not be made"
+            ) from None
         self.records[sbx.id] = sbx
         self.processes.add_sandbox(sbx.id)
         self.store.put_sandbox(sbx)
+        await self.store.commit()  # durable before it is answered
         return sbx
 
     def page(
@@ -134,11 +159,22 @@ class Sandboxes:
             self.launcher.end_box(sandbox_id)  # also one a start made meanwhile
             self.records.pop(sandbox_id, None)
             self.store.delete_sandbox(sandbox_id)
+            await self.store.commit()  # gone for good before its files go
             logger.info("sandbox %s deleted (%s)", sandbox_id, reason)
-            await asyncio.to_thread(fileops.remove_all, self.layout.sandbox_dir(sandbox_id))
+            await asyncio.to_thread(self._remove_files, sandbox_id)
             self.layout.forget(sandbox_id)
         finally:
             self._deleting.discard(sandbox_id)
+
+    def _remove_files(self, sandbox_id: str) -> None:
+        """The workspace unmounted, then the sandbox's directory (the image with it) removed;
+        what fails is left for the next start's sweep."""
+        try:
+            self.disks.detach(sandbox_id)
+        except OSError as exc:
+            logger.warning("could not unmount the workspace of %s: %s", sandbox_id, exc)
+            return
+        fileops.remove_all(self.layout.sandbox_dir(sandbox_id))
 
     def pause(self, sandbox_id: str) -> SandboxRecord:
         sbx = self.get(sandbox_id)

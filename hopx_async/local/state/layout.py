@@ -18,6 +18,7 @@ class Layout:
 
     STATE/hopx-local.sqlite3               records and the token secret (0600)
     STATE/sandboxes/<sbx>/workspace/       the sandbox's /workspace
+    STATE/sandboxes/<sbx>/workspace.img    its bound: an ext4 image mounted there (0600)
     STATE/sandboxes/<sbx>/tmp/             the sandbox's /tmp (inside its box)
     STATE/sandboxes/<sbx>/output/<proc>.stdout, .stderr, .src.*
     STATE/webhooks/<exec>.json             webhook deliveries not made yet (0600)
@@ -46,6 +47,9 @@ class Layout:
     def workspace(self, sandbox_id: str) -> Path:
         return self._part(sandbox_id, "workspace")
 
+    def workspace_image(self, sandbox_id: str) -> Path:
+        return self._part(sandbox_id, "workspace.img")
+
     def tmp(self, sandbox_id: str) -> Path:
         return self._part(sandbox_id, "tmp")
 
@@ -57,7 +61,7 @@ class Layout:
 
     def forget(self, sandbox_id: str) -> None:
         """Drop the paths kept for a deleted sandbox."""
-        for part in ("", "workspace", "tmp", "output"):
+        for part in ("", "workspace", "workspace.img", "tmp", "output"):
             self._paths.pop((sandbox_id, part), None)
 
     @property
