@@ -9,7 +9,8 @@ per controller before anything runs in it: the kernel then holds the whole box t
 quota. Elsewhere the box's supervisor lowers its rlimits, which its processes inherit:
 ``RLIMIT_AS`` (per process), ``RLIMIT_NPROC`` (per host uid, so only for a root server whose
 boxes do not share a uid with it). ``RLIMIT_FSIZE`` is always set. A cgroup v2 hierarchy is
-not used (it would need the server moved into a child cgroup first): rlimits there.
+not used (it would need the server moved into a child cgroup first): rlimits there. The
+workspace as a whole is bounded by ``disk_gb`` too (``runtime.disk``).
 """
 
 from __future__ import annotations
