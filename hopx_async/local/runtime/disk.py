@@ -23,6 +23,7 @@ import os
 import shutil
 import stat
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from ..state.layout import Layout
@@ -36,6 +37,8 @@ IMAGE_ENV = "HOPX_LOCAL_WORKSPACE_IMAGE"
 #: The usage check reads at most this many directory entries of a workspace.
 SCAN_ENTRIES = 100_000
 _MNT_DETACH = 2
+#: Images mounted (at a start) or unmounted (at a stop) at once.
+_WORKERS = 4
 #: No reserved blocks, lazy inode tables and journal, no room for growing the file system
 #: (``resize_inode``: it is never grown, and leaving it out halves the time and the blocks).
 _MKFS = (
@@ -151,16 +154,19 @@ class WorkspaceDisks:
     def is_mounted(self, sandbox_id: str) -> bool:
         return sandbox_id in self._mounted
 
-    def attach(self, sandbox_id: str, *, new: bool) -> None:
+    def attach(self, sandbox_id: str, *, new: bool, mounted: set[Path] | None = None) -> None:
         """Mount the sandbox's image on its workspace: made first for a ``new`` sandbox (when
-        images are on), mounted again when one exists (raises ``OSError``)."""
+        images are on), mounted again when one exists and is not in ``mounted`` (the mount
+        points, read here when not given; raises ``OSError``)."""
         image = self.image(sandbox_id)
         workspace = self.layout.workspace(sandbox_id)
         if new and self.images:
             self._make(image)
         elif not image.exists():
             return  # an unbounded workspace of an earlier run: the usage check holds it
-        if workspace in mounts_under(workspace.parent):
+        if mounted is None:
+            mounted = set(mounts_under(workspace.parent))
+        if workspace in mounted:  # still mounted: the last run ended without its stop
             self._mounted.add(sandbox_id)
             return
         if os.geteuid() != 0:
@@ -201,15 +207,14 @@ class WorkspaceDisks:
     def detach(self, sandbox_id: str) -> None:
         """Unmount the sandbox's image (the image stays; its deletion removes it)."""
         self._mounted.discard(sandbox_id)
-        workspace = self.layout.workspace(sandbox_id)
-        if workspace in mounts_under(workspace.parent):
-            _umount(workspace)
+        _umount(self.layout.workspace(sandbox_id))  # not a mount point: nothing done
 
     def recover(self, keep: set[str]) -> None:
         """At start: unmount the mounts a crash left under the sandboxes of the state directory
         that are gone (their directories are swept next), and mount the images of ``keep``."""
         sandboxes = self.layout.root / "sandboxes"
-        for mount in mounts_under(sandboxes):
+        mounts = mounts_under(sandboxes)
+        for mount in mounts:
             owner = mount.relative_to(sandboxes).parts[0]
             if owner not in keep:
                 try:
@@ -217,19 +222,28 @@ class WorkspaceDisks:
                     logger.info("unmounted %s, left by a sandbox that is gone", mount)
                 except OSError as exc:
                     logger.warning("could not unmount %s: %s", mount, exc.strerror)
-        for sandbox_id in sorted(keep):
+        mounted = set(mounts)
+
+        def attach(sandbox_id: str) -> None:
             try:
-                self.attach(sandbox_id, new=False)
+                self.attach(sandbox_id, new=False, mounted=mounted)
             except OSError as exc:
                 logger.warning("could not mount the workspace of %s: %s", sandbox_id, exc)
 
+        with ThreadPoolExecutor(_WORKERS, thread_name_prefix="hopx-mount") as pool:
+            list(pool.map(attach, sorted(keep)))
+
     def close(self) -> None:
         """At stop: unmount every workspace image (they are mounted again at the next start)."""
-        for sandbox_id in sorted(self._mounted):
+
+        def detach(sandbox_id: str) -> None:
             try:
                 self.detach(sandbox_id)
             except OSError as exc:
                 logger.warning("could not unmount the workspace of %s: %s", sandbox_id, exc)
+
+        with ThreadPoolExecutor(_WORKERS, thread_name_prefix="hopx-umount") as pool:
+            list(pool.map(detach, sorted(self._mounted)))
 
     def check_room(self, sandbox_id: str, size: int) -> None:
         """Before a files API write of ``size`` bytes: ENOSPC when a workspace without an image
