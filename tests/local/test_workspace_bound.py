@@ -24,6 +24,7 @@ import aiohttp
 import pytest
 
 from hopx_async.local import LocalBackend
+from hopx_async.local.runtime import disk
 from hopx_async.local.runtime.disk import IMAGE_ENV, mounts_under
 from hopx_async.local.runtime.limits import DISK_ENV, SandboxLimits
 
@@ -295,3 +296,24 @@ async def test_the_switch_and_the_bound_are_checked(monkeypatch: pytest.MonkeyPa
     assert SandboxLimits.from_template().disk_mb == 10 * 1024  # the template's, with a warning
     monkeypatch.setenv(DISK_ENV, "64")
     assert SandboxLimits.from_template().disk_bytes == 64 << 20
+
+
+@needs_images
+async def test_mount8_mounts_the_image_where_the_loop_ioctls_fail(
+    tmp_path: Path,
+    bounded_env: None,
+    session: aiohttp.ClientSession,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # An older kernel without LOOP_CONFIGURE, or a /dev without loop nodes, cannot be had
+    # on demand: the ioctl path is made to fail as it would there.
+    def no_ioctls(image: Path, workspace: Path) -> None:
+        raise OSError(25, "Inappropriate ioctl for device")
+
+    monkeypatch.setattr(disk, "_loop_mount", no_ioctls)
+    async with _backend(tmp_path / "state") as backend:
+        api = Api(session, backend.base_url, backend.api_key)
+        sbx = await api.create()
+        assert is_mount(workspace(backend, sbx))
+        files, size, err = await fill(api, sbx)
+        assert err == 28 and size <= BOUND, (files, size, err)
