@@ -317,3 +317,31 @@ async def test_mount8_mounts_the_image_where_the_loop_ioctls_fail(
         assert is_mount(workspace(backend, sbx))
         files, size, err = await fill(api, sbx)
         assert err == 28 and size <= BOUND, (files, size, err)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounts a small tmpfs as the state directory")
+async def test_a_full_host_disk_is_507_and_no_image_is_tried_on_it(
+    tmp_path: Path, session: aiohttp.ClientSession
+) -> None:
+    # The host disk here is a 6 MiB tmpfs holding the state directory: too small for an
+    # image (the start's probe finds it so), and full before the workspace's 10 GiB bound.
+    state = tmp_path / "state"
+    state.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", str(state)], check=True)
+    try:
+        async with _backend(state) as backend:
+            api = Api(session, backend.base_url, backend.api_key)
+            sbx = await api.create()
+            assert not is_mount(workspace(backend, sbx))
+            assert (await write(api, sbx, "/workspace/keep.txt", b"the old content")).status == 200
+            big = os.urandom(8 << 20)
+            (await write(api, sbx, "/workspace/keep.txt", big)).expect_error(
+                507, "INSUFFICIENT_STORAGE"
+            )
+            (await upload(api, sbx, "/workspace/keep.txt", big)).expect_error(
+                507, "INSUFFICIENT_STORAGE"
+            )
+            assert await read(api, sbx, "/workspace/keep.txt") == "the old content"
+            assert not [p for p in state.iterdir() if p.name.startswith(".disk-probe-")]
+    finally:
+        subprocess.run(["umount", "--lazy", str(state)], check=False)

@@ -16,6 +16,7 @@ ENOSPC. It does not bound what sandboxed code writes itself, nor a tree larger t
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import fcntl
@@ -25,6 +26,7 @@ import shutil
 import stat
 import struct
 import subprocess
+import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -43,6 +45,10 @@ _MS_NOSUID, _MS_NODEV, _MS_NOATIME = 2, 4, 1024
 _LOOP_CTL_GET_FREE, _LOOP_CONFIGURE, _LO_FLAGS_AUTOCLEAR = 0x4C82, 0x4C0A, 4
 #: ``struct loop_config``: fd, block size, ``struct loop_info64``, reserved.
 _LOOP_CONFIG = struct.Struct("=II5Q4I64s64s32s2Q8Q")
+#: The size of the image made at start to see that images work here.
+_PROBE_BYTES = 8 << 20
+#: The room on the host disk below which no image is made (its file system needs some).
+_HOST_ROOM = 8 << 20
 #: Images mounted (at a start) or unmounted (at a stop) at once.
 _WORKERS = 4
 #: No reserved blocks, lazy inode tables and journal, no room for growing the file system
@@ -185,7 +191,33 @@ class WorkspaceDisks:
                 "workspaces are bounded by a usage check of the files API only (no %s)",
                 ", ".join(missing),
             )
-        return cls(layout, limit_bytes, images=wanted and not missing)
+        found = cls(layout, limit_bytes, images=wanted and not missing)
+        if found.images and (failure := found.probe()):
+            logger.warning(
+                "workspace images do not work here (%s); workspaces are bounded by a usage "
+                "check of the files API only",
+                failure,
+            )
+            found.images = False
+        return found
+
+    def probe(self) -> str | None:
+        """Make, mount and unmount a small image in the state directory: why it failed, or
+        None."""
+        where = Path(tempfile.mkdtemp(prefix=".disk-probe-", dir=self.layout.root))
+        image, mount = where / "probe.img", where / "mount"
+        try:
+            mount.mkdir()
+            self._make(image, _PROBE_BYTES)
+            self._mount(image, mount)
+            _umount(mount)
+        except OSError as exc:
+            return str(exc)
+        finally:
+            with contextlib.suppress(OSError):
+                _umount(mount)
+            shutil.rmtree(where, ignore_errors=True)
+        return None
 
     @property
     def mechanism(self) -> str:
@@ -228,10 +260,13 @@ class WorkspaceDisks:
             self.detach(sandbox_id)
             raise
 
-    def _make(self, image: Path) -> None:
+    def _make(self, image: Path, size: int | None = None) -> None:
+        room = os.statvfs(image.parent)
+        if room.f_bavail * room.f_frsize < _HOST_ROOM:  # mkfs would fail, less clearly
+            raise OSError(errno.ENOSPC, "no space left on the host disk for a workspace")
         fd = os.open(image, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         try:
-            os.ftruncate(fd, self.limit_bytes)
+            os.ftruncate(fd, self.limit_bytes if size is None else size)
         finally:
             os.close(fd)
         self._run(["mkfs.ext4", *_MKFS, str(image)], image)
