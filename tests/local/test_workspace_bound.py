@@ -345,3 +345,30 @@ async def test_a_full_host_disk_is_507_and_no_image_is_tried_on_it(
             assert not [p for p in state.iterdir() if p.name.startswith(".disk-probe-")]
     finally:
         subprocess.run(["umount", "--lazy", str(state)], check=False)
+
+
+@needs_images
+async def test_a_host_disk_that_fills_under_an_image_is_507_and_the_old_file_survives(
+    tmp_path: Path, session: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A 64 MiB image on a 20 MiB host disk (a tmpfs): the image is sparse, so the host fills
+    # first, the loop device fails the image's writes, and the file system turns read-only.
+    monkeypatch.setenv(DISK_ENV, "64")
+    state = tmp_path / "state"
+    state.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=20m", "tmpfs", str(state)], check=True)
+    try:
+        async with _backend(state) as backend:
+            api = Api(session, backend.base_url, backend.api_key)
+            sbx = await api.create()
+            assert is_mount(workspace(backend, sbx))
+            assert (await write(api, sbx, "/workspace/keep.txt", b"the old content")).status == 200
+            (await write(api, sbx, "/workspace/keep.txt", os.urandom(20 << 20))).expect_error(
+                507, "INSUFFICIENT_STORAGE"
+            )
+            assert await read(api, sbx, "/workspace/keep.txt") == "the old content"
+            (await write(api, sbx, "/workspace/other.txt", b"x")).expect_error(
+                507, "INSUFFICIENT_STORAGE"
+            )  # read-only now
+    finally:
+        subprocess.run(["umount", "--lazy", str(state)], check=False)

@@ -15,7 +15,6 @@ import asyncio
 import base64
 import binascii
 import datetime
-import errno
 import os
 import secrets
 import stat
@@ -30,7 +29,15 @@ from ..errors import ApiError, bad_request
 from ..runtime import fileops
 from ..runtime.box import BOX_ID
 from ..runtime.fileops import MAX_LIST_ENTRIES, MAX_READ_BYTES
-from ..runtime.workspace import DIR_FLAGS, WORKSPACE, Target, open_regular, os_error, resolve
+from ..runtime.workspace import (
+    DIR_FLAGS,
+    STORAGE_ERRNOS,
+    WORKSPACE,
+    Target,
+    open_regular,
+    os_error,
+    resolve,
+)
 from .common import json_answer, read_body, state
 from .params import opt_bool, opt_str, req_str
 
@@ -349,7 +356,7 @@ async def _stage(
                 view = view[os.write(fd, view) :]
         os.fsync(fd)  # on disk before it is renamed into place
     except OSError as exc:
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        if exc.errno in STORAGE_ERRNOS:
             raise ApiError(507, "INSUFFICIENT_STORAGE", f"upload: {exc.strerror}") from None
         raise bad_request(f"upload: {exc.strerror or 'cannot be stored'}") from None
     finally:

@@ -37,6 +37,7 @@ __all__ = [
     "MAX_NAME_BYTES",
     "MAX_PATH_BYTES",
     "MAX_PATH_DEPTH",
+    "STORAGE_ERRNOS",
     "WORKSPACE",
     "Target",
     "dir_fd",
@@ -262,6 +263,12 @@ def dir_fd(target: Target, parts: tuple[str, ...], *, create: bool, chown: bool)
         os.close(fd)
 
 
+#: Errors that mean the data could not be stored (507): no space (in the workspace's image,
+#: or on the host disk), a quota, a file size limit, or an image that failed because the host
+#: disk filled up under it (an I/O error, then a read-only file system).
+STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EROFS})
+
+
 def os_error(exc: OSError, target: Target) -> ApiError:
     """The answer to an OS error on the target: always a documented error, never a host path
     (only the error's description is kept, not the file names it carries)."""
@@ -282,7 +289,7 @@ def os_error(exc: OSError, target: Target) -> ApiError:
         return ApiError(409, "FILE_EXISTS", f"{where} exists already")
     if exc.errno in (errno.ENOTEMPTY, errno.EBUSY):
         return ApiError(409, "CONFLICT", f"{where}: {exc.strerror}")
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+    if exc.errno in STORAGE_ERRNOS:
         return ApiError(507, "INSUFFICIENT_STORAGE", f"{where}: {exc.strerror}")
     reason = exc.strerror or (os.strerror(exc.errno) if exc.errno else "cannot be used")
     return bad_request(f"{where}: {reason}")
