@@ -56,17 +56,20 @@ async def create_sandbox(request: web.Request) -> web.Response:
     if app_state.create_limiter is not None:
         app_state.create_limiter.hit("create")
     timeout_seconds = opt_int(body, "timeout_seconds")
-    sbx = await app_state.sandboxes.create(
-        template=template,
-        region=opt_str(body, "region"),
-        timeout_seconds=(
-            app_state.dialect.default_sandbox_timeout
-            if timeout_seconds is None
-            else timeout_seconds
-        ),
-        internet_access=opt_bool(body, "internet_access", True),
-        # the service does not apply them: its clients follow create with PATCH /env
-        env_vars=env_vars if app_state.dialect.create_applies_env else {},
+    # Made to the end (its image mounted, its record committed) even if the client goes away.
+    sbx = await to_the_end(
+        app_state.sandboxes.create(
+            template=template,
+            region=opt_str(body, "region"),
+            timeout_seconds=(
+                app_state.dialect.default_sandbox_timeout
+                if timeout_seconds is None
+                else timeout_seconds
+            ),
+            internet_access=opt_bool(body, "internet_access", True),
+            # the service does not apply them: its clients follow create with PATCH /env
+            env_vars=env_vars if app_state.dialect.create_applies_env else {},
+        )
     )
     return json_answer(app_state.renderer.sandbox(sbx), 201)
 
