@@ -71,7 +71,9 @@ class SandboxLimits:
     disk_gb: int
     processes: int
     #: the bound of ``/workspace`` (``disk_gb`` in MiB unless ``HOPX_LOCAL_SANDBOX_DISK_MB``)
-    disk_mb: int
+    disk_mb: int = attrs.field(
+        default=attrs.Factory(lambda self: self.disk_gb * 1024, takes_self=True)
+    )
 
     @classmethod
     def from_template(cls) -> SandboxLimits:
