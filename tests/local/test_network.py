@@ -15,6 +15,8 @@ import asyncio
 import json
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -253,14 +255,20 @@ async def test_interfaces_and_resolver_of_each_box(user_api: Api) -> None:
 async def test_the_tool_ends_with_the_box(user_api: Api, user_backend: LocalBackend) -> None:
     sbx = await user_api.create()
     await _run(user_api, sbx, INTERFACES)  # the box (and its slirp4netns) is made
-    tagged = _tagged(sbx.id)
-    assert any(Path(f"/proc/{pid}/exe").resolve().name == "slirp4netns" for pid in tagged)
+    assert _tools(sbx.id)
     await user_api.cp("DELETE", f"/v1/sandboxes/{sbx.id}")
     for _ in range(100):
         if not _tagged(sbx.id):
             break
         await asyncio.sleep(0.1)
     assert _tagged(sbx.id) == []
+
+
+def _tools(sandbox_id: str) -> list[int]:
+    """The sandbox's live slirp4netns processes."""
+    return [
+        p for p in _tagged(sandbox_id) if Path(f"/proc/{p}/exe").resolve().name == "slirp4netns"
+    ]
 
 
 def _tagged(sandbox_id: str) -> list[int]:
@@ -329,3 +337,44 @@ def test_a_resolver_on_the_host_loopback_is_replaced() -> None:
     assert resolv_conf_for("nameserver 127.0.0.53\noptions edns0\n") == (
         "nameserver 10.0.2.3\noptions edns0\n"
     )
+
+
+# -- the tool dies with the server ----------------------------------------------------------
+
+
+async def test_the_tool_ends_when_the_server_is_killed(tmp_path: Path) -> None:
+    """SIGKILL of a ``serve`` in user mode: its slirp4netns ends too (the server held its exit
+    descriptor), and a restart on the state dir finds nothing of the box left."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HOPX_")}
+    env.update(HOPX_LOCAL_NETWORK="user", HOPX_LOCAL_ISOLATION="bubblewrap")
+    argv = [sys.executable, "-m", "hopx_async.local", "serve", "--state-dir", str(tmp_path)]
+    argv += ["--api-key", "network-test-key", "--log-level", "WARNING"]
+    log = tmp_path / "server.log"
+    with open(log, "a") as err:
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=err, text=True, env=env)
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline().strip()
+        if not first.startswith("HOPX_BASE_URL="):
+            pytest.skip(f"no user-mode networking here: {log.read_text()[-300:]}")
+        async with aiohttp.ClientSession() as session:
+            api = Api(session, first.split("=", 1)[1], "network-test-key")
+            sbx = await api.create()
+            assert await _run(api, sbx, INTERFACES) == ["lo", "tap0"]
+        tools = [
+            p for p in _tagged(sbx.id) if Path(f"/proc/{p}/exe").resolve().name == "slirp4netns"
+        ]
+        assert tools
+        proc.kill()
+        proc.wait()
+        for _ in range(100):
+            if not _tagged(sbx.id):
+                break
+            await asyncio.sleep(0.1)
+        assert _tagged(sbx.id) == []
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
