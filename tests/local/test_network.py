@@ -332,6 +332,51 @@ async def test_user_mode_required_without_the_tool_fails_to_start(
     assert "HOPX_LOCAL_NETWORK=user was required but no slirp4netns found" in str(refused.value)
 
 
+async def test_a_tool_that_fails_fails_the_start_clearly(
+    monkeypatch: pytest.MonkeyPatch, bin_without_slirp4netns: Path
+) -> None:
+    """A slirp4netns that exits at once (a stand-in: a real one fails on demand only on a
+    broken machine): each start of a sandbox with internet access answers an error naming it;
+    one without internet access needs no slirp4netns and runs."""
+    tools = Path(tempfile.mkdtemp(prefix="hopx-bin-", dir="/var/tmp"))
+    try:
+        for link in bin_without_slirp4netns.iterdir():
+            (tools / link.name).symlink_to(link.readlink())
+        fake = tools / "slirp4netns"
+        fake.write_text("#!/bin/sh\necho 'cannot attach: a stand-in' >&2\nexit 1\n")
+        fake.chmod(0o755)
+        monkeypatch.setenv("HOPX_LOCAL_NETWORK", "user")
+        monkeypatch.setenv("PATH", str(tools))
+        await _fails_clearly()
+    finally:
+        shutil.rmtree(tools)
+
+
+async def _fails_clearly() -> None:
+    try:
+        backend = LocalBackend(isolation="bubblewrap")
+        await backend.__aenter__()
+    except RuntimeError as exc:
+        pytest.skip(f"no box here: {exc}")
+    try:
+        async for api in _api(backend):
+            sbx = await api.create()
+            for _ in range(2):
+                answer = await api.agent(sbx, "POST", "/execute", json={"code": "print(1)"})
+                assert answer.status == 200, answer.body  # a start that failed, as documented
+                assert answer.body["exit_code"] == 126, answer.body
+                assert answer.body["stderr"].startswith("hopx-local: could not start: "), answer
+                assert (
+                    "no network: slirp4netns did not start: cannot attach: a stand-in"
+                    in (answer.body["stderr"])
+                )
+            offline = await api.create(internet_access=False)
+            ran = await api.agent(offline, "POST", "/execute", json={"code": "print(1)"})
+            assert ran.status == 200 and ran.body["stdout"] == "1\n", ran.body
+    finally:
+        await backend.__aexit__(None, None, None)
+
+
 def test_a_resolver_on_the_host_loopback_is_replaced() -> None:
     assert resolv_conf_for("nameserver 10.255.255.53\n") is None
     assert resolv_conf_for("nameserver 127.0.0.53\noptions edns0\n") == (

@@ -192,7 +192,8 @@ class Boxes:
         except BaseException as exc:
             box.kill()
             if isinstance(exc, OSError):
-                raise OSError(exc.errno, f"the sandbox's box got no network: {exc}") from None
+                why = exc.strerror or str(exc)
+                raise OSError(exc.errno, f"the sandbox's box got no network: {why}") from None
             raise
         self._nets[sandbox_id] = net
         box_exit.add_done_callback(lambda _: self._stop_network(sandbox_id, net))

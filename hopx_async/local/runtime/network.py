@@ -131,8 +131,9 @@ class Network:
             if os.geteuid() == 0:
                 argv.append("--enable-sandbox")
             argv.append("--enable-seccomp")
-            owner = fcntl.ioctl(netns, _NS_GET_USERNS)
-            if os.fstat(owner).st_ino != os.stat("/proc/self/ns/user").st_ino:
+            with contextlib.suppress(OSError):  # before Linux 4.9: no such ioctl
+                owner = fcntl.ioctl(netns, _NS_GET_USERNS)
+            if owner >= 0 and os.fstat(owner).st_ino != os.stat("/proc/self/ns/user").st_ino:
                 # An unprivileged server's box: bwrap nests a second user namespace for the
                 # code; the network namespace belongs to the first, which slirp4netns joins.
                 argv.append(f"--userns-path=/proc/self/fd/{owner}")
@@ -143,7 +144,7 @@ class Network:
             running = await supervisor.spawn(
                 SpawnArgs(
                     argv, Path("/"), env, Path(os.devnull), log,
-                    pass_fds=(netns, owner, ready_w, exit_r),
+                    pass_fds=tuple(fd for fd in (netns, owner, ready_w, exit_r) if fd >= 0),
                 )
             )  # fmt: skip
         except BaseException:
