@@ -122,20 +122,23 @@ class Boxes:
             flags = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
             fds["workspace"] = os.open(self.layout.workspace(sandbox_id), flags)
             fds["seccomp"] = filter_fd()
-            program = os.memfd_create("hopx-supervisor", os.MFD_CLOEXEC)
-            fds["supervisor"] = program
-            os.write(program, self._supervisor_program())
-            os.lseek(program, 0, os.SEEK_SET)
-            own_netns = self.network.user
             resolv = self.network.resolv_conf() if internet else None
             if resolv is not None:  # the host's resolver is on its loopback: slirp4netns's
                 fds["resolv"] = os.memfd_create("hopx-resolv", os.MFD_CLOEXEC)
                 os.write(fds["resolv"], resolv.encode())
                 os.lseek(fds["resolv"], 0, os.SEEK_SET)
+            program = os.memfd_create("hopx-supervisor", os.MFD_CLOEXEC)
+            fds["supervisor"] = program
+            os.write(program, self._supervisor_program())
+            os.lseek(program, 0, os.SEEK_SET)
             argv = self.box.argv(
-                fds, "/workspace", internet=internet, tmp_bytes=self.limits.tmp_bytes, pid1=True,
-                own_netns=own_netns,
-            )  # fmt: skip
+                fds,
+                "/workspace",
+                internet=internet,
+                tmp_bytes=self.limits.tmp_bytes,
+                pid1=True,
+                own_netns=self.network.user,
+            )
             python = self.box.inside_path(sys.executable)
             limits = [f"{name}={value}" for name, value in sorted(self.rlimits.items())]
             command = [python, "-I", "-S", SUPERVISOR_PATH, str(theirs.fileno()), "box", *limits]

@@ -159,6 +159,9 @@ class Network:
         attachment = Attachment(running, exit_w)
         try:
             ok = await _ready(ready_r)
+        except BaseException:  # cancelled: nothing is left running
+            attachment.stop()
+            raise
         finally:
             os.close(ready_r)
         if not ok:
