@@ -51,7 +51,7 @@ _NS_GET_USERNS = 0xB701  # ioctl: the user namespace that owns a namespace
 
 def resolv_conf_for(text: str) -> str | None:
     """The resolv.conf a ``user`` box needs instead of the host's ``text``: None when the
-    host's nameservers are reachable from the box (none of them is on the host's loopback)."""
+    host's nameservers are reachable from the box (there are some, none on its loopback)."""
     servers = []
     for line in text.splitlines():
         fields = line.split()
