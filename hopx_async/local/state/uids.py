@@ -1,7 +1,7 @@
 """The host uid of each sandbox (a root server with boxes): one per sandbox, from a range.
 
-``STATE/uids.json`` records ``{sandbox id: uid}`` (written atomically: a temporary file,
-flushed, renamed over the old one), so a restart keeps every sandbox's uid. A sandbox that
+``STATE/uids.json`` records ``{sandbox id: uid}`` (written atomically: a temporary file
+renamed over the old one), so a restart keeps every sandbox's uid. A sandbox that
 has no entry (made by an older version, or by a server without boxes or root) runs as
 ``LEGACY_UID``. The range is ``HOPX_LOCAL_UID_RANGE=START-END`` (default
 1,000,000-1,065,535: far above real users and ``nobody``).
@@ -104,7 +104,8 @@ class SandboxUids:
         directory holds now gets a new one."""
         self._load()
         with self._locked():
-            lost = [sid for sid, uid in self._uids.items() if not self._claim(uid, sid)]
+            records: dict[str, dict[str, int]] = {}
+            lost = [sid for sid, uid in self._uids.items() if not self._claim(uid, sid, records)]
             for sandbox_id in lost:
                 old = self._uids.pop(sandbox_id)
                 uid = self._pick(sandbox_id, busy)
@@ -120,16 +121,26 @@ class SandboxUids:
         self._load()
         if sandbox_id in self._uids:
             return self._uids[sandbox_id]
-        with self._locked():
-            uid = self._pick(sandbox_id, busy)
-        self._save()
+        try:
+            with self._locked():
+                uid = self._pick(sandbox_id, busy)
+            self._save()
+        except OSError as exc:
+            self._uids.pop(sandbox_id, None)
+            raise ApiError(
+                503,
+                "SERVICE_UNAVAILABLE",
+                f"no host uid could be recorded for a new sandbox ({self.claims},"
+                f" {self.path}): {exc.strerror or exc}",
+            ) from None
         return uid
 
     def _pick(self, sandbox_id: str, busy: Collection[int]) -> int:
         taken = set(self._uids.values())
+        records: dict[str, dict[str, int]] = {}  # other state dirs' uids, read once
         for step in range(self.range.size):
             uid = self.range.start + (self._cursor - self.range.start + step) % self.range.size
-            if uid in taken or uid in busy or not self._claim(uid, sandbox_id):
+            if uid in taken or uid in busy or not self._claim(uid, sandbox_id, records):
                 continue
             self._uids[sandbox_id] = uid
             self._cursor = self.range.start + (uid - self.range.start + 1) % self.range.size
@@ -166,10 +177,8 @@ class SandboxUids:
         temp = self.path.with_name(f".{UIDS_FILE}.{secrets.token_hex(4)}")
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         try:
-            with os.fdopen(fd, "w") as f:
+            with os.fdopen(fd, "w") as f:  # no fsync: as durable as the store's commits
                 f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
             os.replace(temp, self.path)
         except BaseException:
             with contextlib.suppress(OSError):
@@ -186,6 +195,15 @@ class SandboxUids:
         finally:
             os.close(fd)
 
+    def _held(self, holder: tuple[str, str], uid: int, records: dict[str, dict[str, int]]) -> bool:
+        """Whether the claim's state directory still records ``uid`` for its sandbox."""
+        state, sandbox_id = holder
+        if state == str(self.root):
+            return self._uids.get(sandbox_id) == uid
+        if state not in records:
+            records[state] = _read(Path(state) / UIDS_FILE)[0]
+        return records[state].get(sandbox_id) == uid
+
     def _holder(self, uid: int) -> tuple[str, str] | None:
         try:
             claim = json.loads((self.claims / str(uid)).read_text())
@@ -193,26 +211,18 @@ class SandboxUids:
         except (OSError, ValueError, KeyError, TypeError):
             return None
 
-    def _claim(self, uid: int, sandbox_id: str) -> bool:
-        """Claim ``uid`` for ``sandbox_id`` (under the lock): False when another state
-        directory's sandbox still holds it."""
+    def _claim(self, uid: int, sandbox_id: str, records: dict[str, dict[str, int]]) -> bool:
+        """Claim ``uid`` for ``sandbox_id`` (under the lock): False when another sandbox
+        still holds it. ``records``: the state directories' uids read so far."""
         ours = (str(self.root), sandbox_id)
         holder = self._holder(uid)
-        if holder is not None and holder != ours and _still_held(holder, uid, self):
+        if holder is not None and holder != ours and self._held(holder, uid, records):
             return False
         if holder != ours:
             temp = self.claims / f".{uid}.{secrets.token_hex(4)}"
             temp.write_text(json.dumps({"state": ours[0], "sandbox": ours[1]}))
             os.replace(temp, self.claims / str(uid))
         return True
-
-
-def _still_held(holder: tuple[str, str], uid: int, here: SandboxUids) -> bool:
-    """Whether the claim's state directory still records ``uid`` for its sandbox."""
-    state, sandbox_id = holder
-    if state == str(here.root):
-        return here.of(sandbox_id) == uid
-    return _read(Path(state) / UIDS_FILE)[0].get(sandbox_id) == uid
 
 
 def _read(path: Path) -> tuple[dict[str, int], int | None]:
