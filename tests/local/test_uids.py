@@ -301,6 +301,34 @@ async def test_a_deleted_sandboxs_uid_is_given_out_again(
             await api.cp("DELETE", f"/v1/sandboxes/{box.id}")
 
 
+async def test_two_servers_on_one_machine_never_share_a_uid(
+    monkeypatch: pytest.MonkeyPatch, backend: LocalBackend, tmp_path: Path
+) -> None:
+    need_own_uids(backend)
+    only = 4_000_000 + secrets.randbelow(1_000_000)  # a range of one uid, this test's alone
+    monkeypatch.setenv(UID_RANGE_ENV, f"{only}-{only}")
+    create = {"template_name": "code-interpreter"}
+    async with aiohttp.ClientSession() as session:
+        async with LocalBackend(tmp_path / "a") as first:
+            api_a = Api(session, first.base_url, first.api_key)
+            holder = await api_a.create()
+            assert (await run(api_a, holder, WHOAMI))["uid"] == only
+        # The first server is stopped, its sandbox kept in its state dir: still its uid.
+        async with LocalBackend(tmp_path / "b") as second:
+            api_b = Api(session, second.base_url, second.api_key)
+            refused = await api_b.cp("POST", "/v1/sandboxes", json=create)
+            refused.expect_error(503, "SERVICE_UNAVAILABLE")
+        async with LocalBackend(tmp_path / "a", api_key=first.api_key) as first:
+            api_a = Api(session, first.base_url, first.api_key)
+            assert (await api_a.cp("DELETE", f"/v1/sandboxes/{holder.id}")).status in (200, 204)
+        assert await eventually(lambda: not _runs_as(only, but=0))
+        async with LocalBackend(tmp_path / "b") as second:
+            api_b = Api(session, second.base_url, second.api_key)
+            taker = await api_b.create()
+            assert (await run(api_b, taker, WHOAMI))["uid"] == only
+            await api_b.cp("DELETE", f"/v1/sandboxes/{taker.id}")
+
+
 async def _found(api: Api, sbx: Sandbox) -> Sandbox:
     """``sbx`` as a restarted server shows it (its agent's new address), with its token."""
     answer = await api.cp("GET", f"/v1/sandboxes/{sbx.id}")
