@@ -54,10 +54,11 @@ async def test_without_extensions_one_full_list_per_tick(backend: Any) -> None:
         results = await client.wait_all(procs)
         lists = proxy.count("GET", "/execute/processes") - before
     assert [r.stdout for r in results] == [f"{i}\n" for i in range(20)]
-    assert lists == sandbox.watcher_stats.polls
-    # no long polls, no per-process requests: only full lists, each one a tick for all 20
+    # one full list per tick for all 20 (one list per process would make lists 20x polls);
+    # how many ticks it takes depends on the machine's load, so it is not bounded here
+    assert lists == sandbox.watcher_stats.polls >= 1
+    # no long polls, no per-process requests
     assert proxy.count("GET", "/execute/processes/{proc}") == 0
-    assert 1 <= lists <= 20
 
 
 async def test_handles_from_ids_are_waited_on_together(

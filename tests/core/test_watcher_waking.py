@@ -10,11 +10,13 @@ import contextlib
 import re
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 
 import pytest
 from aiohttp import web
 
 from hopx_async import AsyncHopx
+from hopx_async.local.service.changes import LINGER_MAX, LINGER_QUIET
 
 from .proxy import FaultProxy
 from .waiting import gated_batch, until
@@ -29,6 +31,7 @@ async def test_fanout_ending_together_costs_at_most_two_lists_per_sandbox(
 ) -> None:
     sandboxes = 10
     per_sandbox: Counter[str] = Counter()
+    ended: dict[str, list[datetime | None]] = {}
     proxy.on_request = lambda request: _count_list(request, per_sandbox)
     async with contextlib.AsyncExitStack() as stack:
         boxes = [
@@ -42,13 +45,30 @@ async def test_fanout_ending_together_costs_at_most_two_lists_per_sandbox(
             await box.commands.run("touch release")
             results = await asyncio.wait_for(waiting, 60)
             assert [r.status for r in results] == ["completed"] * 10
+            ended[box.sandbox_id] = [r.completed_at for r in results]
         lists = proxy.count(*LIST) - before
         polls = {box.sandbox_id: box.watcher_stats.polls for box in boxes}
     assert lists == sum(polls.values())
     # counted at the server's side of the wire, per sandbox: the batch of ten endings costs
-    # one held poll, or two when the batch was split between two answers
+    # one held poll, or two when the batch was split between two answers. On a loaded
+    # machine ten processes released together may end further apart than the server's
+    # linger: each group the linger could not join may cost one more answer, no more.
     assert {box.sandbox_id: per_sandbox[box.sandbox_id] for box in boxes} == polls
-    assert all(1 <= p <= 2 for p in polls.values()), f"list requests per sandbox: {polls}"
+    allowed = {sid: 1 + _linger_groups(times) for sid, times in ended.items()}
+    assert all(1 <= polls[sid] <= allowed[sid] for sid in polls), (polls, allowed)
+
+
+def _linger_groups(ended: list[datetime | None]) -> int:
+    """How many answers the server's linger splits these endings into, at most."""
+    times = sorted(t.timestamp() for t in ended if t is not None)
+    slack = 0.001  # the times are rendered to the millisecond
+    assert len(times) == len(ended), "every ending has its time"
+    groups, first, last = 1, times[0], times[0]
+    for t in times[1:]:
+        if t - last > LINGER_QUIET - slack or t - first > LINGER_MAX - slack:
+            groups, first = groups + 1, t
+        last = t
+    return groups
 
 
 def _count_list(request: web.Request, counts: Counter[str]) -> None:

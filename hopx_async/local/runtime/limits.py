@@ -8,8 +8,8 @@ per controller before anything runs in it: the kernel then holds the whole box t
 (its OOM killer ends what passes it), the process count (``fork`` fails past it) and the CPU
 quota. Elsewhere the box's supervisor lowers its rlimits, which its processes inherit:
 ``RLIMIT_AS`` (per process), ``RLIMIT_NPROC`` (per host uid, so only for a root server whose
-boxes do not share a uid with it). ``RLIMIT_FSIZE`` is always set. A cgroup v2 hierarchy is
-not used (it would need the server moved into a child cgroup first): rlimits there.
+boxes do not share a uid with it). ``RLIMIT_FSIZE`` is always set. On a cgroup v2 hierarchy
+with those controllers the server delegates them to itself first (``cgroup2.py``).
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ from typing import Any
 import attrs
 
 from .catalog import TEMPLATES
+from .cgroup2 import CgroupsV2
+from .procfs import all_stats, descendants
 
 __all__ = ["CGROUPS_ENV", "MAX_PROCESSES_ENV", "MEMORY_ENV", "Cgroups", "SandboxLimits"]
 
@@ -88,10 +90,20 @@ class Cgroups:
         self._oom_counted: dict[str, int] = {}
 
     @classmethod
-    def detect(cls) -> Cgroups | None:
-        """The usable controllers (``memory`` and ``pids`` at least), or None."""
+    def detect(cls) -> Cgroups | CgroupsV2 | None:
+        """The usable cgroups: v1 controllers (``memory`` and ``pids`` at least), else a
+        delegated cgroup v2 hierarchy (``cgroup2.py``), else None."""
         if os.geteuid() != 0 or os.environ.get(CGROUPS_ENV, "").strip().lower() == "off":
             return None
+        found = cls._detect_v1()
+        if found is not None:
+            return found
+        me = os.getpid()
+        ours = {me} | {stat.pid for stat in descendants({me}, all_stats())}
+        return CgroupsV2.detect(ours=ours)
+
+    @classmethod
+    def _detect_v1(cls) -> Cgroups | None:
         try:
             lines = Path("/proc/self/cgroup").read_text().splitlines()
         except OSError:

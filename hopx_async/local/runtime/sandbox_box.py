@@ -13,7 +13,6 @@ host pid), never by asking the supervisor.
 
 from __future__ import annotations
 
-import array
 import asyncio
 import collections
 import contextlib
@@ -25,6 +24,7 @@ import socket
 import struct
 from typing import Any
 
+from .framesend import FrameSender
 from .procfs import ProcStat, all_stats, descendants, read_stat
 from .spawner import HEADER, frame, unframe
 from .spawner_client import Child, Script
@@ -75,8 +75,7 @@ class SandboxBox:
         self._fd = sock.fileno()
         self._buffer = bytearray()
         self._fds: collections.deque[int] = collections.deque()
-        self._out: collections.deque[tuple[memoryview, list[int]]] = collections.deque()
-        self._writing = False
+        self._sender = FrameSender(self._loop, sock, self.lost, owns_fds=True)
         self._pending: dict[int, asyncio.Future[tuple[Child, str | None]]] = {}
         #: pid in the box -> its child
         self._children: dict[int, Child] = {}
@@ -133,8 +132,7 @@ class SandboxBox:
             if script.file:
                 request["script_file"] = script.file
         self._pending[self._count] = future
-        self._out.append((memoryview(frame(request)), list(stdio)))
-        self._flush()
+        self._sender.send(frame(request), list(stdio))
         timer = self._loop.call_later(START_TIMEOUT, self._start_timed_out, future)
         future.add_done_callback(lambda _: timer.cancel())
         return future
@@ -142,36 +140,6 @@ class SandboxBox:
     def _start_timed_out(self, future: asyncio.Future[Any]) -> None:
         if not future.done():
             self.lost(BoxBroken(errno.ETIMEDOUT, "the box's supervisor did not answer a start"))
-
-    def _flush(self) -> None:
-        while self._out and self.alive:
-            data, fds = self._out[0]
-            try:
-                if fds:
-                    rights = array.array("i", fds)
-                    sent = self._sock.sendmsg(
-                        [data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, rights)]
-                    )
-                else:
-                    sent = self._sock.send(data)
-            except (BlockingIOError, InterruptedError):
-                break
-            except OSError as exc:
-                self.lost(exc)
-                return
-            for fd in fds:  # they went with the first part
-                os.close(fd)
-            if sent < len(data):
-                self._out[0] = (data[sent:], [])
-                continue
-            self._out.popleft()
-        want = bool(self._out) and self.alive
-        if want != self._writing:
-            self._writing = want
-            if want:
-                self._loop.add_writer(self._fd, self._flush)
-            else:
-                self._loop.remove_writer(self._fd)
 
     # -- what the supervisor says --------------------------------------------------------
 
@@ -332,13 +300,7 @@ class SandboxBox:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(self.init_pid, signal.SIGKILL)
         self._loop.remove_reader(self._fd)
-        if self._writing:
-            self._loop.remove_writer(self._fd)
-            self._writing = False
-        for _, fds in self._out:
-            for fd in fds:
-                os.close(fd)
-        self._out.clear()
+        self._sender.close()
         while self._fds:
             os.close(self._fds.popleft())
         self._sock.close()

@@ -8,9 +8,7 @@ blocking the loop and resolves each start's future, and each child's exit, from 
 
 from __future__ import annotations
 
-import array
 import asyncio
-import collections
 import contextlib
 import errno
 import logging
@@ -25,6 +23,7 @@ from typing import Any
 
 import attrs
 
+from .framesend import FrameSender
 from .spawner import frame, unframe
 
 __all__ = ["SPAWNERS", "Child", "Script", "SpawnArgs", "SpawnerProcess", "spawners_from_env"]
@@ -137,8 +136,7 @@ class SpawnerProcess:
         self._sock = ours
         self._fd = ours.fileno()
         self._buffer = bytearray()
-        self._out: collections.deque[tuple[memoryview, list[int]]] = collections.deque()
-        self._writing = False
+        self._sender = FrameSender(loop, ours, self._lost, owns_fds=False)
         self._pending: dict[int, asyncio.Future[tuple[Child, str | None]]] = {}
         self._children: dict[int, Child] = {}
         self._count = 0
@@ -184,37 +182,8 @@ class SpawnerProcess:
             if args.script.file:
                 request["script_file"] = args.script.file
         self._pending[self._count] = future
-        self._out.append((memoryview(frame(request)), sent))
-        self._flush()
+        self._sender.send(frame(request), sent)
         return future
-
-    def _flush(self) -> None:
-        while self._out and self.alive:
-            data, fds = self._out[0]
-            try:
-                if fds:
-                    rights = array.array("i", fds)
-                    sent = self._sock.sendmsg(
-                        [data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, rights)]
-                    )
-                else:
-                    sent = self._sock.send(data)
-            except (BlockingIOError, InterruptedError):
-                break
-            except OSError as exc:
-                self._lost(exc)
-                return
-            if sent < len(data):
-                self._out[0] = (data[sent:], [])  # the descriptors went with the first part
-                continue
-            self._out.popleft()
-        want = bool(self._out) and self.alive
-        if want != self._writing:
-            self._writing = want
-            if want:
-                self._loop.add_writer(self._fd, self._flush)
-            else:
-                self._loop.remove_writer(self._fd)
 
     def _readable(self) -> None:
         try:
@@ -273,10 +242,7 @@ class SpawnerProcess:
 
     def _detach(self) -> None:
         self._loop.remove_reader(self._fd)
-        if self._writing:
-            self._loop.remove_writer(self._fd)
-            self._writing = False
-        self._out.clear()
+        self._sender.close()
         self._sock.close()
 
     def close(self) -> None:

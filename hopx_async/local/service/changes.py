@@ -17,13 +17,13 @@ from ..runtime.supervisor import Running
 from ..state.layout import Layout
 from ..state.records import ProcessRecord, SandboxRecord
 
-__all__ = ["ChangeFeed"]
+__all__ = ["LINGER_MAX", "LINGER_QUIET", "ChangeFeed"]
 
 #: a terminal-only long poll, once woken, answers when this long passed since the latest ending
 #: of the batch without another one...
-_LINGER_QUIET = 0.004
+LINGER_QUIET = 0.004
 #: ... and this long in all, at most
-_LINGER_MAX = 0.02
+LINGER_MAX = 0.02
 
 
 class ChangeFeed:
@@ -75,10 +75,10 @@ class ChangeFeed:
 
         ``terminal=True``: once a process of the sandbox reached a terminal state after
         ``since`` (other changes do not count). It answers when no process ended for
-        ``_LINGER_QUIET`` (counted from the latest ending, not from the moment this coroutine
+        ``LINGER_QUIET`` (counted from the latest ending, not from the moment this coroutine
         resumes: a busy loop has gathered what ended meanwhile) or none still runs, so that
         a batch ending together makes one answer, also when its first endings were already
-        there on arrival; ``_LINGER_MAX`` at most. Starts streaming in do not hold it back.
+        there on arrival; ``LINGER_MAX`` at most. Starts streaming in do not hold it back.
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
@@ -87,9 +87,9 @@ class ChangeFeed:
                 return
         if not terminal:
             return
-        linger_end = min(deadline, loop.time() + _LINGER_MAX)
+        linger_end = min(deadline, loop.time() + LINGER_MAX)
         while sbx.id in self.procs:
-            quiet = self._ended_when.get(sbx.id, 0.0) + _LINGER_QUIET - time.monotonic()
+            quiet = self._ended_when.get(sbx.id, 0.0) + LINGER_QUIET - time.monotonic()
             if quiet <= 0 or all(rec.finished for rec in self.procs[sbx.id].values()):
                 return
             if not await self._next_change(sbx.id, min(quiet, linger_end - loop.time())):
