@@ -99,8 +99,13 @@ async def _readable(fd: int) -> None:
 async def _forward_input(fd: int, term: AsyncTerminal) -> None:
     """Send what is typed, one read at a time; at the end of the input, Ctrl-D once."""
     decoder = codecs.getincrementaldecoder("utf-8")("replace")
+    pollable = True
     while True:
-        await _readable(fd)
+        if pollable:
+            try:
+                await _readable(fd)
+            except PermissionError:  # a regular file or /dev/null: epoll refuses it,
+                pollable = False  # and a read never waits
         try:
             data = os.read(fd, _READ)
         except BlockingIOError:

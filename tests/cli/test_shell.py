@@ -10,6 +10,7 @@ import struct
 import subprocess
 import termios
 import time
+from pathlib import Path
 
 from .conftest import HOPX, Hopx
 
@@ -103,3 +104,23 @@ def test_exec_streams_output_and_exits_with_the_commands_code(hopx: Hopx, sandbo
     ).endswith("/workspace\n")
     missing = hopx("exec", sandbox_id)
     assert missing.returncode == 2
+
+
+def test_shell_reads_a_regular_file_as_its_input(
+    hopx: Hopx, sandbox_id: str, tmp_path: Path
+) -> None:
+    """``hopx shell SBX < script``: a file cannot be polled; it is read and sent as typed."""
+    script = tmp_path / "script.sh"
+    script.write_text("echo from-$((40 + 2))\nexit 3\n")
+    with script.open() as stdin:
+        done = subprocess.run(
+            [str(HOPX), "shell", sandbox_id],
+            stdin=stdin,
+            capture_output=True,
+            text=True,
+            env=hopx.env,
+            timeout=90,
+        )
+    assert done.returncode == 3, (done.stdout, done.stderr)
+    assert "from-42" in done.stdout
+    assert "Traceback" not in done.stderr

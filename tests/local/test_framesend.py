@@ -1,6 +1,7 @@
-"""The framed-socket sender shared by the spawner's and the boxes' sockets: a frame larger
+"""The framed sockets of the spawner and the boxes. The sender: a frame larger
 than the socket takes at once goes out whole, in order, with its descriptors once; queued
-descriptors it owns are closed when it is closed first."""
+descriptors it owns are closed when it is closed first. The spawner: a server already gone
+is a quiet end."""
 
 from __future__ import annotations
 
@@ -89,3 +90,23 @@ async def test_a_broken_socket_is_reported() -> None:
     assert len(errors) == 1 and isinstance(errors[0], BrokenPipeError)
     sender.close()
     ours.close()
+
+
+def test_a_spawner_whose_server_is_already_gone_exits_quietly() -> None:
+    """A quick stop closes the server's end before the spawner says it is up: a normal end
+    (exit 0, nothing on stderr), not a BrokenPipeError traceback in the server's log."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import hopx_async.local.runtime.spawner as spawner_module
+
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    ours.close()
+    with theirs:
+        program = Path(spawner_module.__file__)
+        argv = [sys.executable, "-I", "-S", str(program), str(theirs.fileno()), str(os.getpid())]
+        done = subprocess.run(
+            argv, pass_fds=(theirs.fileno(),), capture_output=True, text=True, timeout=30
+        )
+    assert (done.returncode, done.stderr) == (0, "")

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from hopx_async import AsyncHopx, AsyncSandbox
+from hopx_async import AsyncHopx, AsyncSandbox, WaitTimeoutError
 from hopx_async.local import LocalBackend
 
 pytestmark = pytest.mark.anyio
@@ -51,3 +51,18 @@ async def test_a_command_killed_at_once_ends_the_same_way(patient_sandbox: Async
     assert await proc.kill()
     result = await proc.wait(timeout=60)
     assert (result.status, result.exit_code) == ("killed", 143)
+
+
+async def test_a_kill_of_a_process_that_ignores_sigterm_is_answered_and_goes_on(
+    patient_sandbox: AsyncSandbox,
+) -> None:
+    """With a grace period longer than the server's answer waits, the kill is answered (it
+    used to be a 500 after 10 s, which the client took for a server error) and goes on: the
+    client's own wait for the end runs out (a ``WaitTimeoutError`` naming the kill), the
+    record still says running, and a second kill is answered the same way."""
+    proc = await patient_sandbox.commands.run("trap '' TERM; sleep 120", background=True)
+    await asyncio.sleep(0.5)  # past its box's setup: the trap is in place
+    for _ in range(2):
+        with pytest.raises(WaitTimeoutError, match="killed but is still running"):
+            await proc.kill(timeout=7)
+    assert (await proc.refresh()).status == "running"

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from ..state.layout import Layout
-from .box import SUPERVISOR_PATH, Box
+from .box import BOX_ID, SUPERVISOR_PATH, Box
 from .limits import Cgroups, SandboxLimits
 from .network import Attachment, Network
 from .procfs import ProcStat, all_stats, descendants, pids_by_env
@@ -73,6 +73,13 @@ class Boxes:
             if os.geteuid() == 0:  # per host uid: never the server's own
                 self.rlimits["nproc"] = self.limits.processes
 
+    def rlimits_of(self, uid: int) -> dict[str, int]:
+        """The rlimits of a box whose code runs as ``uid``: a host uid of its own counts only
+        the sandbox's processes, so ``RLIMIT_NPROC`` holds them (also beside a cgroup)."""
+        if uid == BOX_ID:
+            return self.rlimits
+        return {**self.rlimits, "nproc": self.limits.processes}
+
     def enforced(self) -> dict[str, Any]:
         """Each limit of a sandbox, and what holds it (``cgroup``, ``rlimit``, ``tmpfs``)."""
         cgroup = self.cgroups is not None
@@ -97,15 +104,16 @@ class Boxes:
         box = self._boxes.get(sandbox_id)
         return box if box is not None and box.alive else None
 
-    async def box_of(self, sandbox_id: str, *, internet: bool) -> SandboxBox:
-        """The sandbox's box, made now if it has none (concurrent callers share the making)."""
+    async def box_of(self, sandbox_id: str, *, internet: bool, uid: int = BOX_ID) -> SandboxBox:
+        """The sandbox's box, made now if it has none (concurrent callers share the making);
+        ``uid``: the uid its code runs as."""
         live = self.get(sandbox_id)
         if live is not None:
             return live
         making = self._making.get(sandbox_id)
         if making is None:
             making = self._making[sandbox_id] = asyncio.ensure_future(
-                self._make(sandbox_id, internet=internet)
+                self._make(sandbox_id, internet=internet, uid=uid)
             )
             making.add_done_callback(lambda _: self._making.pop(sandbox_id, None))
         return await asyncio.shield(making)
@@ -115,7 +123,7 @@ class Boxes:
             self._program = _SUPERVISOR_SOURCE.read_bytes()
         return self._program
 
-    async def _make(self, sandbox_id: str, *, internet: bool) -> SandboxBox:
+    async def _make(self, sandbox_id: str, *, internet: bool, uid: int) -> SandboxBox:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         fds: dict[str, int] = {}
         try:
@@ -137,10 +145,11 @@ class Boxes:
                 internet=internet,
                 tmp_bytes=self.limits.tmp_bytes,
                 pid1=True,
+                uid=uid,
                 own_netns=self.network.user,
             )
             python = self.box.inside_path(sys.executable)
-            limits = [f"{name}={value}" for name, value in sorted(self.rlimits.items())]
+            limits = [f"{name}={value}" for name, value in sorted(self.rlimits_of(uid).items())]
             command = [python, "-I", "-S", SUPERVISOR_PATH, str(theirs.fileno()), "box", *limits]
             if self.cgroups is not None:
                 self.cgroups.make(sandbox_id, self.limits)

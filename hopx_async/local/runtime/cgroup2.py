@@ -20,10 +20,10 @@ import contextlib
 import logging
 import os
 import secrets
-import signal
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from .cgroupbase import CgroupBase, oom_kill_count
 
 if TYPE_CHECKING:
     from .limits import SandboxLimits
@@ -75,14 +75,14 @@ def _pids(group: Path) -> list[int]:
         return []
 
 
-class CgroupsV2:
+class CgroupsV2(CgroupBase):
     """One cgroup v2 directory per sandbox, under ``parent``."""
 
     def __init__(self, parent: Path, controllers: set[str]) -> None:
+        super().__init__()
         self.parent = parent
         #: controller -> the directory holding one cgroup per sandbox (all the same here)
         self.bases = {controller: parent for controller in sorted(controllers)}
-        self._oom_counted: dict[str, int] = {}
 
     @classmethod
     def detect(
@@ -156,30 +156,14 @@ class CgroupsV2:
         _write(group / "pids.max", str(limits.processes))
         if "cpu" in self.bases:
             _write(group / "cpu.max", f"{limits.vcpu * 100000} 100000")
-        self._oom_counted[sandbox_id] = self._oom_kills(sandbox_id)
+        self.count_oom_kills_from_now(sandbox_id)
 
     def attach(self, sandbox_id: str, pid: int) -> None:
         """Put ``pid`` (a box's pid 1, before anything runs in it) in the sandbox's cgroup."""
         _write(self._dir(sandbox_id) / "cgroup.procs", str(pid))
 
-    def _oom_kills(self, sandbox_id: str) -> int:
-        try:
-            text = (self._dir(sandbox_id) / "memory.events").read_text()
-        except OSError:
-            return 0
-        for line in text.splitlines():
-            key, _, value = line.partition(" ")
-            if key == "oom_kill" and value.strip().isdigit():
-                return int(value)
-        return 0
-
-    def took_oom_kill(self, sandbox_id: str) -> bool:
-        """Whether the OOM killer ended a process of the sandbox not accounted for yet."""
-        counted = self._oom_counted.get(sandbox_id, 0)
-        if self._oom_kills(sandbox_id) > counted:
-            self._oom_counted[sandbox_id] = counted + 1
-            return True
-        return False
+    def oom_kills(self, sandbox_id: str) -> int:
+        return oom_kill_count(self._dir(sandbox_id) / "memory.events")
 
     def pids(self, sandbox_id: str) -> list[int]:
         return _pids(self._dir(sandbox_id))
@@ -190,18 +174,9 @@ class CgroupsV2:
         group = self._dir(sandbox_id)
         with contextlib.suppress(OSError):
             _write(group / "cgroup.kill", "1")
-        deadline = time.monotonic() + wait
-        while True:
-            pids = self.pids(sandbox_id)
-            for pid in pids:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.kill(pid, signal.SIGKILL)
-            if not pids or time.monotonic() >= deadline:
-                break
-            time.sleep(0.01)
+        self.kill_members(sandbox_id, wait=wait)
         with contextlib.suppress(OSError):
             group.rmdir()
-        self._oom_counted.pop(sandbox_id, None)
 
     def leftovers(self) -> list[str]:
         """Sandbox ids that have a cgroup here (from this run or an earlier one)."""

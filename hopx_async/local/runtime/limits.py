@@ -7,8 +7,9 @@ half the memory). Where the server may make cgroups (cgroup v1 with writable ``m
 per controller before anything runs in it: the kernel then holds the whole box to the memory
 (its OOM killer ends what passes it), the process count (``fork`` fails past it) and the CPU
 quota. Elsewhere the box's supervisor lowers its rlimits, which its processes inherit:
-``RLIMIT_AS`` (per process), ``RLIMIT_NPROC`` (per host uid, so only for a root server whose
-boxes do not share a uid with it). ``RLIMIT_FSIZE`` is always set. On a cgroup v2 hierarchy
+``RLIMIT_AS`` (per process). ``RLIMIT_FSIZE`` is always set, and ``RLIMIT_NPROC`` (counted per
+host uid) whenever the sandbox runs as a host uid of its own (a root server, ``state/uids.py``),
+cgroups or not. On a cgroup v2 hierarchy
 with those controllers the server delegates them to itself first (``cgroup2.py``).
 """
 
@@ -18,8 +19,6 @@ import contextlib
 import logging
 import os
 import secrets
-import signal
-import time
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ import attrs
 
 from .catalog import TEMPLATES
 from .cgroup2 import CgroupsV2
+from .cgroupbase import CgroupBase, oom_kill_count
 from .procfs import all_stats, descendants
 
 __all__ = ["CGROUPS_ENV", "MAX_PROCESSES_ENV", "MEMORY_ENV", "Cgroups", "SandboxLimits"]
@@ -81,13 +81,13 @@ class SandboxLimits:
         return self.memory_bytes // 2
 
 
-class Cgroups:
+class Cgroups(CgroupBase):
     """The cgroup v1 directories of the sandboxes, one per controller."""
 
     def __init__(self, bases: dict[str, Path]) -> None:
+        super().__init__()
         #: controller -> the directory holding one cgroup per sandbox
         self.bases = bases
-        self._oom_counted: dict[str, int] = {}
 
     @classmethod
     def detect(cls) -> Cgroups | CgroupsV2 | None:
@@ -159,32 +159,15 @@ class Cgroups:
         if "cpu" in self.bases:
             self._write(sandbox_id, "cpu", "cpu.cfs_period_us", "100000")
             self._write(sandbox_id, "cpu", "cpu.cfs_quota_us", str(limits.vcpu * 100000))
-        self._oom_counted[sandbox_id] = self._oom_kills(sandbox_id)
+        self.count_oom_kills_from_now(sandbox_id)
 
     def attach(self, sandbox_id: str, pid: int) -> None:
         """Put ``pid`` (a box's pid 1, before anything runs in it) in the sandbox's cgroups."""
         for controller in self.bases:
             self._write(sandbox_id, controller, "cgroup.procs", str(pid))
 
-    def _oom_kills(self, sandbox_id: str) -> int:
-        try:
-            text = (self._dir(sandbox_id, "memory") / "memory.oom_control").read_text()
-        except OSError:
-            return 0
-        for line in text.splitlines():
-            key, _, value = line.partition(" ")
-            if key == "oom_kill" and value.strip().isdigit():
-                return int(value)
-        return 0
-
-    def took_oom_kill(self, sandbox_id: str) -> bool:
-        """Whether the OOM killer ended a process of the sandbox not accounted for yet (each
-        kill is accounted for once)."""
-        counted = self._oom_counted.get(sandbox_id, 0)
-        if self._oom_kills(sandbox_id) > counted:
-            self._oom_counted[sandbox_id] = counted + 1
-            return True
-        return False
+    def oom_kills(self, sandbox_id: str) -> int:
+        return oom_kill_count(self._dir(sandbox_id, "memory") / "memory.oom_control")
 
     def pids(self, sandbox_id: str) -> list[int]:
         try:
@@ -196,19 +179,10 @@ class Cgroups:
     def remove(self, sandbox_id: str, *, wait: float = 0.0) -> None:
         """Kill what is left in the sandbox's cgroups and remove them (waiting up to ``wait``
         seconds for the killed to be gone)."""
-        deadline = time.monotonic() + wait
-        while True:
-            pids = self.pids(sandbox_id)
-            for pid in pids:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.kill(pid, signal.SIGKILL)
-            if not pids or time.monotonic() >= deadline:
-                break
-            time.sleep(0.01)
+        self.kill_members(sandbox_id, wait=wait)
         for controller in self.bases:
             with contextlib.suppress(OSError):
                 self._dir(sandbox_id, controller).rmdir()
-        self._oom_counted.pop(sandbox_id, None)
 
     def leftovers(self) -> list[str]:
         """Sandbox ids that have a cgroup here (from this run or an earlier one)."""

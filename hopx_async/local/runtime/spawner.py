@@ -381,11 +381,11 @@ def main(argv: list[str]) -> int:
     signal.set_wakeup_fd(woken_w, warn_on_full_buffer=False)
     signal.signal(signal.SIGCHLD, lambda *_: None)
     spawner = Spawner(sock, boxed=boxed)
-    spawner.send({"ready": True}, os.getpid())
     selector = selectors.DefaultSelector()
     selector.register(sock, selectors.EVENT_READ, "sock")
     selector.register(woken_r, selectors.EVENT_READ, "woken")
-    try:
+    try:  # the server may be gone already (a quick stop): that is a normal end
+        spawner.send({"ready": True}, os.getpid())
         while True:
             for key, _ in selector.select():
                 if key.data == "woken":

@@ -31,7 +31,10 @@ from .changes import ChangeFeed
 from .foreground import ForegroundRuns
 from .render import Renderer, seconds
 
-__all__ = ["Processes"]
+__all__ = ["KILL_ANSWER_WAIT", "Processes"]
+
+#: Seconds a kill's answer waits, at most, for the process to end (the kill goes on after).
+KILL_ANSWER_WAIT = 5.0
 
 logger = logging.getLogger("hopx_async.local")
 
@@ -407,7 +410,11 @@ class Processes:
         if run.end_reason is None:
             run.end_reason = "killed"
         self.supervisor.terminate_soon(run)
-        await asyncio.wait_for(asyncio.shield(run.done.wait()), 10)
+        # The answer shows the end when it comes soon (SIGTERM obeyed, or SIGKILL after a
+        # short grace period); otherwise the kill goes on and the record still says running.
+        wait = min(self.supervisor.grace_seconds + 1.0, KILL_ANSWER_WAIT)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(run.done.wait()), wait)
         return rec
 
     def delete(self, sandbox_id: str, process_id: str) -> None:

@@ -102,6 +102,7 @@ class Sandboxes:
             expires_at=None if timeout_seconds is None else now + timeout_seconds,
             env_vars=dict(env_vars),
         )
+        self.launcher.assign_uid(sbx.id)
         self.launcher.prepare_sandbox(sbx.id)
         self.records[sbx.id] = sbx
         self.processes.add_sandbox(sbx.id)
@@ -137,6 +138,7 @@ class Sandboxes:
             logger.info("sandbox %s deleted (%s)", sandbox_id, reason)
             await asyncio.to_thread(fileops.remove_all, self.layout.sandbox_dir(sandbox_id))
             self.layout.forget(sandbox_id)
+            self.launcher.release_uid(sandbox_id)
         finally:
             self._deleting.discard(sandbox_id)
 
