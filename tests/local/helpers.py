@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import secrets
+import socket
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -13,6 +14,7 @@ from typing import Any
 
 import aiohttp
 import attrs
+import pytest
 
 PY = sys.executable
 
@@ -110,6 +112,20 @@ class Api:
                 return proc
             loop_until -= 10
         raise AssertionError(f"{process_id} did not finish: {proc}")
+
+
+def outside_address() -> str:
+    """This machine's non-loopback IPv4 address, the one its default route leaves from (the
+    test is skipped without one)."""
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.connect(("203.0.113.1", 9))  # a datagram socket: no packet is sent
+            address = str(probe.getsockname()[0])
+    except OSError as exc:
+        pytest.skip(f"no non-loopback IPv4 address here: {exc}")
+    if address.startswith("127."):
+        pytest.skip("no non-loopback IPv4 address here")
+    return address
 
 
 def marker() -> str:

@@ -156,7 +156,7 @@ def test_a_file_swapped_for_a_link_after_resolving_is_not_followed(
         fileops.read_text(target)
     assert refused(error)
     with pytest.raises(ApiError) as error:
-        fileops.write(target, b"overwritten", 0o644, overwrite=True, chown=False)
+        fileops.write(target, b"overwritten", 0o644, overwrite=True, owner=None)
     assert refused(error)
     assert (outside / "secret").read_text() == "secret"
 
@@ -174,10 +174,10 @@ def test_a_directory_swapped_for_a_link_after_resolving_is_not_followed(
     (workspace / "dir").symlink_to(outside)
     for attempt in (
         lambda: fileops.read_text(target),
-        lambda: fileops.write(new, b"planted", 0o644, overwrite=True, chown=False),
+        lambda: fileops.write(new, b"planted", 0o644, overwrite=True, owner=None),
         lambda: fileops.listing(listed),
         lambda: fileops.remove(target),
-        lambda: fileops.make_dirs(deeper, chown=False),
+        lambda: fileops.make_dirs(deeper, owner=None),
     ):
         with pytest.raises(ApiError) as error:
             attempt()
@@ -222,7 +222,7 @@ def test_a_fifo_is_refused_without_blocking(tree: tuple[Path, Path]) -> None:
     assert refused(error, 400)
     assert "not a regular file" in error.value.message
     with pytest.raises(ApiError) as error:
-        fileops.write(target, b"x", 0o644, overwrite=True, chown=False)
+        fileops.write(target, b"x", 0o644, overwrite=True, owner=None)
     assert refused(error, 400)
     assert stat.S_ISFIFO(os.lstat(workspace / "fifo").st_mode)
 
@@ -237,7 +237,7 @@ def test_a_device_node_is_refused(tree: tuple[Path, Path]) -> None:
         pass
     assert refused(error, 400)
     with pytest.raises(ApiError) as error:
-        fileops.write(resolve(workspace, "null"), b"x", 0o644, overwrite=True, chown=False)
+        fileops.write(resolve(workspace, "null"), b"x", 0o644, overwrite=True, owner=None)
     assert refused(error, 400)
 
 
@@ -261,7 +261,7 @@ def test_an_upload_is_never_placed_through_a_link(tree: tuple[Path, Path]) -> No
     fd = os.open(staging, os.O_RDONLY | os.O_DIRECTORY)
     try:
         with pytest.raises(ApiError) as error:
-            fileops.place(fd, "up", target, chown=False)
+            fileops.place(fd, "up", target, owner=None)
     finally:
         os.close(fd)
     assert not_opened(error)

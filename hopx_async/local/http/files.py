@@ -27,7 +27,6 @@ from aiohttp import BodyPartReader, web
 
 from ..errors import ApiError, bad_request
 from ..runtime import fileops
-from ..runtime.box import BOX_ID
 from ..runtime.fileops import MAX_LIST_ENTRIES, MAX_READ_BYTES
 from ..runtime.workspace import (
     DIR_FLAGS,
@@ -100,9 +99,10 @@ async def _room(request: web.Request, target: Target, size: int) -> None:
     await _work(target, disks.check_room, request.match_info["sid"], size)
 
 
-def _chown_new(request: web.Request) -> bool:
-    """Whether new files must belong to the box's user (boxed, and the server is root)."""
-    return state(request).launcher.boxed and os.geteuid() == 0
+def _owner(request: web.Request) -> int | None:
+    """The uid new files of the sandbox belong to (its own, for a root server with boxes),
+    or None (the server's)."""
+    return state(request).launcher.owner_of(request.match_info["sid"])
 
 
 def _now() -> str:
@@ -180,7 +180,7 @@ async def write_file(request: web.Request) -> web.Response:
         data,
         mode,
         overwrite=overwrite,
-        chown=_chown_new(request),
+        owner=_owner(request),
         staging=_staging(request),
     )
     return json_answer(_done(target, "file written", len(data)))
@@ -221,7 +221,7 @@ async def make_dir(request: web.Request) -> web.Response:
     """``POST /files/mkdir`` ``{"path"}``: create a directory and its missing parents."""
     body = await read_body(request)
     target = _target(request, req_str(body, "path"))
-    await _work(target, fileops.make_dirs, target, _chown_new(request))
+    await _work(target, fileops.make_dirs, target, _owner(request))
     return json_answer(_done(target, "directory created"))
 
 
@@ -292,7 +292,7 @@ async def upload_file(request: web.Request) -> web.Response:
         raise bad_request("the upload must be multipart/form-data with a 'file' part")
     timeout = state(request).read_timeout
     limit = max_upload_bytes()
-    chown = _chown_new(request)
+    owner = _owner(request)
     staging = _staging(request)
     path = request.query.get("path")
     staged = f".upload-{secrets.token_hex(8)}"
@@ -326,9 +326,9 @@ async def upload_file(request: web.Request) -> web.Response:
         target = _target(request, path)
         await _room(request, target, received)
         await _work(target, os.chmod, staged, 0o644, dir_fd=staged_dir)
-        if chown:
-            await _work(target, os.chown, staged, BOX_ID, BOX_ID, dir_fd=staged_dir)
-        await _work(target, fileops.place, staged_dir, staged, target, chown=chown)
+        if owner is not None:
+            await _work(target, os.chown, staged, owner, owner, dir_fd=staged_dir)
+        await _work(target, fileops.place, staged_dir, staged, target, owner=owner)
         return json_answer(_done(target, "file uploaded", received))
     finally:
         with suppress(FileNotFoundError):

@@ -212,7 +212,8 @@ class Box:
 
         ``fds``: ``workspace`` (bound at /workspace), ``tmp`` (bound at /tmp) unless
         ``tmp_bytes`` makes /tmp a tmpfs of that size, ``seccomp`` (the filter),
-        ``supervisor`` (the supervisor's program, at ``SUPERVISOR_PATH``). ``pid1``: the
+        ``supervisor`` (the supervisor's program, at ``SUPERVISOR_PATH``), ``resolv`` (an
+        /etc/resolv.conf). ``pid1``: the
         command is the box's pid 1 (no reaper of bwrap's). Nothing of the environment goes on
         the command line: a box starts with an empty one. ``uid``: the uid and gid sandboxed
         code runs as. ``own_netns``: a network namespace of its own even with ``internet``
@@ -236,6 +237,8 @@ class Box:
         if "supervisor" in fds:
             argv += ["--perms", "0444", "--ro-bind-data", str(fds["supervisor"])]
             argv.append(SUPERVISOR_PATH)
+        if "resolv" in fds:  # own_netns: the resolver user-mode networking offers
+            argv += ["--perms", "0444", "--ro-bind-data", str(fds["resolv"]), "/etc/resolv.conf"]
         for index, (_prefix, fd) in enumerate(self._relocated):
             argv += ["--perms", "0755", "--dir", f"/run/hopx/py{index}"]
             argv += ["--ro-bind-fd", str(fd), f"/run/hopx/py{index}"]

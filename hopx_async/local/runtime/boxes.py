@@ -10,7 +10,8 @@ A box cannot outlive the server: its supervisor exits (and with it the PID names
 the server's end of its socket is closed, which the kernel does when the server dies, also
 while the box is still being set up; ``bwrap --die-with-parent`` and the host spawner's
 ``PR_SET_PDEATHSIG`` stack on top. A restart still looks for leftovers by the tag every box's
-``bwrap`` carries in its environment (``BOX_TAG_ENV``).
+``bwrap`` (and its ``slirp4netns``, see ``network.py``) carries in its environment
+(``BOX_TAG_ENV``).
 """
 
 from __future__ import annotations
@@ -26,8 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from ..state.layout import Layout
-from .box import SUPERVISOR_PATH, Box
+from .box import BOX_ID, SUPERVISOR_PATH, Box
 from .limits import Cgroups, SandboxLimits
+from .network import Attachment, Network
 from .procfs import ProcStat, all_stats, descendants, pids_by_env
 from .sandbox_box import SandboxBox
 from .seccomp import filter_fd
@@ -53,6 +55,15 @@ class Boxes:
         self._boxes: dict[str, SandboxBox] = {}
         self._making: dict[str, asyncio.Future[SandboxBox]] = {}
         self._program: bytes | None = None
+        boxed = box.isolation.mechanism == "bubblewrap"
+        #: the boxes' network (``HOPX_LOCAL_NETWORK``) and each box's user-mode networking
+        try:
+            self.network = Network.detect(boxed=boxed)
+        except (ValueError, RuntimeError):
+            box.close()  # no launcher is made: nothing it was given may stay open
+            supervisor.close()
+            raise
+        self._nets: dict[str, Attachment] = {}
         self.limits = SandboxLimits.from_template()
         self.cgroups = Cgroups.detect() if box.isolation.mechanism == "bubblewrap" else None
         #: the rlimits a box's supervisor sets (inherited by everything in the box)
@@ -61,6 +72,13 @@ class Boxes:
             self.rlimits["as"] = self.limits.memory_bytes
             if os.geteuid() == 0:  # per host uid: never the server's own
                 self.rlimits["nproc"] = self.limits.processes
+
+    def rlimits_of(self, uid: int) -> dict[str, int]:
+        """The rlimits of a box whose code runs as ``uid``: a host uid of its own counts only
+        the sandbox's processes, so ``RLIMIT_NPROC`` holds them (also beside a cgroup)."""
+        if uid == BOX_ID:
+            return self.rlimits
+        return {**self.rlimits, "nproc": self.limits.processes}
 
     def enforced(self) -> dict[str, Any]:
         """Each limit of a sandbox, and what holds it (``cgroup``, ``rlimit``, ``tmpfs``)."""
@@ -74,6 +92,7 @@ class Boxes:
             "vcpu": {"value": self.limits.vcpu, "by": "cgroup" if cpu else None},
             "file_size_gb": {"value": self.limits.disk_gb, "by": "rlimit"},
             "tmp_mb": {"value": self.limits.tmp_bytes >> 20, "by": "tmpfs"},
+            "network": self.network.advert(),
         }
 
     def oom_killed(self, sandbox_id: str) -> bool:
@@ -85,15 +104,16 @@ class Boxes:
         box = self._boxes.get(sandbox_id)
         return box if box is not None and box.alive else None
 
-    async def box_of(self, sandbox_id: str, *, internet: bool) -> SandboxBox:
-        """The sandbox's box, made now if it has none (concurrent callers share the making)."""
+    async def box_of(self, sandbox_id: str, *, internet: bool, uid: int = BOX_ID) -> SandboxBox:
+        """The sandbox's box, made now if it has none (concurrent callers share the making);
+        ``uid``: the uid its code runs as."""
         live = self.get(sandbox_id)
         if live is not None:
             return live
         making = self._making.get(sandbox_id)
         if making is None:
             making = self._making[sandbox_id] = asyncio.ensure_future(
-                self._make(sandbox_id, internet=internet)
+                self._make(sandbox_id, internet=internet, uid=uid)
             )
             making.add_done_callback(lambda _: self._making.pop(sandbox_id, None))
         return await asyncio.shield(making)
@@ -103,22 +123,33 @@ class Boxes:
             self._program = _SUPERVISOR_SOURCE.read_bytes()
         return self._program
 
-    async def _make(self, sandbox_id: str, *, internet: bool) -> SandboxBox:
+    async def _make(self, sandbox_id: str, *, internet: bool, uid: int) -> SandboxBox:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         fds: dict[str, int] = {}
         try:
             flags = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
             fds["workspace"] = os.open(self.layout.workspace(sandbox_id), flags)
             fds["seccomp"] = filter_fd()
+            resolv = self.network.resolv_conf() if internet else None
+            if resolv is not None:  # the host's resolver is on its loopback: slirp4netns's
+                fds["resolv"] = os.memfd_create("hopx-resolv", os.MFD_CLOEXEC)
+                os.write(fds["resolv"], resolv.encode())
+                os.lseek(fds["resolv"], 0, os.SEEK_SET)
             program = os.memfd_create("hopx-supervisor", os.MFD_CLOEXEC)
             fds["supervisor"] = program
             os.write(program, self._supervisor_program())
             os.lseek(program, 0, os.SEEK_SET)
             argv = self.box.argv(
-                fds, "/workspace", internet=internet, tmp_bytes=self.limits.tmp_bytes, pid1=True
+                fds,
+                "/workspace",
+                internet=internet,
+                tmp_bytes=self.limits.tmp_bytes,
+                pid1=True,
+                uid=uid,
+                own_netns=self.network.user,
             )
             python = self.box.inside_path(sys.executable)
-            limits = [f"{name}={value}" for name, value in sorted(self.rlimits.items())]
+            limits = [f"{name}={value}" for name, value in sorted(self.rlimits_of(uid).items())]
             command = [python, "-I", "-S", SUPERVISOR_PATH, str(theirs.fileno()), "box", *limits]
             if self.cgroups is not None:
                 self.cgroups.make(sandbox_id, self.limits)
@@ -152,8 +183,38 @@ class Boxes:
             except OSError as exc:
                 box.kill()
                 raise OSError(exc.errno, f"the sandbox's box got no cgroup: {exc}") from None
+        if internet and self.network.user:
+            await self._attach_network(sandbox_id, box, carrier.child.exit_future())
         self._boxes[sandbox_id] = box
         return box
+
+    async def _attach_network(
+        self, sandbox_id: str, box: SandboxBox, box_exit: asyncio.Future[int]
+    ) -> None:
+        """User-mode networking for the box, ready before anything runs in it; it ends
+        with the box (also when the box dies on its own)."""
+        self._stop_network(sandbox_id)
+        try:
+            net = await self.network.attach(
+                self.supervisor,
+                box.init_pid,
+                {BOX_TAG_ENV: sandbox_id},
+                self.layout.sandbox_dir(sandbox_id) / "net.log",
+            )
+        except BaseException as exc:
+            box.kill()
+            if isinstance(exc, OSError):
+                why = exc.strerror or str(exc)
+                raise OSError(exc.errno, f"the sandbox's box got no network: {why}") from None
+            raise
+        self._nets[sandbox_id] = net
+        box_exit.add_done_callback(lambda _: self._stop_network(sandbox_id, net))
+
+    def _stop_network(self, sandbox_id: str, only: Attachment | None = None) -> None:
+        net = self._nets.get(sandbox_id)
+        if net is not None and (only is None or net is only):
+            del self._nets[sandbox_id]
+            net.stop()
 
     def _why(self, sandbox_id: str) -> str:
         try:
@@ -168,6 +229,7 @@ class Boxes:
         box = self._boxes.pop(sandbox_id, None)
         if box is not None:
             box.kill()
+        self._stop_network(sandbox_id)
         if self.cgroups is not None:
             # The box's processes are gone once the kernel has reaped them: remove then.
             loop = asyncio.get_running_loop()
@@ -198,12 +260,15 @@ class Boxes:
         for sandbox_id in list(self._boxes):
             box = self._boxes.pop(sandbox_id)
             box.kill()
+            self._stop_network(sandbox_id)
             if self.cgroups is not None:
                 self.cgroups.remove(sandbox_id)
+        for sandbox_id in list(self._nets):
+            self._stop_network(sandbox_id)
 
     def sweep(self, sandbox_ids: set[str]) -> int:
-        """Kill what a crash left of these sandboxes' boxes (found by their tag and by their
-        cgroups); how many processes."""
+        """Kill what a crash left of these sandboxes' boxes and their ``slirp4netns`` (found
+        by their tag and by their cgroups); how many processes."""
         if self.cgroups is not None:
             for sandbox_id in set(self.cgroups.leftovers()) & sandbox_ids:
                 self.cgroups.remove(sandbox_id, wait=1.0)

@@ -18,7 +18,6 @@ from typing import Any
 
 from ..errors import ApiError, bad_request
 from ..state.layout import Layout
-from .box import BOX_ID
 from .workspace import (
     DIR_FLAGS,
     FILE_FLAGS,
@@ -104,18 +103,19 @@ def write(
     mode: int,
     *,
     overwrite: bool,
-    chown: bool,
+    owner: int | None,
     staging: Path | None = None,
 ) -> None:
     """Write ``data`` to a new file beside the target, flush it to disk, and rename it over
     the target: a crash leaves the old content or the new, never a part. ``staging`` (the
     sandbox's staging directory) keeps a note of the new file until it is renamed, so that
-    the next start removes one a crash left."""
+    the next start removes one a crash left. ``owner``: the uid/gid the new file and
+    directories are given (None: the server's)."""
     if not target.parts:
         raise bad_request(f"'{target.argument}' {target.given!r} is a directory")
     temp = WRITE_PREFIX + secrets.token_hex(8)
     note = None if staging is None else staging / (_NOTE_PREFIX + temp[len(WRITE_PREFIX) :])
-    with parent_dir(target, create=True, chown=chown) as parent:
+    with parent_dir(target, create=True, owner=owner) as parent:
         try:
             info = _info_in(parent, target.name)
             if info is not None and not overwrite:
@@ -144,8 +144,8 @@ def write(
                 while view:
                     view = view[os.write(fd, view[:_CHUNK]) :]
                 os.fchmod(fd, mode)
-                if chown:
-                    os.fchown(fd, BOX_ID, BOX_ID)
+                if owner is not None:
+                    os.fchown(fd, owner, owner)
                 os.fsync(fd)
             finally:
                 os.close(fd)
@@ -172,7 +172,7 @@ def _info_in(parent: int, name: str) -> os.stat_result | None:
 
 
 def listing(target: Target) -> tuple[list[dict[str, Any]], bool]:
-    with dir_fd(target, target.parts, create=False, chown=False) as fd:
+    with dir_fd(target, target.parts, create=False) as fd:
         entries: list[dict[str, Any]] = []
         truncated = False
         with os.scandir(fd) as scan:
@@ -200,22 +200,22 @@ def listing(target: Target) -> tuple[list[dict[str, Any]], bool]:
 
 
 def lookup(target: Target) -> os.stat_result | None:
-    with parent_dir(target, create=False, chown=False) as parent:
+    with parent_dir(target, create=False) as parent:
         try:
             return os.stat(target.name or ".", dir_fd=parent, follow_symlinks=False)
         except (FileNotFoundError, NotADirectoryError):
             return None
 
 
-def make_dirs(target: Target, chown: bool) -> None:
-    with dir_fd(target, target.parts, create=True, chown=chown):
+def make_dirs(target: Target, owner: int | None) -> None:
+    with dir_fd(target, target.parts, create=True, owner=owner):
         pass
 
 
 def remove(target: Target) -> None:
     if not target.parts:
         raise bad_request(f"'{target.argument}' {target.given!r}: the workspace itself stays")
-    with parent_dir(target, create=False, chown=False) as parent:
+    with parent_dir(target, create=False) as parent:
         try:
             info = os.stat(target.name, dir_fd=parent, follow_symlinks=False)
             if stat.S_ISDIR(info.st_mode):
@@ -226,11 +226,11 @@ def remove(target: Target) -> None:
             raise os_error(exc, target) from None
 
 
-def place(staged_dir: int, staged: str, target: Target, *, chown: bool) -> None:
+def place(staged_dir: int, staged: str, target: Target, *, owner: int | None) -> None:
     """Move the staged upload to the target (atomically replacing a file there)."""
     if not target.parts:
         raise bad_request(f"'{target.argument}' {target.given!r} is a directory")
-    with parent_dir(target, create=True, chown=chown) as parent:
+    with parent_dir(target, create=True, owner=owner) as parent:
         try:
             info = os.stat(target.name, dir_fd=parent, follow_symlinks=False)
         except FileNotFoundError:
@@ -355,5 +355,5 @@ def _drop_partial(workspace: Path, note: Path) -> None:
     if not parts or not parts[-1].startswith(WRITE_PREFIX):
         return
     target = Target(workspace, parts, "path", "/".join(parts))
-    with suppress(OSError, ApiError), parent_dir(target, create=False, chown=False) as parent:
+    with suppress(OSError, ApiError), parent_dir(target, create=False) as parent:
         os.unlink(parts[-1], dir_fd=parent)

@@ -19,10 +19,11 @@ import attrs
 
 from ..errors import bad_request
 from ..state.layout import Layout
+from ..state.uids import SandboxUids, UidRange
 from .box import BOX_ID, Box, Isolation
 from .boxes import Boxes
 from .catalog import Catalog
-from .procfs import ProcStat
+from .procfs import ProcStat, host_uids
 from .seccomp import filter_fd
 from .spawner import SOURCE
 from .spawner_client import Script, SpawnArgs
@@ -96,6 +97,11 @@ class Launcher:
     def __init__(
         self, layout: Layout, catalog: Catalog, supervisor: Supervisor, isolation: Isolation
     ) -> None:
+        try:
+            uid_range = UidRange.from_env()
+        except ValueError:
+            supervisor.close()  # the launcher's to close: it does not come to be
+            raise
         self.layout = layout
         self.catalog = catalog
         self.supervisor = supervisor
@@ -103,28 +109,63 @@ class Launcher:
         self.box = Box(layout, isolation)
         self.boxes = Boxes(layout, self.box, supervisor)
         self._root_server = os.geteuid() == 0
+        self.uids = SandboxUids(layout.root, uid_range)
+        self._uids_claimed = False
 
     @property
     def boxed(self) -> bool:
         return self.isolation.mechanism == "bubblewrap"
 
+    # -- sandboxes' uids --------------------------------------------------------------------
+
+    @property
+    def own_uids(self) -> bool:
+        """Whether each sandbox runs as a host uid of its own (a root server with boxes; an
+        unprivileged server's boxes are all its own uid on the host, 65534 inside)."""
+        return self.boxed and self._root_server
+
+    def _claimed(self) -> SandboxUids:
+        if self.own_uids and not self._uids_claimed:
+            self._uids_claimed = True
+            self.uids.reclaim(host_uids())
+        return self.uids
+
+    def assign_uid(self, sandbox_id: str) -> None:
+        """Give a new sandbox its own host uid (when sandboxes get one)."""
+        if self.own_uids:
+            self._claimed().assign(sandbox_id, host_uids())
+
+    def release_uid(self, sandbox_id: str) -> None:
+        """The sandbox is deleted: its uid is free (reused once nothing runs as it)."""
+        self.uids.free(sandbox_id)
+
+    def uid_of(self, sandbox_id: str) -> int:
+        """The uid the sandbox's code runs as (on the host too, for a root server)."""
+        if not self.own_uids:
+            return BOX_ID
+        uid = self._claimed().of(sandbox_id)
+        return BOX_ID if uid is None else uid
+
+    def owner_of(self, sandbox_id: str) -> int | None:
+        """Who new files of the sandbox belong to (None: the server, which is then their
+        owner for the box's user too)."""
+        return self.uid_of(sandbox_id) if self.own_uids else None
+
     # -- sandboxes' directories -------------------------------------------------------------
 
     def prepare_sandbox(self, sandbox_id: str) -> None:
-        """Create a sandbox's directories; its workspace and /tmp belong to the box's user."""
+        """Create a sandbox's directories; its workspace and /tmp belong to its uid."""
         self.layout.sandbox_dir(sandbox_id).mkdir(parents=True, exist_ok=True, mode=0o700)
         self.layout.output_dir(sandbox_id).mkdir(exist_ok=True, mode=0o700)
         # 0711: bwrap, without its capabilities, must still enter the workspace (--chdir).
+        owner = self.owner_of(sandbox_id)
         for path, mode in (
             (self.layout.workspace(sandbox_id), 0o711),
             (self.layout.tmp(sandbox_id), 0o700),
         ):
             path.mkdir(exist_ok=True, mode=mode)
-            self._give_to_box(path)
-
-    def _give_to_box(self, path: Path) -> None:
-        if self.boxed and self._root_server:
-            os.chown(path, BOX_ID, BOX_ID)
+            if owner is not None:
+                os.chown(path, owner, owner)
 
     def resolve_working_dir(self, sandbox_id: str, value: str | None) -> WorkDir:
         """Map ``/workspace``, paths under it and relative paths onto the workspace."""
@@ -154,13 +195,13 @@ class Launcher:
         if real != root and not real.startswith(root + os.sep):
             raise bad_request(f"'working_dir' {value!r} leaves the sandbox's workspace")
         try:
-            self._make_dirs(workspace, relative)
+            self._make_dirs(workspace, relative, self.owner_of(sandbox_id))
         except OSError as exc:
             reason = "a symbolic link is in the way" if exc.errno == errno.ELOOP else exc.strerror
             raise bad_request(f"'working_dir' {value!r} cannot be used: {reason}") from exc
         return WorkDir(path, "/workspace" + ("/" + relative if relative else ""))
 
-    def _make_dirs(self, workspace: Path, relative: str) -> None:
+    def _make_dirs(self, workspace: Path, relative: str, owner: int | None) -> None:
         """Create ``relative`` under ``workspace`` one component at a time, following no
         symbolic link: sandboxed code may swap a directory for a link at any moment."""
         flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -175,8 +216,8 @@ class Launcher:
                 child = os.open(name, flags, dir_fd=fd)
                 os.close(fd)
                 fd = child
-                if created and self.boxed and self._root_server:
-                    os.fchown(fd, BOX_ID, BOX_ID)
+                if created and owner is not None:
+                    os.fchown(fd, owner, owner)
         finally:
             os.close(fd)
 
@@ -224,7 +265,7 @@ class Launcher:
             return await self.supervisor.spawn(
                 SpawnArgs(program.argv, workdir.host, tagged, stdout, stderr, script=program.script)
             )
-        box = await self.boxes.box_of(sandbox_id, internet=internet)
+        box = await self.boxes.box_of(sandbox_id, internet=internet, uid=self.uid_of(sandbox_id))
         inside_argv = list(program.argv)
         inside_argv[0] = self.box.inside_path(inside_argv[0])
         stdio: list[int] = []
@@ -255,7 +296,7 @@ class Launcher:
             none = Path(os.devnull)
             args = SpawnArgs(argv, workspace, tagged, none, none, stdio=(terminal,) * 3, ctty=True)
             return await self.supervisor.spawn(args)
-        box = await self.boxes.box_of(sandbox_id, internet=internet)
+        box = await self.boxes.box_of(sandbox_id, internet=internet, uid=self.uid_of(sandbox_id))
         stdio = (os.dup(terminal), os.dup(terminal), os.dup(terminal))
         started = box.spawn(argv, "/workspace", env, stdio, None, ctty=True)
         return await self.supervisor.adopt(started)
@@ -285,8 +326,10 @@ class Launcher:
         return self.boxes.enforced() if self.boxed else None
 
     def sweep_leftovers(self, sandbox_ids: set[str]) -> None:
-        """Kill what a crash left running of these sandboxes' boxes."""
+        """Kill what a crash left running of these sandboxes' boxes; free the uids of
+        sandboxes that have no record."""
         self.boxes.sweep(sandbox_ids)
+        self.uids.keep_only(sandbox_ids)
 
     def _program(self, spec: StartSpec) -> Program:
         """The argv to run and the code it reads (never on its command line)."""

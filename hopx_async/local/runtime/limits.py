@@ -7,8 +7,9 @@ half the memory). Where the server may make cgroups (cgroup v1 with writable ``m
 per controller before anything runs in it: the kernel then holds the whole box to the memory
 (its OOM killer ends what passes it), the process count (``fork`` fails past it) and the CPU
 quota. Elsewhere the box's supervisor lowers its rlimits, which its processes inherit:
-``RLIMIT_AS`` (per process), ``RLIMIT_NPROC`` (per host uid, so only for a root server whose
-boxes do not share a uid with it). ``RLIMIT_FSIZE`` is always set. On a cgroup v2 hierarchy
+``RLIMIT_AS`` (per process). ``RLIMIT_FSIZE`` is always set, and ``RLIMIT_NPROC`` (counted per
+host uid) whenever the sandbox runs as a host uid of its own (a root server, ``state/uids.py``),
+cgroups or not. On a cgroup v2 hierarchy
 with those controllers the server delegates them to itself first (``cgroup2.py``). The
 workspace as a whole is bounded by ``disk_gb`` too (``runtime.disk``).
 """

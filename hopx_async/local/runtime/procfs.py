@@ -17,6 +17,7 @@ __all__ = [
     "all_stats",
     "command_line",
     "descendants",
+    "host_uids",
     "owner",
     "pids_by_env",
     "read_stat",
@@ -145,5 +146,27 @@ def pids_by_env(name: str, values: set[str]) -> dict[str, list[int]]:
                 value = entry[len(prefix) :].decode("utf-8", "replace")
                 if value in values:
                     found.setdefault(value, []).append(stat.pid)
+                break
+    return found
+
+
+def host_uids() -> set[int]:
+    """Every uid a live process runs as (real, effective, saved or filesystem)."""
+    found: set[int] = set()
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return found
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/status", "rb") as f:
+                lines = f.read().splitlines()
+        except OSError:
+            continue
+        for line in lines:
+            if line.startswith(b"Uid:"):
+                found.update(int(field) for field in line.split()[1:])
                 break
     return found

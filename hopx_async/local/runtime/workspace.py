@@ -30,7 +30,6 @@ from pathlib import Path
 import attrs
 
 from ..errors import ApiError, bad_request
-from .box import BOX_ID
 
 __all__ = [
     "DIR_FLAGS",
@@ -227,15 +226,18 @@ def resolve(root: Path, value: str, argument: str = "path", *, follow_last: bool
 
 
 @contextmanager
-def parent_dir(target: Target, *, create: bool, chown: bool) -> Iterator[int]:
+def parent_dir(target: Target, *, create: bool, owner: int | None = None) -> Iterator[int]:
     """An fd of the target's parent directory, opened component by component without
-    following any link (and creating missing ones when ``create``)."""
-    with dir_fd(target, target.parts[:-1], create=create, chown=chown) as fd:
+    following any link (and creating missing ones when ``create``, given to the uid/gid
+    ``owner`` unless it is None)."""
+    with dir_fd(target, target.parts[:-1], create=create, owner=owner) as fd:
         yield fd
 
 
 @contextmanager
-def dir_fd(target: Target, parts: tuple[str, ...], *, create: bool, chown: bool) -> Iterator[int]:
+def dir_fd(
+    target: Target, parts: tuple[str, ...], *, create: bool, owner: int | None = None
+) -> Iterator[int]:
     try:
         fd = os.open(target.root, DIR_FLAGS)
     except FileNotFoundError:
@@ -254,8 +256,8 @@ def dir_fd(target: Target, parts: tuple[str, ...], *, create: bool, chown: bool)
             child = os.open(name, DIR_FLAGS, dir_fd=fd)
             os.close(fd)
             fd = child
-            if created and chown:
-                os.fchown(fd, BOX_ID, BOX_ID)
+            if created and owner is not None:
+                os.fchown(fd, owner, owner)
         yield fd
     except OSError as exc:
         raise os_error(exc, target) from None
@@ -300,7 +302,7 @@ def open_regular(target: Target, flags: int) -> Iterator[tuple[int, os.stat_resu
     """Open the target's last component (no link followed) and check it is a regular file."""
     if not target.parts:
         raise bad_request(f"'{target.argument}' {target.given!r} is a directory")
-    with parent_dir(target, create=False, chown=False) as parent:
+    with parent_dir(target, create=False) as parent:
         try:
             fd = os.open(target.name, flags | FILE_FLAGS, dir_fd=parent)
         except OSError as exc:

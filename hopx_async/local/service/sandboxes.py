@@ -115,12 +115,14 @@ class Sandboxes:
             expires_at=None if timeout_seconds is None else now + timeout_seconds,
             env_vars=dict(env_vars),
         )
+        self.launcher.assign_uid(sbx.id)
         self.launcher.prepare_sandbox(sbx.id)
         try:
             await asyncio.to_thread(self.disks.attach, sbx.id, new=True)
         except OSError as exc:
             await asyncio.to_thread(fileops.remove_all, self.layout.sandbox_dir(sbx.id))
             self.layout.forget(sbx.id)
+            self.launcher.release_uid(sbx.id)
             logger.error("could not make the workspace of a new sandbox: %s", exc)
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise ApiError(507, "INSUFFICIENT_STORAGE", "no space left for a sandbox") from None
@@ -163,6 +165,7 @@ class Sandboxes:
             logger.info("sandbox %s deleted (%s)", sandbox_id, reason)
             await asyncio.to_thread(self._remove_files, sandbox_id)
             self.layout.forget(sandbox_id)
+            self.launcher.release_uid(sandbox_id)
         finally:
             self._deleting.discard(sandbox_id)
 
