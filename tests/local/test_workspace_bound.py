@@ -136,6 +136,11 @@ async def test_sandbox_code_filling_its_workspace_gets_enospc_and_the_host_keeps
         api = Api(session, backend.base_url, backend.api_key)
         filler, neighbour = await api.create(), await api.create()
         assert is_mount(workspace(backend, filler))
+        # The image's root belongs to whoever the sandbox's code runs as, no lost+found.
+        owner = await run(api, filler, "import os; print(os.getuid(), os.stat('.').st_uid)")
+        uid, root_uid = owner["stdout"].split()
+        assert uid == root_uid, owner
+        assert os.listdir(workspace(backend, filler)) == []
         await run(api, neighbour, "print(0)")  # its box is up
         filling = asyncio.ensure_future(fill(api, filler))
         answered = 0
