@@ -4,6 +4,7 @@ over its connection (:mod:`._connection`: URL, token, readiness, features, reque
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from collections.abc import Mapping
 from typing import Any
@@ -16,6 +17,7 @@ from ._errors import (
     ProcessNotFoundError,
     ServerError,
 )
+from ._keepalive import Keeper
 from ._lists import list_version, process_list, raw_process_list
 from ._models import ProcessInfo, ProcessResult
 from ._output import KeptOutput, OutputCursor, bounded_result
@@ -40,6 +42,16 @@ class Agent(AgentConnection):
 
     #: the kill form this agent answered, once found
     _kill_form: str | None = None
+    #: the control-plane question in flight of whether the sandbox is gone (``_ending``)
+    gone_question: asyncio.Future[bool] | None = None
+    _keeper: Keeper | None = None
+
+    @property
+    def keeper(self) -> Keeper:
+        """Who holds the sandbox alive, and its expiry as last known (``_keepalive``)."""
+        if self._keeper is None:
+            self._keeper = Keeper()
+        return self._keeper
 
     # ------------------------------------------------------------------ execution
     async def execute(

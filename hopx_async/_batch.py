@@ -33,7 +33,7 @@ from ._errors import (
     ValidationError,
 )
 from ._fanout import Tally, check_callback
-from ._keepalive import keep_alive
+from ._keepalive import Keeper, keep_alive
 from ._manifest import Manifest, TaskState, process_name
 from ._models import ProcessInfo, ProcessResult, ProcessStatus
 from ._pacing import Window
@@ -110,6 +110,8 @@ class _Run:
         self.tally = tally
         self.deadline = deadline
         self.lost: set[str] = set()
+        #: the keep-alive of each sandbox this run holds (its tasks' waits share it)
+        self.keepers: dict[str, Keeper] = {}
         self.clients = list({id(box.client): box.client for box in boxes}.values())
         self.seen = self.throttled_now()
 
@@ -310,8 +312,11 @@ class _Run:
 
     async def wait(self, box: AsyncSandbox, proc: AsyncBackgroundProcess) -> ProcessResult:
         """The result of ``proc``; a lost sandbox or process gives a ``lost`` result."""
+        keeper = self.keepers.setdefault(box.id, Keeper())
         hold = (
-            keep_alive(box, self.deadline, self.extended) if self.keep else contextlib.nullcontext()
+            keep_alive(box, keeper, self.deadline, self.extended)
+            if self.keep
+            else contextlib.nullcontext()
         )
         try:
             async with hold:

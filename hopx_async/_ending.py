@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
-import weakref
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -47,19 +46,15 @@ else:  # pragma: no cover - Python 3.10
 GONE_STATUSES = frozenset({"killed", "deleted", "terminated", "expired", "stopped"})
 
 
-#: the control-plane question in flight per sandbox: the waits that all fail together when
-#: a sandbox disappears share one request
-_asking: weakref.WeakKeyDictionary[Agent, asyncio.Future[bool]] = weakref.WeakKeyDictionary()
-
-
 async def sandbox_gone(agent: Agent) -> bool:
     """Whether the sandbox no longer exists (asked of the control plane unless this client
-    killed it or found it gone already); False when that cannot be told."""
+    killed it or found it gone already); False when that cannot be told. The waits that all
+    fail together when a sandbox disappears share one question (``agent.gone_question``)."""
     if agent.killed:
         return True
-    asking = _asking.get(agent)
+    asking = agent.gone_question
     if asking is None or asking.done():
-        asking = _asking[agent] = asyncio.ensure_future(_ask(agent))
+        asking = agent.gone_question = asyncio.ensure_future(_ask(agent))
     return await asyncio.shield(asking)
 
 

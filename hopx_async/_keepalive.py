@@ -8,7 +8,8 @@ object: later holds reuse what was read or set), and then
 whenever less than ``2T/3`` of it is left the timeout is set again to ``T`` (about every
 ``T/3`` seconds, at least 1 s apart), but never past the latest deadline of its holders; a
 longer expiry set by hand is left alone until it runs down. Once the last holder lets go,
-nothing more is sent. A sandbox without a timeout needs nothing.
+nothing more is sent. A sandbox without a timeout needs nothing. Each sandbox object carries
+its own ``Keeper`` (held by its agent).
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import asyncio
 import logging
 import math
 import time
-import weakref
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
@@ -27,12 +27,14 @@ from ._errors import HopxError, SandboxNotFoundError
 if TYPE_CHECKING:
     from ._sandbox import AsyncSandbox
 
-__all__ = ["keep_alive", "timeout_set"]
+__all__ = ["Keeper", "keep_alive"]
 
 logger = logging.getLogger("hopx_async")
 
 
-class _Keeper:
+class Keeper:
+    """The keep-alive state of one sandbox (``sandbox.keeper``): its holders and its expiry."""
+
     __slots__ = ("deadlines", "expires", "extended", "task")
 
     def __init__(self) -> None:
@@ -43,22 +45,16 @@ class _Keeper:
         self.task: asyncio.Task[None] | None = None
         self.extended: list[Callable[[], None]] = []
 
-
-_keepers: weakref.WeakKeyDictionary[AsyncSandbox, _Keeper] = weakref.WeakKeyDictionary()
-
-
-def timeout_set(sandbox: AsyncSandbox, seconds: int) -> None:
-    """``sandbox.set_timeout(seconds)`` was answered: its expiry, for the keep-alive."""
-    keeper = _keepers.get(sandbox)
-    if keeper is not None:
-        keeper.expires = time.time() + seconds
+    def timeout_set(self, seconds: int) -> None:
+        """``sandbox.set_timeout(seconds)`` was answered: the sandbox's new expiry."""
+        self.expires = time.time() + seconds
 
 
 def _latest(deadlines: list[float | None]) -> float | None:
     return None if any(d is None for d in deadlines) else max(d for d in deadlines if d)
 
 
-async def _extend(sandbox: AsyncSandbox, keeper: _Keeper, seconds: int) -> None:
+async def _extend(sandbox: AsyncSandbox, keeper: Keeper, seconds: int) -> None:
     if keeper.expires is None:  # read once per sandbox: a longer expiry set by hand is kept
         try:
             info = await sandbox.get_info()
@@ -95,18 +91,17 @@ async def _extend(sandbox: AsyncSandbox, keeper: _Keeper, seconds: int) -> None:
 @asynccontextmanager
 async def keep_alive(
     sandbox: AsyncSandbox,
+    keeper: Keeper,
     deadline: float | None = None,
     on_extend: Callable[[], None] | None = None,
 ) -> AsyncIterator[None]:
     """Hold ``sandbox`` alive for the block, at most until ``deadline`` (monotonic time);
-    ``on_extend()`` is called after each extension while this holder holds it."""
+    ``on_extend()`` is called after each extension while this holder holds it. ``keeper``:
+    the sandbox's own (its agent's), shared by its holders."""
     seconds = sandbox.info.timeout_seconds
     if not seconds or seconds <= 0:
         yield
         return
-    keeper = _keepers.get(sandbox)
-    if keeper is None:
-        keeper = _keepers[sandbox] = _Keeper()
     keeper.deadlines.append(deadline)
     if on_extend is not None:
         keeper.extended.append(on_extend)

@@ -189,7 +189,11 @@ class AsyncBackgroundProcess:
         result = self._state.result
         if result is None:
             deadline = None if limit is None else time.monotonic() + limit
-            hold = keep(self._sandbox, deadline) if keep_alive else contextlib.nullcontext()
+            hold = (
+                keep(self._sandbox, self._agent.keeper, deadline)
+                if keep_alive
+                else contextlib.nullcontext()
+            )
             async with hold:
                 if limit is None:
                     result = await self._wait_done()

@@ -18,7 +18,6 @@ from ._errors import HopxError, NotFoundError, SandboxLostError
 from ._execution import AsyncExecution, callback_body, start_execution
 from ._fanout import ProgressCallback
 from ._files import AsyncEnv, AsyncFiles
-from ._keepalive import timeout_set
 from ._models import ProcessInfo, ProcessResult, ProcessStatus, SandboxInfo
 from ._process import AsyncBackgroundProcess, handle_for, start_process
 from ._results import ExecutionResult, StreamEvent
@@ -237,7 +236,7 @@ class AsyncSandbox:
         """
         validate.positive_int("seconds", seconds)
         await self._control.sandbox_action(self.id, "timeout", {"timeout_seconds": seconds})
-        timeout_set(self, seconds)
+        self._agent.keeper.timeout_set(seconds)
 
     # -------------------------------------------------------------- execution
     async def run_code(

@@ -109,3 +109,54 @@ def test_no_io_helpers_import_no_io_modules() -> None:
         assert not graph[name] & IO, f"{name} imports {sorted(graph[name] & IO)}"
         source = (PACKAGE / f"{name}.py").read_text(encoding="utf-8")
         assert "aiohttp" not in source and "asyncio" not in source, f"{name} does I/O"
+
+
+#: The module-level mutable state allowed (issue 15): the default client of each event loop,
+#: and the loop thread's bookkeeping that keeps fork safety working.
+ALLOWED_MODULE_STATE = {
+    ("_defaults", "_defaults"),
+    ("_loopthread", "_serving"),
+    ("_loopthread", "_orphans"),
+}
+_CONTAINERS = {"WeakKeyDictionary", "WeakValueDictionary", "WeakSet", "dict", "set", "list"}
+_CONTAINERS |= {"defaultdict", "OrderedDict", "deque"}
+
+
+def module_state(source: str) -> list[str]:
+    """Names bound at module level to a container that starts empty: a registry in which
+    collaborators would be looked up instead of handed over at construction."""
+    found: list[str] = []
+    for node in ast.parse(source).body:
+        if not isinstance(node, (ast.Assign, ast.AnnAssign)) or node.value is None:
+            continue
+        value = node.value
+        func = value.func if isinstance(value, ast.Call) else None
+        called = getattr(func, "attr", None) or getattr(func, "id", None)
+        empty = isinstance(value, ast.Dict) and not value.keys
+        empty = empty or (isinstance(value, (ast.Set, ast.List)) and not value.elts)
+        if called in _CONTAINERS or empty:
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            found += [t.id for t in targets if isinstance(t, ast.Name)]
+    return found
+
+
+def test_no_module_level_registries() -> None:
+    """Collaborators are given at construction (a handle its watcher, a sandbox its keeper on
+    its agent), never looked up in a module's global dictionary."""
+    found = {
+        (str(path.relative_to(PACKAGE).with_suffix("")).replace("/", "."), name)
+        for path in PACKAGE.rglob("*.py")
+        for name in module_state(path.read_text(encoding="utf-8"))
+    }
+    assert found - ALLOWED_MODULE_STATE == set()
+
+
+def test_the_registry_finder_finds_registries() -> None:
+    source = (
+        "import weakref\n"
+        "_held: weakref.WeakKeyDictionary[object, int] = weakref.WeakKeyDictionary()\n"
+        "_seen = {}\n"
+        "TABLE = {'a': 1}\n"
+        "_queue = collections.deque()\n"
+    )
+    assert module_state(source) == ["_held", "_seen", "_queue"]
