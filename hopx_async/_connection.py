@@ -297,16 +297,19 @@ class AgentConnection:
             except PAUSE_ERRORS as exc:
                 await self.wait_while_paused(exc)
 
-    async def wait_while_paused(self, error: HopxError) -> None:
+    async def wait_while_paused(self, error: HopxError, sent: float | None = None) -> None:
         """After a 409, 5xx or dropped connection (:data:`PAUSE_ERRORS`): return once it is
         worth asking again if the control plane says paused, or if it was paused a moment
-        ago (``RESUME_GRACE`` s: a resumed agent may answer as paused a little longer, and
-        the answer may have been on its way), else raise ``error``."""
+        before the failed request was ``sent`` (``time.monotonic()``; now if not given)
+        (``RESUME_GRACE`` s: a resumed agent may answer as paused a little longer, and the
+        answer may have been on its way; counted to the request's first attempt, so that its
+        retries do not use the grace up), else raise ``error``."""
         if await self.is_paused():
             self._paused_at = time.monotonic()
             await asyncio.sleep(self.polling.max_interval)
             return
-        if self._paused_at is not None and time.monotonic() - self._paused_at < RESUME_GRACE:
+        began = time.monotonic() if sent is None else sent
+        if self._paused_at is not None and began - self._paused_at < RESUME_GRACE:
             await asyncio.sleep(self.polling.max_interval)
             return
         raise error

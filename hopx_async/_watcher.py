@@ -315,7 +315,7 @@ class Watcher:
                         continue  # restarted by watch() with an older cursor
                     raise
                 except PAUSE_ERRORS as exc:
-                    await self.agent.wait_while_paused(exc)  # raises unless paused
+                    await self.agent.wait_while_paused(exc, sent)  # raises unless paused
                     continue
                 except RateLimitError as exc:
                     # A 429 never fails a wait: back off as advised (else doubling) and go on.
