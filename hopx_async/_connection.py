@@ -34,6 +34,7 @@ from ._errors import (
 )
 from ._models import SandboxInfo
 from ._transport import Response
+from ._utils import SecretHeaders
 from ._wire import agent_base, token_of, with_status
 
 __all__ = ["PAUSE_ERRORS", "READY_TIMEOUT", "TOKEN_MARGIN", "AgentConnection"]
@@ -230,7 +231,7 @@ class AgentConnection:
         base = await self._prepare(ready=ready)
         for attempt in (0, 1):
             token = self._token
-            sent = {"Authorization": f"Bearer {token}", **(headers or {})}
+            sent = SecretHeaders({"Authorization": f"Bearer {token}", **(headers or {})})
             try:
                 response = await self.control.transport.request(
                     method,
@@ -274,7 +275,7 @@ class AgentConnection:
                 async with self.control.transport.stream(
                     method,
                     base + path,
-                    headers={"Authorization": f"Bearer {token}"},
+                    headers=SecretHeaders({"Authorization": f"Bearer {token}"}),
                     params=params,
                     data=None if body is None else body(),
                     scope=self.sandbox_id,
@@ -329,7 +330,9 @@ class AgentConnection:
             token = self._token
             try:
                 return await self.control.transport.websocket(
-                    url, headers={"Authorization": f"Bearer {token}"}, resource=resource
+                    url,
+                    headers=SecretHeaders({"Authorization": f"Bearer {token}"}),
+                    resource=resource,
                 )
             except AuthenticationError:
                 # A refused handshake has no body: any 401 may be an expired token.

@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 from ._config import PollPolicy
 from ._transport import Response, Transport
+from ._utils import SecretHeaders
 from ._wire import segment
 
 __all__ = [
@@ -47,7 +48,8 @@ class ControlPlane:
         self.polling = polling
         #: the Unix time (token expiry); injectable for tests
         self.clock = clock
-        self._auth = {"X-API-Key": api_key}  # every /v1 route's security in the OpenAPI
+        # every /v1 route's security in the OpenAPI
+        self._auth = SecretHeaders({"X-API-Key": api_key})
         self._closables: weakref.WeakSet[Closable] = weakref.WeakSet()
         #: sandboxes made without an explicit client, held while they live
         self._adopted: set[Any] = set()

@@ -37,6 +37,7 @@ from ._retry import (
     should_retry_failure,
     should_retry_status,
 )
+from ._utils import SecretHeaders
 from ._version import __version__
 
 logger = logging.getLogger("hopx_async")
@@ -189,7 +190,7 @@ class Transport:
         kwargs: dict[str, Any] = {"headers": headers, "allow_redirects": False}
         if json is not None:
             kwargs["data"] = jsonlib.dumps(json).encode()  # bytes: no text payload
-            kwargs["headers"] = {**headers, "Content-Type": "application/json"}
+            kwargs["headers"] = SecretHeaders({**headers, "Content-Type": "application/json"})
         if params:
             kwargs["params"] = params
         if timeout is not None:

@@ -6,7 +6,21 @@ from collections.abc import Awaitable, Callable, Generator
 from types import TracebackType
 from typing import Any, Generic, Protocol, TypeVar
 
-__all__ = ["AwaitableContext"]
+__all__ = ["AwaitableContext", "SecretHeaders"]
+
+
+class SecretHeaders(dict[str, str]):
+    """Request headers that carry a credential: their repr (a traceback's arguments, a log
+    line) names them and never shows a value.
+
+    >>> SecretHeaders({"X-API-Key": "hopx_live_x"})
+    {'X-API-Key': '***'}
+    """
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "{" + ", ".join(f"{name!r}: '***'" for name in self) + "}"
 
 
 class _AsyncClosable(Protocol):
