@@ -27,11 +27,14 @@ def test_secret_headers_name_their_keys_only() -> None:
 async def test_a_failed_requests_traceback_shows_no_credential(
     backend: Any, proxy: FaultProxy
 ) -> None:
-    async with AsyncHopx(
-        api_key=backend.api_key,
-        base_url=proxy.url,
-        retries=RetryPolicy(max_retries=0),
-    ) as client, client.sandboxes.create("base") as sandbox:
+    async with (
+        AsyncHopx(
+            api_key=backend.api_key,
+            base_url=proxy.url,
+            retries=RetryPolicy(max_retries=0),
+        ) as client,
+        client.sandboxes.create("base") as sandbox,
+    ):
         proxy.inject(Fault("GET", r"/execute/processes$", 502, times=10))
         proxy.inject(Fault("GET", r"/v1/sandboxes/[^/]+$", 502, times=10))
         rendered = []
