@@ -4,6 +4,7 @@ started in its box (``box``) by the supervisor.
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import logging
 import os
@@ -130,10 +131,13 @@ class Launcher:
             self.uids.reclaim(host_uids())
         return self.uids
 
-    def assign_uid(self, sandbox_id: str) -> None:
-        """Give a new sandbox its own host uid (when sandboxes get one)."""
+    async def assign_uid(self, sandbox_id: str) -> None:
+        """Give a new sandbox its own host uid (when sandboxes get one). The uids host
+        processes run as are read from ``/proc`` off the event loop (milliseconds with a few
+        hundred processes)."""
         if self.own_uids:
-            self._claimed().assign(sandbox_id, host_uids())
+            busy = await asyncio.to_thread(host_uids)
+            self._claimed().assign(sandbox_id, busy)
 
     def release_uid(self, sandbox_id: str) -> None:
         """The sandbox is deleted: its uid is free (reused once nothing runs as it)."""

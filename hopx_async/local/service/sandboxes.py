@@ -115,7 +115,7 @@ class Sandboxes:
             expires_at=None if timeout_seconds is None else now + timeout_seconds,
             env_vars=dict(env_vars),
         )
-        self.launcher.assign_uid(sbx.id)
+        await self.launcher.assign_uid(sbx.id)
         self.launcher.prepare_sandbox(sbx.id)
         try:
             await asyncio.to_thread(self.disks.attach, sbx.id, new=True)
