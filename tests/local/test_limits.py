@@ -127,7 +127,8 @@ def figures(name: str, timed: dict[str, list[float]]) -> str:
 
 async def test_health_advertises_the_enforced_limits(limited: Api) -> None:
     limits = await enforced(limited)
-    assert set(limits) == {"memory_mb", "processes", "vcpu", "file_size_gb", "tmp_mb", "network"}
+    expected = {"memory_mb", "processes", "vcpu", "file_size_gb", "tmp_mb", "network"}
+    assert set(limits) == expected | {"workspace_mb"}
     assert limits["memory_mb"]["value"] == MEMORY_MB
     assert limits["processes"]["value"] == PROCESSES
     assert limits["file_size_gb"] == {"value": 10, "by": "rlimit"}

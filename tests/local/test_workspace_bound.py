@@ -124,6 +124,14 @@ async def upload(api: Api, sbx: Sandbox, path: str, data: bytes) -> Any:
     return await api.agent(sbx, "POST", "/files/upload", data=form)
 
 
+async def _advertised(api: Api, by: str) -> None:
+    """``/health`` (extended, with a box) names the bound and what holds it."""
+    health = await api.raw("GET", api.base_url + "/health")
+    limits = health.body["sandbox_limits"]
+    if limits is not None:  # null without a box
+        assert limits["workspace_mb"] == {"value": BOUND_MB, "by": by}
+
+
 def allocated(path: Path) -> int:
     return os.stat(path).st_blocks * 512
 
@@ -136,6 +144,7 @@ async def test_sandbox_code_filling_its_workspace_gets_enospc_and_the_host_keeps
         api = Api(session, backend.base_url, backend.api_key)
         filler, neighbour = await api.create(), await api.create()
         assert is_mount(workspace(backend, filler))
+        await _advertised(api, "image")
         # The image's root belongs to whoever the sandbox's code runs as, no lost+found.
         owner = await run(api, filler, "import os; print(os.getuid(), os.stat('.').st_uid)")
         uid, root_uid = owner["stdout"].split()
@@ -273,6 +282,7 @@ async def test_without_the_image_the_files_api_checks_usage(
         sbx = await api.create()
         assert not is_mount(workspace(backend, sbx))
         assert not image(backend, sbx).exists()
+        await _advertised(api, "usage_check")
         assert (await write(api, sbx, "/workspace/keep.txt", b"the old content")).status == 200
         (await write(api, sbx, "/workspace/keep.txt", os.urandom(BOUND + 1))).expect_error(
             507, "INSUFFICIENT_STORAGE"

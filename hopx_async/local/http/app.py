@@ -82,7 +82,10 @@ async def server_health(request: web.Request) -> web.Response:
     if dialect.extensions:  # the enforced limits are advertised in extended only
         limiter = app_state.limiter
         answer["limits"] = None if limiter is None else {"per_minute": limiter.per_minute}
-        answer["sandbox_limits"] = app_state.launcher.enforced_limits()
+        limits = app_state.launcher.enforced_limits()
+        if limits is not None:
+            limits["workspace_mb"] = app_state.sandboxes.disks.enforced()
+        answer["sandbox_limits"] = limits
     return json_answer(answer)
 
 

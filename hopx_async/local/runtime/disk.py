@@ -175,6 +175,11 @@ class WorkspaceDisks:
         self.images = images
         self._mounted: set[str] = set()
 
+    def enforced(self) -> dict[str, object]:
+        """The bound as ``/health`` advertises it: held by a loop-mounted image (for all
+        writes) or by the files API's usage check (for its own writes only)."""
+        return {"value": self.limit_bytes >> 20, "by": "image" if self.images else "usage_check"}
+
     @classmethod
     def detect(cls, layout: Layout, limit_bytes: int) -> WorkspaceDisks:
         """Images where they work here and are not switched off (raises ``ValueError`` on a
