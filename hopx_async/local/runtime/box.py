@@ -108,6 +108,7 @@ class Box:
         self._setpriv = shutil.which("setpriv") or "setpriv"
         #: interpreter prefixes under the box's own /tmp or /run, mounted at /run/hopx/pyN
         self._relocated: list[tuple[str, int]] = []
+        self._inside: dict[str, str] = {}
         boxed = isolation.mechanism == "bubblewrap"
         self._system_binds = self._system_mounts() if boxed else []
 
@@ -173,7 +174,16 @@ class Box:
         return args
 
     def inside_path(self, host_path: str) -> str:
-        """Where ``host_path`` of an interpreter prefix is seen inside a box."""
+        """Where ``host_path`` of an interpreter prefix is seen inside a box (remembered:
+        every start asks, mostly for the same few interpreters)."""
+        known = self._inside.get(host_path)
+        if known is None:
+            if len(self._inside) >= 256:
+                self._inside.clear()
+            known = self._inside[host_path] = self._inside_path(host_path)
+        return known
+
+    def _inside_path(self, host_path: str) -> str:
         real = os.path.join(
             os.path.realpath(os.path.dirname(host_path)), os.path.basename(host_path)
         )
