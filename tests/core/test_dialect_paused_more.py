@@ -91,10 +91,11 @@ async def test_readiness_waits_while_paused_past_its_timeout(
         assert result.stdout == "done\n"
 
 
-async def test_a_pause_answer_just_after_the_resume_is_asked_again(
-    backend: Any, proxy: FaultProxy
-) -> None:
-    async with _client(backend, proxy) as client, client.sandboxes.create("base") as sandbox:
+async def _late_pause_answers(client: AsyncHopx, proxy: FaultProxy, late_path: str) -> None:
+    """A wait across a pause whose agent answers 502, then five more 502s once the control
+    plane says running again (every attempt of one poll: the transport's retries included):
+    the wait must still end with the process's result."""
+    async with client.sandboxes.create("base") as sandbox:
         proc = await sandbox.run_code_background("import time; time.sleep(1); print('done')")
         await sandbox.pause()
         before = proxy.count(*SANDBOX_GET)
@@ -102,17 +103,20 @@ async def test_a_pause_answer_just_after_the_resume_is_asked_again(
         waiting = asyncio.ensure_future(proc.wait())
         await _until_paused_is_seen(proxy, before)
         resumed = [False]
-        # the agent still answering as paused once the control plane says running (every
-        # attempt of one poll: the transport's retries included)
-        late = proxy.inject(
-            Fault("GET", r"/execute/processes", 502, times=5, when=lambda _: resumed[0])
-        )
+        late = proxy.inject(Fault("GET", late_path, 502, times=5, when=lambda _: resumed[0]))
         paused.times = 0
         await sandbox.resume()
         resumed[0] = True
-        result = await asyncio.wait_for(waiting, 15)
+        result = await asyncio.wait_for(waiting, 30)
         assert late.hits == 5
         assert result.stdout == "done\n"
+
+
+async def test_a_pause_answer_just_after_the_resume_is_asked_again(
+    backend: Any, proxy: FaultProxy
+) -> None:
+    async with _client(backend, proxy) as client:
+        await _late_pause_answers(client, proxy, r"/execute/processes")
 
 
 async def test_the_resume_grace_counts_to_the_failed_polls_first_attempt(
@@ -121,29 +125,13 @@ async def test_the_resume_grace_counts_to_the_failed_polls_first_attempt(
     """The late pause answers take the poll's retries longer than the grace (as on a loaded
     machine): the poll was sent within the grace, so it is asked again, not raised."""
     monkeypatch.setattr(connection, "RESUME_GRACE", 1.0)
-    slow = AsyncHopx(
+    async with AsyncHopx(
         api_key=backend.api_key,
         base_url=proxy.url,
         polling=PollPolicy(initial_interval=0.02, max_interval=0.1, long_poll=0.5),
         retries=RetryPolicy(max_retries=4, initial_delay=0.75, max_delay=0.75),
-    )
-    async with slow as client, client.sandboxes.create("base") as sandbox:
-        proc = await sandbox.run_code_background("import time; time.sleep(1); print('done')")
-        await sandbox.pause()
-        before = proxy.count(*SANDBOX_GET)
-        paused = proxy.inject(Fault("GET", r"/execute/processes", 502, times=10**6))
-        waiting = asyncio.ensure_future(proc.wait())
-        await _until_paused_is_seen(proxy, before)
-        resumed = [False]
-        late = proxy.inject(
-            Fault("GET", r"/execute/processes$", 502, times=5, when=lambda _: resumed[0])
-        )
-        paused.times = 0
-        await sandbox.resume()
-        resumed[0] = True
-        result = await asyncio.wait_for(waiting, 30)
-        assert late.hits == 5
-        assert result.stdout == "done\n"
+    ) as client:
+        await _late_pause_answers(client, proxy, r"/execute/processes$")
 
 
 async def test_a_5xx_after_the_agent_answered_again_is_raised(
