@@ -104,9 +104,11 @@ async def _late_pause_answers(client: AsyncHopx, proxy: FaultProxy, late_path: s
         await _until_paused_is_seen(proxy, before)
         resumed = [False]
         late = proxy.inject(Fault("GET", late_path, 502, times=5, when=lambda _: resumed[0]))
-        paused.times = 0
+        # The agent answers as paused until the resume is answered, then five more times: no
+        # request may get through in between (an answer from the agent ends the pause seen
+        # before, and a 5xx after it is rightly raised: the next test).
         await sandbox.resume()
-        resumed[0] = True
+        paused.times, resumed[0] = 0, True
         result = await asyncio.wait_for(waiting, 30)
         assert late.hits == 5
         assert result.stdout == "done\n"
