@@ -2,15 +2,34 @@
 
 from __future__ import annotations
 
+import anyio
 import pytest
 
-from hopx_async import AsyncSandbox
+from hopx_async import AsyncSandbox, AsyncTerminal
 
 pytestmark = pytest.mark.anyio
 
+#: A terminal test that does not end in this long fails (a hang would outlive pytest-timeout's
+#: alarm in the fixture's teardown).
+BOUND = 60
+
+
+async def _prompt(term: AsyncTerminal) -> None:
+    """Until the shell wrote something (its prompt): what is typed before an interactive
+    shell is up may be lost to its start."""
+    async for text in term.output():
+        if text.strip():
+            return
+
 
 async def test_terminal_resize_echo_and_exit_code(sandbox: AsyncSandbox) -> None:
+    with anyio.fail_after(BOUND):
+        await _resize_echo_and_exit_code(sandbox)
+
+
+async def _resize_echo_and_exit_code(sandbox: AsyncSandbox) -> None:
     async with sandbox.terminal(cols=100, rows=30) as term:
+        await _prompt(term)
         await term.send("stty size\n")
         seen = ""
         async for text in term.output():  # the first size, before the resize
@@ -26,7 +45,13 @@ async def test_terminal_resize_echo_and_exit_code(sandbox: AsyncSandbox) -> None
 
 
 async def test_closing_the_terminal_ends_the_shell(sandbox: AsyncSandbox) -> None:
+    with anyio.fail_after(BOUND):
+        await _closing_ends_the_shell(sandbox)
+
+
+async def _closing_ends_the_shell(sandbox: AsyncSandbox) -> None:
     async with sandbox.terminal() as term:
+        await _prompt(term)
         await term.send("echo $$ > shell.pid; echo ready\n")
         async for text in term.output():
             if "ready" in text.replace("echo ready", ""):

@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 import aiohttp
+import anyio
 import pytest
 
 from .helpers import Api, Sandbox
@@ -26,13 +27,25 @@ async def _until_exit(ws: aiohttp.ClientWebSocketResponse) -> tuple[str, list[di
     return "".join(output), others
 
 
+async def _prompt(ws: aiohttp.ClientWebSocketResponse) -> str:
+    """Until the shell wrote something (its prompt): what is typed before an interactive
+    shell is up may be lost to its start."""
+    async for msg in ws:
+        data = json.loads(msg.data)
+        if data["type"] == "output" and data["data"].strip():
+            return str(data["data"])
+    raise AssertionError("the terminal closed before the shell wrote anything")
+
+
 async def test_terminal_runs_a_shell_on_a_tty(api: Api, sbx: Sandbox) -> None:
     headers = {"Authorization": f"Bearer {sbx.token}"}
-    async with api.session.ws_connect(sbx.host + "/terminal", headers=headers) as ws:
-        await ws.send_json({"type": "resize", "cols": 91, "rows": 17})
-        await ws.send_json({"type": "resize", "cols": 0, "rows": 17})  # refused, the shell lives
-        await ws.send_json({"type": "input", "data": "tty -s && pwd && stty size; exit 4\n"})
-        output, others = await _until_exit(ws)
+    with anyio.fail_after(60):  # (a hang would outlive pytest-timeout's alarm in teardown)
+        async with api.session.ws_connect(sbx.host + "/terminal", headers=headers) as ws:
+            await _prompt(ws)
+            await ws.send_json({"type": "resize", "cols": 91, "rows": 17})
+            await ws.send_json({"type": "resize", "cols": 0, "rows": 17})  # refused, lives on
+            await ws.send_json({"type": "input", "data": "tty -s && pwd && stty size; exit 4\n"})
+            output, others = await _until_exit(ws)
     assert "/workspace" in output or sbx.id in output  # /workspace as the box shows it
     assert "17 91" in output
     assert others[0]["type"] == "error" and "'cols'" in others[0]["message"]
