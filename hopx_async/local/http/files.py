@@ -96,7 +96,9 @@ async def _room(request: web.Request, target: Target, size: int) -> None:
     """507 when ``size`` more bytes would pass the workspace's bound (the usage check of a
     workspace without an image; see ``runtime.disk``)."""
     disks = state(request).sandboxes.disks
-    await _work(target, disks.check_room, request.match_info["sid"], size)
+    sandbox_id = request.match_info["sid"]
+    if not disks.has_image(sandbox_id):  # (the usage check walks the workspace: a thread)
+        await _work(target, disks.check_room, sandbox_id, size)
 
 
 def _owner(request: web.Request) -> int | None:

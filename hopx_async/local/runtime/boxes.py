@@ -65,7 +65,7 @@ class Boxes:
             raise
         self._nets: dict[str, Attachment] = {}
         self.limits = SandboxLimits.from_template()
-        self.cgroups = Cgroups.detect() if box.isolation.mechanism == "bubblewrap" else None
+        self.cgroups = Cgroups.detect() if boxed else None
         #: the rlimits a box's supervisor sets (inherited by everything in the box)
         self.rlimits: dict[str, int] = {"fsize": self.limits.disk_gb << 30}
         if self.cgroups is None:

@@ -337,10 +337,14 @@ class WorkspaceDisks:
         with ThreadPoolExecutor(_WORKERS, thread_name_prefix="hopx-umount") as pool:
             list(pool.map(detach, sorted(self._mounted)))
 
+    def has_image(self, sandbox_id: str) -> bool:
+        """Whether the workspace is its mounted image (whose file system holds the bound)."""
+        return sandbox_id in self._mounted
+
     def check_room(self, sandbox_id: str, size: int) -> None:
         """Before a files API write of ``size`` bytes: ENOSPC when a workspace without an image
         would pass the bound (an image needs no check: its file system says ENOSPC)."""
-        if sandbox_id in self._mounted:
+        if self.has_image(sandbox_id):
             return
         used = usage(self.layout.workspace(sandbox_id))
         if used + size > self.limit_bytes:
