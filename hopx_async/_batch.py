@@ -110,7 +110,8 @@ class _Run:
         self.tally = tally
         self.deadline = deadline
         self.lost: set[str] = set()
-        #: the keep-alive of each sandbox this run holds (its tasks' waits share it)
+        #: the keep-alive of each sandbox this run holds (its tasks' waits share it; a
+        #: ``wait(keep_alive=True)`` outside the run holds the sandbox through its agent's)
         self.keepers: dict[str, Keeper] = {}
         self.clients = list({id(box.client): box.client for box in boxes}.values())
         self.seen = self.throttled_now()
