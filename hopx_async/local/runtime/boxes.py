@@ -29,7 +29,7 @@ from typing import Any
 from ..state.layout import Layout
 from .box import BOX_ID, SUPERVISOR_PATH, Box
 from .limits import Cgroups, SandboxLimits
-from .network import Attachment, Network
+from .network import Attachment, Network, last_line
 from .procfs import ProcStat, all_stats, descendants, pids_by_env
 from .sandbox_box import SandboxBox
 from .seccomp import filter_fd
@@ -175,7 +175,8 @@ class Boxes:
         try:
             await box.wait_ready()
         except OSError as exc:
-            why = f"the sandbox's box did not start: {self._why(sandbox_id)}"
+            log = self.layout.sandbox_dir(sandbox_id) / "box.log"
+            why = f"the sandbox's box did not start: {last_line(log)}"
             raise OSError(exc.errno, why) from None
         if self.cgroups is not None:
             try:  # before anything runs in the box: all of it is held
@@ -215,14 +216,6 @@ class Boxes:
         if net is not None and (only is None or net is only):
             del self._nets[sandbox_id]
             net.stop()
-
-    def _why(self, sandbox_id: str) -> str:
-        try:
-            text = (self.layout.sandbox_dir(sandbox_id) / "box.log").read_text(errors="replace")
-        except OSError:
-            return "no reason given"
-        lines = text.strip().splitlines()
-        return lines[-1][:300] if lines else "no reason given"
 
     def end(self, sandbox_id: str) -> None:
         """Kill the sandbox's box and everything in it (from the host)."""

@@ -35,7 +35,15 @@ import attrs
 from .spawner_client import SpawnArgs
 from .supervisor import Running, Supervisor
 
-__all__ = ["NETWORK_ENV", "GATEWAY", "Attachment", "Network", "NetworkMode", "resolv_conf_for"]
+__all__ = [
+    "GATEWAY",
+    "NETWORK_ENV",
+    "Attachment",
+    "Network",
+    "NetworkMode",
+    "last_line",
+    "resolv_conf_for",
+]
 
 #: Environment variable that chooses the network mode: ``auto``, ``user`` or ``host``.
 NETWORK_ENV = "HOPX_LOCAL_NETWORK"
@@ -166,7 +174,7 @@ class Network:
             os.close(ready_r)
         if not ok:
             attachment.stop()
-            raise OSError(errno.EIO, f"slirp4netns did not start: {_last_line(log)}")
+            raise OSError(errno.EIO, f"slirp4netns did not start: {last_line(log)}")
         return attachment
 
 
@@ -191,11 +199,14 @@ async def _ready(fd: int) -> bool:
         loop.remove_reader(fd)
 
 
-def _last_line(log: Path) -> str:
+def last_line(log: Path) -> str:
+    """The last line of a helper's log that is not a warning (at most 300 characters): why it
+    did not start."""
     try:
         lines = [ln for ln in log.read_text(errors="replace").splitlines() if "WARNING" not in ln]
     except OSError:
         return "no reason given"
+    lines = [ln for ln in lines if ln.strip()]
     return lines[-1][:300] if lines else "no reason given"
 
 
